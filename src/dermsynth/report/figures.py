@@ -1,0 +1,65 @@
+"""Image grids and plots (PIL and matplotlib only; no torchvision)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Generator output in [-1, 1], (N, 3, H, W) -> uint8 (N, H, W, 3)."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, fill: int = 255) -> np.ndarray:
+    """Tile uint8 images (N, H, W, 3) into one (rows*H, cols*W, 3) image with ``pad`` pixels between."""
+    n, h, w = images.shape[:3]
+    cols = nrow or int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), fill, dtype=np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        grid[y:y + h, x:x + w] = images[i]
+    return grid
+
+
+def save_png(image: np.ndarray, path: str | Path, min_side: int = 0) -> Path:
+    """Save a uint8 image; upscale with nearest-neighbour so small grids stay legible."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pil = Image.fromarray(image)
+    if min_side and min(pil.size) < min_side:
+        k = int(math.ceil(min_side / min(pil.size)))
+        pil = pil.resize((pil.width * k, pil.height * k), Image.NEAREST)
+    pil.save(path)
+    return path
+
+
+def plot_losses(csv_path: str | Path, png_path: str | Path) -> Path | None:
+    """Plot D and G loss curves from a trainer's ``losses.csv``; returns None when it has no rows yet."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(csv_path)
+    if df.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    for col in [c for c in df.columns if c.endswith("_loss")]:
+        ax.plot(df["step"], df[col], label=col)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+    return Path(png_path)

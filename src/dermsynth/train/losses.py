@@ -1,0 +1,23 @@
+"""GAN losses, selected by name. Each takes discriminator logits and returns a scalar tensor."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def nonsaturating_d(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """BCE of D on reals (target 1) and fakes (target 0): softplus(-r) + softplus(f)."""
+    return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
+
+
+def nonsaturating_g(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss -log D(G(z)) = softplus(-f) (Goodfellow et al. 2014)."""
+    return F.softplus(-fake_logits.float()).mean()
+
+
+LOSSES: dict[str, tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]] = {
+    "nonsaturating": (nonsaturating_d, nonsaturating_g),
+}

@@ -1,0 +1,61 @@
+"""Mini-batches from a uint8 image array kept on the training device.
+
+Images stay uint8 (4x smaller than float) and are converted per batch. The order is a fresh permutation
+per epoch drawn from (seed, epoch), so the sampler's whole state is two integers and a resumed run sees
+exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dermsynth.errors import DermsynthError
+
+
+class BatchSampler:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+                 device: torch.device, keep_on_device: bool | None = None) -> None:
+        n = len(images)
+        if n < batch_size:
+            raise DermsynthError(f"the dataset has {n} images, fewer than one batch of {batch_size}; "
+                                 f"lower --batch-size")
+        self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, device
+        if keep_on_device is None:
+            keep_on_device = device.type != "cuda" or _fits_on_gpu(images.nbytes, device)
+        where = device if keep_on_device else torch.device("cpu")
+        # NHWC uint8; permuting a batch to NCHW gives a channels_last tensor for free.
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(where)
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(where)
+        if not keep_on_device and device.type == "cuda":
+            self.images = self.images.pin_memory()
+        self.epoch, self.position = 0, 0
+        self._perm = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=g).to(self.images.device)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch: float images in [-1, 1], (B, 3, H, W), and int64 labels, on the device."""
+        if self.position + self.batch_size > self.n:  # drop the incomplete tail: fixed batch shapes
+            self.epoch, self.position = self.epoch + 1, 0
+            self._perm = self._permutation(self.epoch)
+        idx = self._perm[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        x = self.images[idx].to(self.device, non_blocking=True)
+        y = self.labels[idx].to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        return x, y
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._perm = self._permutation(self.epoch)
+
+
+def _fits_on_gpu(nbytes: int, device: torch.device) -> bool:
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes < 0.4 * free

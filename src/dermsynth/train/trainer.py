@@ -1,0 +1,317 @@
+"""The one training loop every GAN in the registry shares.
+
+Per step: one discriminator update on a real batch and a generated batch, then one generator update on the
+same generated batch. Around it: EMA of the generator, fixed-noise sample grids, loss curves (CSV + PNG),
+atomic checkpoints with every RNG state (so ``resume=True`` continues exactly as an uninterrupted run),
+and a checkpoint on Ctrl-C so an interrupted run loses no work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import json
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dermsynth.data.dataset import LesionDataset
+from dermsynth.errors import CheckpointError, DermsynthError
+from dermsynth.models import build_gan
+from dermsynth.report.figures import image_grid, plot_losses, save_png, to_uint8
+from dermsynth.train.checkpoint import load_checkpoint, save_checkpoint
+from dermsynth.train.config import TrainConfig
+from dermsynth.train.losses import LOSSES
+from dermsynth.train.sampler import BatchSampler
+
+LOSS_COLUMNS = ["d_loss", "g_loss", "d_real", "d_fake"]
+GRID_SIZE = 64
+
+
+class TrainingInterrupted(DermsynthError):
+    """Raised after Ctrl-C once the checkpoint of the last finished step is on disk."""
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    checkpoint: Path
+    step: int
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DermsynthError(f"--device {name} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def model_options(cfg: TrainConfig, num_classes: int) -> dict:
+    """Keyword options for the model builder; stored in checkpoints so samplers can rebuild G."""
+    return {"resolution": cfg.size, "z_dim": cfg.z_dim, "width": cfg.width,
+            "num_classes": num_classes if cfg.conditional else 0}
+
+
+def load_training_data(cfg: TrainConfig) -> LesionDataset:
+    """The dataset a config names: built-in phantom data when ``cfg.data`` is None."""
+    if cfg.data is None:
+        from dermsynth.data.phantom import generate_phantom
+
+        return generate_phantom(n=cfg.phantom_n, size=cfg.size, seed=0)
+    from dermsynth.data.prepare import load_dataset
+
+    return load_dataset(cfg.data, size=cfg.size, skip_corrupt=cfg.skip_corrupt)
+
+
+class GANStep:
+    """One discriminator update then one generator update on the same generated batch.
+
+    Returns the step's statistics (d_loss, g_loss, mean real logit, mean fake logit) as one device tensor,
+    so the caller never forces a host sync. Shared by the trainer and the throughput benchmark.
+    """
+
+    def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                 loss: str = "nonsaturating", bf16: bool = False, compile: bool = False) -> None:
+        if loss not in LOSSES:
+            raise DermsynthError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
+        self.G, self.D = (torch.compile(G), torch.compile(D)) if compile else (G, D)
+        self.opt_g, self.opt_d = opt_g, opt_d
+        self.loss_d, self.loss_g = LOSSES[loss]
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext())
+
+    def __call__(self, real: torch.Tensor, labels: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
+        with self.autocast:
+            fake = self.G(z, labels)
+            real_logits = self.D(real, labels)
+            fake_logits = self.D(fake.detach(), labels)
+            d_loss = self.loss_d(real_logits, fake_logits)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        with self.autocast:
+            g_loss = self.loss_g(self.D(fake, labels))
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        return torch.stack([d_loss.detach(), g_loss.detach(),
+                            real_logits.detach().float().mean(), fake_logits.detach().float().mean()])
+
+
+def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    """ema <- beta * ema + (1 - beta) * model for parameters; buffers (BN statistics) copied."""
+    with torch.no_grad():
+        ema_p, p = list(ema.parameters()), list(model.parameters())
+        torch._foreach_lerp_(ema_p, p, 1.0 - beta)
+        for b_ema, b in zip(ema.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+
+def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool = False,
+          progress: bool = True) -> TrainResult:
+    """Train the GAN that ``cfg.model`` names; see :class:`TrainConfig` for every option.
+
+    With ``resume=True`` training continues from ``<out>/latest.pt`` (if present) up to ``cfg.steps``.
+    """
+    cfg.validate()
+    out = Path(cfg.out)
+    ckpt_path = out / "latest.pt"
+    state = None
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        saved = TrainConfig.from_dict(state["config"])
+        # The architecture and data come from the checkpoint; only the length and logging may change.
+        for key in ("steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "device"):
+            setattr(saved, key, getattr(cfg, key))
+        cfg = saved
+    elif not resume and ckpt_path.exists():
+        raise DermsynthError(f"{out} already holds a run (latest.pt); pass --resume to continue it "
+                             f"or choose another --out")
+
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    data = dataset if dataset is not None else load_training_data(cfg)
+    if data.size != cfg.size:
+        raise DermsynthError(f"data is {data.size}px but the model is configured for {cfg.size}px")
+    if cfg.conditional and data.num_classes < 1:
+        raise DermsynthError("--conditional needs labelled data; this dataset has no classes")
+
+    options = model_options(cfg, data.num_classes)
+    G, D = build_gan(cfg.model, **options)
+    G, D = G.to(device), D.to(device)
+    use_cuda = device.type == "cuda"
+    if use_cuda and cfg.channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_beta > 0 else None
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+
+    sampler = BatchSampler(data.images, data.labels, cfg.batch_size, cfg.seed, device)
+    noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    grid_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    fixed_z = torch.randn(GRID_SIZE, cfg.z_dim, generator=grid_gen).to(device)
+    fixed_y = (torch.arange(GRID_SIZE) % max(data.num_classes, 1)).to(device)
+    step = 0
+    if state is not None:
+        _restore(state, G, D, G_ema, opt_g, opt_d, sampler, noise)
+        step = int(state["step"])
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "samples").mkdir(exist_ok=True)
+    cfg.save(out / "config.json")
+    (out / "data.json").write_text(json.dumps(_data_summary(data), indent=2) + "\n")
+    losses_csv = out / "losses.csv"
+    _truncate_log(losses_csv, step)
+    if state is None:
+        _save_real_grid(data, out / "real.png")
+
+    gan_step = GANStep(G, D, opt_g, opt_d, cfg.loss, bf16=use_cuda and cfg.bf16, compile=cfg.compile)
+    autocast = gan_step.autocast
+    conditional = cfg.conditional
+
+    def checkpoint() -> Path:
+        state = _state(cfg, step, options, data, G, D, G_ema, opt_g, opt_d, sampler, noise)
+        path = save_checkpoint(state, ckpt_path)
+        if cfg.keep_checkpoints:
+            save_checkpoint(state, out / f"ckpt-{step:07d}.pt")
+        plot_losses(losses_csv, out / "losses.png")
+        return path
+
+    def sample_grid() -> None:
+        g = G_ema if G_ema is not None else G
+        was_training = g.training
+        g.eval()
+        with torch.no_grad(), autocast:
+            imgs = g(fixed_z, fixed_y if conditional else None)
+        g.train(was_training)
+        save_png(image_grid(to_uint8(imgs), nrow=8), out / "samples" / f"step-{step:07d}.png")
+
+    log_sum = torch.zeros(len(LOSS_COLUMNS), device=device)
+    log_n, t_log = 0, time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=step, unit="step", disable=not progress, dynamic_ncols=True)
+    with open(losses_csv, "a", newline="") as log_file, _StopOnInterrupt() as stop:
+        writer = csv.writer(log_file)
+        if log_file.tell() == 0:
+            writer.writerow(["step", *LOSS_COLUMNS, "img_per_s"])
+        while step < cfg.steps and not stop.requested:
+            real, labels = sampler.next()
+            if use_cuda and cfg.channels_last:
+                real = real.contiguous(memory_format=torch.channels_last)
+            z = torch.randn(cfg.batch_size, cfg.z_dim, device=device, generator=noise)
+            stats = gan_step(real, labels if conditional else None, z)
+            if G_ema is not None:
+                update_ema(G_ema, G, cfg.ema_beta)
+            step += 1
+            # Accumulate on the device; the host reads it only every log_every steps (no per-step sync).
+            log_sum += stats
+            log_n += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                values = (log_sum / log_n).tolist()
+                now = time.perf_counter()
+                ips = log_n * cfg.batch_size / max(now - t_log, 1e-9)
+                writer.writerow([step, *[f"{v:.5f}" for v in values], f"{ips:.1f}"])
+                log_file.flush()
+                bar.set_postfix(d=f"{values[0]:.3f}", g=f"{values[1]:.3f}", img_s=f"{ips:.0f}")
+                log_sum.zero_()
+                log_n, t_log = 0, now
+            if step % cfg.sample_every == 0 or step == cfg.steps:
+                sample_grid()
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                checkpoint()
+    bar.close()
+    if stop.requested:
+        checkpoint()
+        raise TrainingInterrupted(f"interrupted at step {step}; checkpoint saved to {ckpt_path}; "
+                                  f"continue with --resume")
+    return TrainResult(out=out, checkpoint=ckpt_path, step=step)
+
+
+class _StopOnInterrupt:
+    """Turn the first Ctrl-C into a request to stop after the current step (so the checkpoint written
+    then is a consistent state that resumes exactly); a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_StopOnInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _state(cfg, step, options, data, G, D, G_ema, opt_g, opt_d, sampler, noise) -> dict:
+    return {
+        "format": "dermsynth-gan-1",
+        "config": cfg.to_dict(),
+        "model": cfg.model,
+        "model_options": options,
+        "class_names": list(data.class_names),
+        "data": _data_summary(data),
+        "step": step,
+        "generator": G.state_dict(),
+        "discriminator": D.state_dict(),
+        "generator_ema": None if G_ema is None else G_ema.state_dict(),
+        "opt_g": opt_g.state_dict(),
+        "opt_d": opt_d.state_dict(),
+        "sampler": sampler.state_dict(),
+        "noise_rng": noise.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _restore(state, G, D, G_ema, opt_g, opt_d, sampler, noise) -> None:
+    try:
+        G.load_state_dict(state["generator"])
+        D.load_state_dict(state["discriminator"])
+        if G_ema is not None and state.get("generator_ema") is not None:
+            G_ema.load_state_dict(state["generator_ema"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint does not match the model: {str(exc).splitlines()[0]}") from None
+    sampler.load_state_dict(state["sampler"])
+    noise.set_state(state["noise_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if torch.cuda.is_available() and state.get("cuda_rng"):
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _data_summary(data: LesionDataset) -> dict:
+    return {"source": data.source, "count": len(data), "size": data.size,
+            "class_names": list(data.class_names), "class_counts": data.class_counts()}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows past ``step``: a crashed run may have logged beyond its last checkpoint."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+
+
+def _save_real_grid(data: LesionDataset, path: Path, n: int = GRID_SIZE) -> None:
+    idx = np.random.default_rng(0).choice(len(data), size=min(n, len(data)), replace=False)
+    save_png(image_grid(np.asarray(data.images[np.sort(idx)]), nrow=8), path)

@@ -1,0 +1,466 @@
+"""Decode a data source once into a memory-mapped cache of square uint8 images (+ masks).
+
+``prepare(source, size)`` reads the source's index (:func:`~dermsynth.data.readers.read_source`), decodes every
+image, centre-crops it to a square and resizes it to ``size`` (LANCZOS); lesion and attribute masks are first
+fitted to their image's pixel grid, then cropped and resized identically (nearest-neighbour). Arrays are written
+straight into preallocated ``.npy`` memory maps (10k images at 256 px are 2 GB: never held as a list), and
+``meta.json`` is written last, so the folder is a :meth:`LesionDataset.load`-able cache only once complete.
+
+Without ``out``, the cache lives in ``$DERMSYNTH_CACHE`` (default ``~/.cache/dermsynth``) under
+``<name>-<size>-<hash8>``, the hash keyed by the resolved source path, kind, size and ``skip_corrupt``. A cache whose
+recorded fingerprint (ids, labels, groups, file sizes and mtimes, size, flags) matches the current index is
+loaded instead of decoding again.
+
+``load_dataset(spec, size)`` is the single entry point for trainers and the CLI: phantom data, a prepared cache
+folder, a ``.npz`` (built in memory) or any source folder (prepared into the default cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from dermsynth.data.dataset import ATTRIBUTES, CACHE_VERSION, LesionDataset
+from dermsynth.data.images import (
+    binarize_mask,
+    fit_mask_to_image,
+    load_image,
+    load_mask,
+    preprocess_image,
+    preprocess_mask,
+)
+from dermsynth.data.readers import DataWarning, Record, SourceIndex, read_source
+from dermsynth.errors import DataError
+
+PREPARE_VERSION = 1  # bump when the decoding/cropping/resizing changes, to invalidate old caches
+DEFAULT_PHANTOM_N = 2048
+_CHUNK = 256  # records per thread-pool batch (bounds memory held by finished-but-unwritten results)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cache location and identity
+# ---------------------------------------------------------------------------------------------------------
+
+
+def default_cache_root() -> Path:
+    """``$DERMSYNTH_CACHE`` or ``~/.cache/dermsynth``."""
+    env = os.environ.get("DERMSYNTH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dermsynth"
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def _ids_digest(index: SourceIndex) -> str:
+    return _digest([r.image_id for r in index.records])
+
+
+def cache_dir_for(
+    index: SourceIndex, size: int, skip_corrupt: bool = False, subset_key: bool = False, root: Path | None = None
+) -> Path:
+    """The default cache folder of ``index`` at ``size``: ``<cache root>/<name>-<size>-<hash8>``.
+
+    ``subset_key`` adds the record ids to the hash (for hand-made sub-indexes of a source).
+    """
+    key = _digest(str(index.root), index.kind, index.notes.get("split", "all"), int(size), bool(skip_corrupt),
+                  _ids_digest(index) if subset_key else "")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", index.name).strip("_") or "data"
+    return (root or default_cache_root()) / f"{slug}-{int(size)}-{key[:8]}"
+
+
+def _file_sig(item: Path | np.ndarray | None) -> str:
+    if item is None:
+        return "-"
+    if isinstance(item, np.ndarray):
+        return f"array{item.shape}{item.dtype}"
+    try:
+        st = os.stat(item)
+    except OSError:
+        return f"{item}:missing"
+    return f"{item}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def fingerprint(index: SourceIndex, size: int, skip_corrupt: bool = False) -> str:
+    """Identity of what a cache was built from: records, file sizes/mtimes, classes, size and flags."""
+    h = hashlib.sha256()
+    root_sig = _file_sig(index.root) if index.root.is_file() else str(index.root)
+    h.update(json.dumps([PREPARE_VERSION, CACHE_VERSION, root_sig, index.kind, index.class_names,
+                         int(size), bool(skip_corrupt)]).encode())
+    for r in index.records:
+        attrs = ";".join(f"{n}={_file_sig(p)}" for n, p in r.attribute_masks)
+        h.update(f"{r.image_id}\0{r.label}\0{r.group}\0{_file_sig(r.image)}\0{_file_sig(r.lesion_mask)}\0{attrs}\n"
+                 .encode())
+    return h.hexdigest()
+
+
+def _reusable(out: Path, fp: str, size: int) -> LesionDataset | None:
+    """The cache at ``out`` if it is complete and was built from exactly this index at this size."""
+    meta_path = out / "meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if meta.get("fingerprint") != fp or meta.get("size") != size:
+        return None
+    try:
+        return LesionDataset.load(out)
+    except DataError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding one record
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _as_rgb_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+    """An in-memory image (npz) -> uint8 (H, W, 3)."""
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise DataError(f"{name}: image array has shape {arr.shape}; expected (H, W) or (H, W, 3)")
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating):
+            scale = 255.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 1.0
+            arr = np.clip(np.nan_to_num(arr) * scale + 0.5, 0, 255)
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return arr
+
+
+def _mask_array(item: Path | np.ndarray, image_shape: tuple[int, ...], size: int) -> np.ndarray:
+    if isinstance(item, np.ndarray):
+        mask, where = binarize_mask(item), "mask array"
+    else:
+        mask, where = load_mask(item), item
+    return preprocess_mask(fit_mask_to_image(mask, image_shape, where), size)
+
+
+def _decode(rec: Record, size: int, want_lesion: bool, want_attrs: bool):
+    """(image, lesion mask or None, attribute masks or None) for one record, all at ``size``."""
+    if isinstance(rec.image, np.ndarray):
+        full = _as_rgb_uint8(rec.image, rec.image_id)
+    else:
+        full = load_image(rec.image)
+    image = preprocess_image(full, size)
+    lesion = None
+    if want_lesion:
+        if rec.lesion_mask is None:
+            lesion = np.zeros((size, size), np.uint8)
+        else:
+            lesion = _mask_array(rec.lesion_mask, full.shape, size)
+    attrs = None
+    if want_attrs:
+        attrs = np.zeros((len(ATTRIBUTES), size, size), np.uint8)
+        for name, path in rec.attribute_masks:
+            attrs[ATTRIBUTES.index(name)] = _mask_array(path, full.shape, size)
+    return image, lesion, attrs
+
+
+def _safe_decode(args):
+    rec, size, want_lesion, want_attrs = args
+    try:
+        return True, _decode(rec, size, want_lesion, want_attrs)
+    except DataError as exc:
+        return False, exc
+
+
+def _default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building arrays
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _Arrays:
+    """Output arrays, preallocated in memory or as ``.npy`` memory maps under temporary names."""
+
+    def __init__(self, n: int, size: int, lesion: bool, attrs: bool, directory: Path | None):
+        self.directory = directory
+        self.tmp: dict[str, Path] = {}
+        shapes = {"images": (n, size, size, 3)}
+        if lesion:
+            shapes["lesion_masks"] = (n, size, size)
+        if attrs:
+            shapes["attribute_masks"] = (n, len(ATTRIBUTES), size, size)
+        self.arrays = {name: self._alloc(name, shape) for name, shape in shapes.items()}
+
+    def _alloc(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        if self.directory is None:
+            return np.zeros(shape, np.uint8)
+        path = self.directory / f".{name}.{os.getpid()}.tmp.npy"
+        self.tmp[name] = path
+        return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+
+    def shrink(self, n: int) -> None:
+        """Keep the first ``n`` rows (after skipped records); memory maps are copied to smaller files."""
+        for name, arr in list(self.arrays.items()):
+            if len(arr) == n:
+                continue
+            if self.directory is None:
+                self.arrays[name] = arr[:n].copy()
+                continue
+            old_path = self.tmp[name]
+            new = self._alloc(name + ".shrunk", (n,) + arr.shape[1:])
+            for start in range(0, n, 1024):
+                new[start : start + 1024] = arr[start : min(n, start + 1024)]
+            new.flush()
+            del arr
+            self.arrays[name] = new
+            os.unlink(old_path)
+            self.tmp[name] = self.tmp.pop(name + ".shrunk")
+
+    def finish(self) -> dict[str, Path]:
+        """Flush and move memory maps to their final names; returns name -> final path."""
+        final = {}
+        for name, arr in self.arrays.items():
+            if isinstance(arr, np.memmap):
+                arr.flush()
+            final[name] = self.directory / f"{name}.npy"
+        self.arrays.clear()  # drop the writable maps before renaming
+        for name, path in final.items():
+            os.replace(self.tmp[name], path)
+        return final
+
+    def discard(self) -> None:
+        self.arrays.clear()
+        for path in self.tmp.values():
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _fill(index: SourceIndex, size: int, skip_corrupt: bool, progress: bool, workers: int | None,
+          directory: Path | None):
+    """Decode every record into fresh arrays. Returns (arrays, kept records, skipped list, lesion-missing ids)."""
+    records = index.records
+    if not records:
+        raise DataError(f"{index.root}: the index holds no images")
+    want_lesion = any(r.lesion_mask is not None for r in records)
+    want_attrs = any(r.attribute_masks for r in records)
+    missing_lesion = [r.image_id for r in records if want_lesion and r.lesion_mask is None]
+    arrays = _Arrays(len(records), size, want_lesion, want_attrs, directory)
+    kept: list[Record] = []
+    skipped: list[dict] = []
+    workers = _default_workers() if workers is None else max(1, int(workers))
+    bar = tqdm(total=len(records), desc=f"preparing {index.name} at {size}px", unit="img", disable=not progress)
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        for start in range(0, len(records), _CHUNK):
+            chunk = records[start : start + _CHUNK]
+            jobs = [(r, size, want_lesion, want_attrs) for r in chunk]
+            results = pool.map(_safe_decode, jobs) if pool else map(_safe_decode, jobs)
+            for rec, (ok, value) in zip(chunk, results):
+                bar.update(1)
+                if not ok:
+                    if not skip_corrupt:
+                        raise value
+                    skipped.append({"id": rec.image_id, "file": _where(rec), "error": str(value)})
+                    continue
+                image, lesion, attrs = value
+                row = len(kept)
+                arrays.arrays["images"][row] = image
+                if lesion is not None:
+                    arrays.arrays["lesion_masks"][row] = lesion
+                if attrs is not None:
+                    arrays.arrays["attribute_masks"][row] = attrs
+                kept.append(rec)
+        if not kept:
+            raise DataError(f"{index.root}: none of the {len(records)} images could be decoded "
+                            f"(first error: {skipped[0]['error']})")
+        if len(kept) < len(records):
+            arrays.shrink(len(kept))
+    except BaseException:
+        arrays.discard()
+        raise
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if skipped:
+        warnings.warn(
+            f"{index.root}: skipped {len(skipped)} unreadable image(s) (first: {skipped[0]['error']})",
+            DataWarning,
+            stacklevel=3,
+        )
+    kept_ids = {r.image_id for r in kept}
+    missing_lesion = [i for i in missing_lesion if i in kept_ids]
+    if missing_lesion:
+        warnings.warn(
+            f"{index.root}: {len(missing_lesion)} image(s) have no lesion mask (first: {missing_lesion[0]}); "
+            "their masks are left all-zero and listed in the cache's meta.json",
+            DataWarning,
+            stacklevel=3,
+        )
+    return arrays, kept, skipped, missing_lesion
+
+
+def _where(rec: Record) -> str:
+    return rec.image_id if isinstance(rec.image, np.ndarray) else str(rec.image)
+
+
+def build_dataset(
+    index: SourceIndex, size: int, *, skip_corrupt: bool = False, progress: bool = True, workers: int | None = None
+) -> LesionDataset:
+    """Decode ``index`` into an in-memory :class:`LesionDataset` (no cache; for small sources such as .npz)."""
+    arrays, kept, _, _ = _fill(index, size, skip_corrupt, progress, workers, None)
+    a = arrays.arrays
+    return LesionDataset(
+        images=a["images"],
+        labels=np.array([r.label for r in kept], dtype=np.int64),
+        class_names=list(index.class_names),
+        ids=[r.image_id for r in kept],
+        groups=[r.group for r in kept],
+        lesion_masks=a.get("lesion_masks"),
+        attribute_masks=a.get("attribute_masks"),
+        attribute_names=list(ATTRIBUTES),
+        source=str(index.root),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------------------------------------
+
+
+def prepare(
+    source: str | Path | SourceIndex,
+    size: int,
+    out: str | Path | None = None,
+    skip_corrupt: bool = False,
+    progress: bool = True,
+    kind: str = "auto",
+    *,
+    split: str = "all",
+    skip_missing: bool = False,
+    workers: int | None = None,
+    force: bool = False,
+) -> LesionDataset:
+    """Decode ``source`` once at ``size`` px into a cache folder and return it memory-mapped.
+
+    source: a folder / label CSV / .npz (read with ``read_source(source, kind, split=, skip_missing=)``) or an
+    already-read :class:`SourceIndex`. out: the cache folder (default: under :func:`default_cache_root`).
+    A complete cache built from the same index at the same size is reused (``force=True`` rebuilds).
+    skip_corrupt: unreadable images (and records whose masks are unreadable or misaligned) are skipped with a
+    warning and listed in meta.json's ``skipped`` instead of raising :class:`DataError`.
+    workers: decoding threads (PIL releases the GIL while decoding/resizing); default min(4, CPUs).
+    """
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise DataError(f"size must be a positive integer number of pixels, got {size!r}")
+    size = int(size)
+    from_index = isinstance(source, SourceIndex)
+    index = source if from_index else read_source(source, kind, split=split, skip_missing=skip_missing)
+    out = Path(out).expanduser() if out is not None else cache_dir_for(index, size, skip_corrupt, from_index)
+    fp = fingerprint(index, size, skip_corrupt)
+    if not force:
+        cached = _reusable(out, fp, size)
+        if cached is not None:
+            return cached
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: cache location exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "meta.json").unlink(missing_ok=True)  # whatever was here is no longer a complete cache
+    except OSError as exc:
+        raise DataError(f"{out}: cannot create the cache folder ({exc})") from None
+
+    arrays, kept, skipped, missing_lesion = _fill(index, size, skip_corrupt, progress, workers, out)
+    has_lesion = "lesion_masks" in arrays.arrays
+    has_attrs = "attribute_masks" in arrays.arrays
+    arrays.finish()
+    for name, present in (("lesion_masks", has_lesion), ("attribute_masks", has_attrs)):
+        if not present:
+            (out / f"{name}.npy").unlink(missing_ok=True)
+
+    # Same keys as LesionDataset.save writes (tests/test_prepare.py checks they stay in step), plus ours.
+    meta = {
+        "version": CACHE_VERSION,
+        "source": str(index.root),
+        "size": size,
+        "count": len(kept),
+        "class_names": list(index.class_names),
+        "labels": [int(r.label) for r in kept],
+        "ids": [r.image_id for r in kept],
+        "groups": [r.group for r in kept],
+        "attribute_names": list(ATTRIBUTES),
+        "has_lesion_masks": has_lesion,
+        "has_attribute_masks": has_attrs,
+        # --- prepare's own keys
+        "prepare_version": PREPARE_VERSION,
+        "fingerprint": fp,
+        "source_kind": index.kind,
+        "source_name": index.name,
+        "skip_corrupt": bool(skip_corrupt),
+        "skipped": {
+            "count": len(skipped),
+            "files": [s["file"] for s in skipped],
+            "errors": [s["error"] for s in skipped],
+        },
+        "lesion_mask_missing": {"count": len(missing_lesion), "ids": missing_lesion},
+    }
+    tmp = out / f".meta.{os.getpid()}.tmp.json"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, out / "meta.json")  # last: its presence marks a complete cache
+    return LesionDataset.load(out)
+
+
+def _parse_phantom(spec: str) -> int:
+    _, _, n = spec.partition(":")
+    if not n.strip():
+        return DEFAULT_PHANTOM_N
+    try:
+        value = int(n)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"data spec {spec!r}: expected phantom or phantom:N with N a positive integer")
+    return value
+
+
+def load_dataset(spec: str | Path | None = None, size: int | None = 64, *, seed: int = 0, **kw) -> LesionDataset:
+    """The one data entry for trainers and the CLI.
+
+    spec: None / ``"phantom"`` / ``"phantom:N"`` -> synthetic phantom lesions (N defaults to 2048, ``seed`` used);
+    a prepared cache folder (has meta.json) -> loaded memory-mapped (DataError if it was prepared at another size;
+    ``size=None`` accepts any); a ``.npz`` -> read and built in memory at ``size`` (``split=`` selects a split);
+    anything else -> :func:`prepare` into the default cache (``kw`` passed on: kind, skip_corrupt, progress, ...).
+    """
+    if spec is None or (isinstance(spec, str) and spec.strip().lower().split(":")[0] == "phantom"
+                        and not Path(spec).exists()):
+        n = DEFAULT_PHANTOM_N if spec is None else _parse_phantom(spec.strip())
+        from dermsynth.data.phantom import generate_phantom
+
+        return generate_phantom(n=n, size=64 if size is None else int(size), seed=seed)
+    path = Path(spec).expanduser()
+    if path.is_dir() and LesionDataset.is_cache(path):
+        ds = LesionDataset.load(path)
+        if size is not None and ds.size != int(size):
+            raise DataError(
+                f"{path}: cache was prepared at {ds.size}px but {size}px was requested; "
+                f"prepare the source again at {size}px or ask for {ds.size}"
+            )
+        return ds
+    if path.is_file() and path.suffix.lower() == ".npz" and "out" not in kw:
+        index = read_source(path, "npz", split=kw.pop("split", "all"))
+        if size is None:
+            first = index.records[0].image if index.records else None
+            size = int(min(first.shape[:2])) if first is not None else 64
+        return build_dataset(index, int(size), skip_corrupt=kw.pop("skip_corrupt", False),
+                             progress=kw.pop("progress", False), workers=kw.pop("workers", 1))
+    return prepare(path, 64 if size is None else int(size), **kw)

@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny datasets and paths to the real data beside the repo."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dermsynth.data.dataset import LesionDataset
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data not present")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def noise_dataset() -> LesionDataset:
+    """100 random 16x16 images in 3 classes: enough to exercise the trainer quickly."""
+    rng = np.random.default_rng(0)
+    return LesionDataset(images=rng.integers(0, 256, (100, 16, 16, 3), dtype=np.uint8),
+                         labels=rng.integers(0, 3, 100), class_names=["a", "b", "c"],
+                         ids=[f"img{i}" for i in range(100)])

@@ -1,0 +1,103 @@
+"""The shared trainer: outputs, bit-exact resume, graceful interruption, bad options."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from dermsynth.errors import DermsynthError
+from dermsynth.train import TrainConfig, TrainingInterrupted, train
+from dermsynth.train import trainer as trainer_module
+
+TINY = dict(size=16, batch_size=16, width=8, z_dim=16, log_every=5, sample_every=10, checkpoint_every=10,
+            conditional=True, ema_beta=0.9)
+
+
+def _weights(path):
+    state = torch.load(path, weights_only=True)
+    return {k: state[k] for k in ("generator", "discriminator", "generator_ema", "opt_g", "opt_d")}
+
+
+def _assert_same(a, b):
+    for part in ("generator", "discriminator", "generator_ema"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs"
+    for part in ("opt_g", "opt_d"):
+        for idx, st in a[part]["state"].items():
+            for key, value in st.items():
+                assert torch.equal(value, b[part]["state"][idx][key]), f"{part} state {idx}.{key} differs"
+
+
+def test_run_writes_every_promised_output(tmp_path, noise_dataset):
+    out = tmp_path / "run"
+    result = train(TrainConfig(out=str(out), steps=20, **TINY), dataset=noise_dataset, progress=False)
+    assert result.step == 20
+    for name in ("latest.pt", "config.json", "data.json", "losses.csv", "losses.png", "real.png"):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step-0000010.png", "step-0000020.png"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["steps"] == 20 and config["model"] == "dcgan"
+    rows = (out / "losses.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("step,d_loss,g_loss") and len(rows) == 1 + 4
+    state = torch.load(out / "latest.pt", weights_only=True)
+    assert state["step"] == 20 and state["class_names"] == ["a", "b", "c"]
+
+
+def test_resume_reproduces_uninterrupted_run_bit_exactly(tmp_path, noise_dataset):
+    full, split = tmp_path / "full", tmp_path / "split"
+    train(TrainConfig(out=str(full), steps=30, **TINY), dataset=noise_dataset, progress=False)
+    train(TrainConfig(out=str(split), steps=13, **TINY), dataset=noise_dataset, progress=False)
+    train(TrainConfig(out=str(split), steps=30, **TINY), dataset=noise_dataset, progress=False, resume=True)
+    _assert_same(_weights(full / "latest.pt"), _weights(split / "latest.pt"))
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, noise_dataset, monkeypatch):
+    full, interrupted = tmp_path / "full", tmp_path / "interrupted"
+    train(TrainConfig(out=str(full), steps=20, **TINY), dataset=noise_dataset, progress=False)
+
+    real_call = trainer_module.GANStep.__call__
+    calls = {"n": 0}
+
+    def call_then_interrupt(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 7:  # Ctrl-C arrives in the middle of step 7
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_call(self, *args)
+
+    monkeypatch.setattr(trainer_module.GANStep, "__call__", call_then_interrupt)
+    with pytest.raises(TrainingInterrupted, match="step 7"):
+        train(TrainConfig(out=str(interrupted), steps=20, **TINY), dataset=noise_dataset, progress=False)
+    assert torch.load(interrupted / "latest.pt", weights_only=True)["step"] == 7
+    monkeypatch.setattr(trainer_module.GANStep, "__call__", real_call)
+    train(TrainConfig(out=str(interrupted), steps=20, **TINY), dataset=noise_dataset, progress=False, resume=True)
+    _assert_same(_weights(full / "latest.pt"), _weights(interrupted / "latest.pt"))
+
+
+def test_existing_run_is_never_overwritten_without_resume(tmp_path, noise_dataset):
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), steps=2, **TINY), dataset=noise_dataset, progress=False)
+    with pytest.raises(DermsynthError, match="--resume"):
+        train(TrainConfig(out=str(out), steps=4, **TINY), dataset=noise_dataset, progress=False)
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(size=48), "power of two"),
+    (dict(batch_size=0), "batch-size"),
+    (dict(ema_beta=1.5), "ema-beta"),
+    (dict(batch_size=512), "fewer than one batch"),
+    (dict(size=32), "16px"),
+])
+def test_bad_options_get_clear_errors(tmp_path, noise_dataset, change, message):
+    cfg = TrainConfig(out=str(tmp_path / "r"), steps=1, **{**TINY, **change})
+    with pytest.raises(DermsynthError, match=message):
+        train(cfg, dataset=noise_dataset, progress=False)
+
+
+def test_corrupt_checkpoint_gets_one_line_error(tmp_path, noise_dataset):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "latest.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DermsynthError, match="not a readable dermsynth checkpoint"):
+        train(TrainConfig(out=str(out), steps=2, **TINY), dataset=noise_dataset, progress=False, resume=True)

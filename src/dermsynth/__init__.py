@@ -8,7 +8,8 @@ The public API, importable as ``import dermsynth as ds``::
     print(ds.swd(real_images, fake_images).table())
 """
 
-from dermsynth.data import LesionDataset, generate_phantom, load_dataset, prepare, read_source
+from dermsynth.data import LesionDataset, generate_phantom, load_dataset, read_source
+from dermsynth.data.prepare import prepare
 from dermsynth.demo import DemoResult, run_demo
 from dermsynth.errors import CheckpointError, DataError, DermsynthError
 from dermsynth.metrics.swd import SWDResult, swd, swd_lower_bound

@@ -115,23 +115,10 @@ class LesionDataset:
                 tmp = directory / f".{name}.tmp.npy"
                 np.save(tmp, np.ascontiguousarray(arr))
                 os.replace(tmp, directory / f"{name}.npy")
-        meta = {
-            "version": CACHE_VERSION,
-            "source": self.source,
-            "size": self.size,
-            "count": len(self),
-            "class_names": list(self.class_names),
-            "labels": self.labels.tolist(),
-            "ids": list(self.ids),
-            "groups": list(self.groups) if self.groups is not None else None,
-            "attribute_names": list(self.attribute_names),
-            "has_lesion_masks": self.lesion_masks is not None,
-            "has_attribute_masks": self.attribute_masks is not None,
-            **(extra_meta or {}),
-        }
-        tmp = directory / ".meta.tmp.json"
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, directory / "meta.json")  # meta.json last: its presence marks a complete cache
+        write_cache_meta(directory, source=self.source, size=self.size, class_names=self.class_names,
+                         labels=self.labels.tolist(), ids=self.ids, groups=self.groups,
+                         attribute_names=self.attribute_names, has_lesion_masks=self.lesion_masks is not None,
+                         has_attribute_masks=self.attribute_masks is not None, extra=extra_meta)
         return directory
 
     @classmethod
@@ -171,3 +158,26 @@ class LesionDataset:
     @staticmethod
     def is_cache(directory: str | Path) -> bool:
         return (Path(directory) / "meta.json").is_file()
+
+
+def write_cache_meta(directory: Path, *, source: str, size: int, class_names: list[str], labels: list[int],
+                     ids: list[str], groups: list[str] | None, attribute_names: list[str], has_lesion_masks: bool,
+                     has_attribute_masks: bool, extra: dict | None = None) -> None:
+    """Write a cache folder's ``meta.json`` atomically. Call it last: its presence marks a complete cache."""
+    meta = {
+        "version": CACHE_VERSION,
+        "source": source,
+        "size": size,
+        "count": len(ids),
+        "class_names": list(class_names),
+        "labels": [int(v) for v in labels],
+        "ids": list(ids),
+        "groups": None if groups is None else list(groups),
+        "attribute_names": list(attribute_names),
+        "has_lesion_masks": has_lesion_masks,
+        "has_attribute_masks": has_attribute_masks,
+        **(extra or {}),
+    }
+    tmp = Path(directory) / f".meta.{os.getpid()}.tmp.json"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, Path(directory) / "meta.json")

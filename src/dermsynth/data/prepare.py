@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from dermsynth.data.dataset import ATTRIBUTES, CACHE_VERSION, LesionDataset
+from dermsynth.data.dataset import ATTRIBUTES, CACHE_VERSION, LesionDataset, write_cache_meta
 from dermsynth.data.images import (
     binarize_mask,
     fit_mask_to_image,
@@ -388,35 +388,20 @@ def prepare(
         if not present:
             (out / f"{name}.npy").unlink(missing_ok=True)
 
-    # Same keys as LesionDataset.save writes (tests/test_prepare.py checks they stay in step), plus ours.
-    meta = {
-        "version": CACHE_VERSION,
-        "source": str(index.root),
-        "size": size,
-        "count": len(kept),
-        "class_names": list(index.class_names),
-        "labels": [int(r.label) for r in kept],
-        "ids": [r.image_id for r in kept],
-        "groups": [r.group for r in kept],
-        "attribute_names": list(ATTRIBUTES),
-        "has_lesion_masks": has_lesion,
-        "has_attribute_masks": has_attrs,
-        # --- prepare's own keys
-        "prepare_version": PREPARE_VERSION,
-        "fingerprint": fp,
-        "source_kind": index.kind,
-        "source_name": index.name,
-        "skip_corrupt": bool(skip_corrupt),
-        "skipped": {
-            "count": len(skipped),
-            "files": [s["file"] for s in skipped],
-            "errors": [s["error"] for s in skipped],
-        },
-        "lesion_mask_missing": {"count": len(missing_lesion), "ids": missing_lesion},
-    }
-    tmp = out / f".meta.{os.getpid()}.tmp.json"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, out / "meta.json")  # last: its presence marks a complete cache
+    write_cache_meta(
+        out, source=str(index.root), size=size, class_names=index.class_names,
+        labels=[r.label for r in kept], ids=[r.image_id for r in kept], groups=[r.group for r in kept],
+        attribute_names=list(ATTRIBUTES), has_lesion_masks=has_lesion, has_attribute_masks=has_attrs,
+        extra={
+            "prepare_version": PREPARE_VERSION,
+            "fingerprint": fp,
+            "source_kind": index.kind,
+            "source_name": index.name,
+            "skip_corrupt": bool(skip_corrupt),
+            "skipped": {"count": len(skipped), "files": [s["file"] for s in skipped],
+                        "errors": [s["error"] for s in skipped]},
+            "lesion_mask_missing": {"count": len(missing_lesion), "ids": missing_lesion},
+        })
     return LesionDataset.load(out)
 
 

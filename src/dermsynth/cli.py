@@ -139,7 +139,7 @@ def swd(real: str, fake: str | None, size: int, n: int | None, seed: int, device
 @click.option("--data", default=None, help="Real images instead of the built-in phantom data.")
 @click.option("--out", type=click.Path(), default="runs/demo", show_default=True)
 @click.option("--size", type=int, default=None, help="Default: 32 on CPU, 64 on GPU.")
-@click.option("--steps", type=int, default=None, help="Default: 2000 on CPU, 3000 on GPU.")
+@click.option("--steps", type=int, default=None, help="Default: 4000 on CPU, 3000 on GPU.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--quiet", is_flag=True)
 def demo(data: str | None, out: str, size: int | None, steps: int | None, device: str, quiet: bool) -> None:

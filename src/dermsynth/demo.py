@@ -35,13 +35,13 @@ def run_demo(data: str | None = None, out: str | Path = "runs/demo", size: int |
              seed: int = 0, progress: bool = True) -> DemoResult:
     """Train a small DCGAN, sample it and write ``<out>/report.html``; returns the SWD numbers too.
 
-    Defaults are sized for minutes on a 2-core CPU (32 px, 2,000 steps) and 64 px on a GPU.
+    Defaults are sized for minutes on a 2-core CPU (32 px, 4,000 steps) and 64 px on a GPU.
     """
     out = Path(out)
     dev = resolve_device(device)
     on_gpu = dev.type == "cuda"
     size = size or (64 if on_gpu else 32)
-    steps = steps or (3000 if on_gpu else 2000)
+    steps = steps or (3000 if on_gpu else 4000)
     cfg = TrainConfig(model="dcgan", data=data, out=str(out / "train"), size=size, steps=steps,
                       batch_size=batch_size, width=64 if on_gpu else 32, ema_beta=0.0, seed=seed,
                       device=str(dev), sample_every=max(steps // 5, 1), checkpoint_every=max(steps // 5, 1),

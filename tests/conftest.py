@@ -8,13 +8,7 @@ import pytest
 from dermsynth.data.dataset import LesionDataset
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data not present")
-    return SHARED_DATA
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not present at {SHARED_DATA}")
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from dermsynth.data.prepare import build_dataset, load_dataset, prepare
 from dermsynth.data.readers import DataWarning, read_source
 from dermsynth.errors import DataError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real data not present at {SHARED}")
+from conftest import SHARED_DATA as SHARED, needs_shared
+
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 51234\n"
 
 

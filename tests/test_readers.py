@@ -21,8 +21,8 @@ from dermsynth.data.readers import (
 )
 from dermsynth.errors import DataError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real data not present at {SHARED}")
+from conftest import SHARED_DATA as SHARED, needs_shared
+
 
 
 def _img(path: Path, size=(40, 30), color=(200, 120, 80)) -> Path:

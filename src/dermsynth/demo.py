@@ -46,7 +46,7 @@ def run_demo(data: str | None = None, out: str | Path = "runs/demo", size: int |
                       batch_size=batch_size, width=64 if on_gpu else 32, ema_beta=0.0, seed=seed,
                       device=str(dev), sample_every=max(steps // 5, 1), checkpoint_every=max(steps // 5, 1),
                       log_every=max(steps // 100, 1))
-    dataset = load_training_data(cfg)
+    dataset = load_training_data(cfg, progress)
     result = train(cfg, dataset=dataset, resume=True, progress=progress)
 
     # SWD needs equal set sizes: the real set is split into two disjoint halves A and B;

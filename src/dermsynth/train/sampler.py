@@ -24,8 +24,9 @@ class BatchSampler:
         if keep_on_device is None:
             keep_on_device = device.type != "cuda" or _fits_on_gpu(images.nbytes, device)
         where = device if keep_on_device else torch.device("cpu")
-        # NHWC uint8; permuting a batch to NCHW gives a channels_last tensor for free.
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(where)
+        # NHWC uint8; permuting a batch to NCHW gives a channels_last tensor for free. np.array copies a
+        # (read-only) memory map into RAM once, so no step ever waits on the disk.
+        self.images = torch.from_numpy(np.array(images)).to(where)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(where)
         if not keep_on_device and device.type == "cuda":
             self.images = self.images.pin_memory()

@@ -61,15 +61,12 @@ def model_options(cfg: TrainConfig, num_classes: int) -> dict:
             "num_classes": num_classes if cfg.conditional else 0}
 
 
-def load_training_data(cfg: TrainConfig) -> LesionDataset:
+def load_training_data(cfg: TrainConfig, progress: bool = True) -> LesionDataset:
     """The dataset a config names: built-in phantom data when ``cfg.data`` is None."""
-    if cfg.data is None:
-        from dermsynth.data.phantom import generate_phantom
-
-        return generate_phantom(n=cfg.phantom_n, size=cfg.size, seed=0)
     from dermsynth.data.prepare import load_dataset
 
-    return load_dataset(cfg.data, size=cfg.size, skip_corrupt=cfg.skip_corrupt)
+    spec = cfg.data if cfg.data is not None else f"phantom:{cfg.phantom_n}"
+    return load_dataset(spec, size=cfg.size, skip_corrupt=cfg.skip_corrupt, progress=progress)
 
 
 class GANStep:
@@ -138,7 +135,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    data = dataset if dataset is not None else load_training_data(cfg)
+    data = dataset if dataset is not None else load_training_data(cfg, progress)
     if data.size != cfg.size:
         raise DermsynthError(f"data is {data.size}px but the model is configured for {cfg.size}px")
     if cfg.conditional and data.num_classes < 1:

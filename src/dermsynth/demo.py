@@ -19,7 +19,8 @@ from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.report.html import HTMLReport
 from dermsynth.sample import generate, latent_walk, load_generator, sample_labels, truncated_normal
 from dermsynth.train import TrainConfig, train
-from dermsynth.train.trainer import load_training_data, model_options, resolve_device
+from dermsynth.device import resolve_device
+from dermsynth.train.trainer import load_training_data, model_options
 
 
 @dataclass

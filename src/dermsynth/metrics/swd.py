@@ -37,9 +37,7 @@ held as float in batches of ``batch_size``.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -47,6 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dermsynth.device import full_fp32_matmul, resolve_device
 from dermsynth.errors import DataError, DermsynthError
 
 __all__ = [
@@ -261,24 +260,6 @@ def _unit_columns(dirs: Tensor) -> Tensor:
     return (dirs / dirs.square().sum(dim=-2, keepdim=True).sqrt()).to(torch.float32)
 
 
-@contextlib.contextmanager
-def _ieee_fp32(device: torch.device):
-    """Full-precision float32 matmuls on CUDA even if the caller enabled TF32 globally."""
-    if device.type != "cuda":
-        yield
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prev = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.set_float32_matmul_precision(prev)
-
-
 def sliced_wasserstein_distance(
     a: Tensor,
     b: Tensor,
@@ -323,7 +304,7 @@ def sliced_wasserstein_distance(
     total = torch.zeros((), dtype=torch.float64, device=a.device)
     on_cpu = a.device.type == "cpu"
     n_workers = max(1, torch.get_num_threads()) if on_cpu else 1
-    with _ieee_fp32(a.device), ThreadPoolExecutor(n_workers) as pool:
+    with full_fp32_matmul(a.device), ThreadPoolExecutor(n_workers) as pool:
         for rep in dirs:
             for k0 in range(0, n_dirs, chunk):
                 dt = rep[:, k0 : k0 + chunk].T  # (k, D)
@@ -451,12 +432,6 @@ class SWDResult:
         return "\n".join(lines)
 
 
-def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _swd_sets(
     a: _ImageSet,
     idx_a: np.ndarray,
@@ -486,7 +461,7 @@ def _swd_sets(
     sizes = pyramid_resolutions(a.size)
     if sizes[-1] < nhood_size:
         raise DermsynthError(f"nhood_size {nhood_size} exceeds the coarsest {sizes[-1]}x{sizes[-1]} pyramid level")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     gen = torch.Generator().manual_seed(int(seed))
     n = len(idx_a)
     from tqdm.auto import tqdm

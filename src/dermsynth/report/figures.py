@@ -41,8 +41,12 @@ def save_png(image: np.ndarray, path: str | Path, min_side: int = 0) -> Path:
     return path
 
 
-def plot_losses(csv_path: str | Path, png_path: str | Path) -> Path | None:
-    """Plot D and G loss curves from a trainer's ``losses.csv``; returns None when it has no rows yet."""
+def plot_curves(csv_path: str | Path, png_path: str | Path, columns: list[str] | None = None,
+                ylabel: str = "loss", title: str = "") -> Path | None:
+    """Plot columns of a per-step CSV (default: every ``*_loss`` column) against ``step``.
+
+    Returns None when the CSV has no rows yet.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,10 +57,12 @@ def plot_losses(csv_path: str | Path, png_path: str | Path) -> Path | None:
     if df.empty:
         return None
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
-    for col in [c for c in df.columns if c.endswith("_loss")]:
+    for col in columns or [c for c in df.columns if c.endswith("_loss")]:
         ax.plot(df["step"], df[col], label=col)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -39,10 +39,13 @@ class TrainConfig:
     keep_checkpoints: bool = False    # keep ckpt-<step>.pt besides latest.pt
     phantom_n: int = 2048             # size of the built-in set when data is None
     skip_corrupt: bool = False
+    overfit_holdout: int = 0          # hold out this many real images (whole lesions) to monitor D over-fitting
 
     def validate(self) -> "TrainConfig":
         if self.size < 16 or self.size & (self.size - 1):
             raise DermsynthError(f"--size must be a power of two >= 16, got {self.size}")
+        if self.overfit_holdout < 0:
+            raise DermsynthError(f"--overfit-holdout must be >= 0, got {self.overfit_holdout}")
         for name in ("batch_size", "steps", "log_every", "sample_every", "checkpoint_every", "z_dim", "width"):
             if getattr(self, name) < 1:
                 raise DermsynthError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

@@ -24,12 +24,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dermsynth.data.dataset import LesionDataset
+from dermsynth.device import resolve_device
 from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.models import build_gan
-from dermsynth.report.figures import image_grid, plot_losses, save_png, to_uint8
+from dermsynth.report.figures import image_grid, plot_curves, save_png, to_uint8
 from dermsynth.train.checkpoint import load_checkpoint, save_checkpoint
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.losses import LOSSES
+from dermsynth.train.monitor import OverfitMonitor, split_holdout
 from dermsynth.train.sampler import BatchSampler
 
 LOSS_COLUMNS = ["d_loss", "g_loss", "d_real", "d_fake"]
@@ -45,14 +47,6 @@ class TrainResult:
     out: Path
     checkpoint: Path
     step: int
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DermsynthError(f"--device {name} requested but CUDA is not available")
-    return torch.device(name)
 
 
 def model_options(cfg: TrainConfig, num_classes: int) -> dict:
@@ -141,6 +135,10 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     if cfg.conditional and data.num_classes < 1:
         raise DermsynthError("--conditional needs labelled data; this dataset has no classes")
 
+    held_out = None
+    if cfg.overfit_holdout:
+        data, held_out = split_holdout(data, cfg.overfit_holdout, cfg.seed)
+
     options = model_options(cfg, data.num_classes)
     G, D = build_gan(cfg.model, **options)
     G, D = G.to(device), D.to(device)
@@ -165,21 +163,26 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     (out / "samples").mkdir(exist_ok=True)
     cfg.save(out / "config.json")
     (out / "data.json").write_text(json.dumps(_data_summary(data), indent=2) + "\n")
-    losses_csv = out / "losses.csv"
-    _truncate_log(losses_csv, step)
+    losses_csv, overfit_csv = out / "losses.csv", out / "overfit.csv"
+    for log in (losses_csv, overfit_csv):
+        _truncate_log(log, step)
     if state is None:
         _save_real_grid(data, out / "real.png")
 
     gan_step = GANStep(G, D, opt_g, opt_d, cfg.loss, bf16=use_cuda and cfg.bf16, compile=cfg.compile)
     autocast = gan_step.autocast
     conditional = cfg.conditional
+    monitor = OverfitMonitor(data, held_out, device, seed=cfg.seed) if held_out is not None else None
 
     def checkpoint() -> Path:
         state = _state(cfg, step, options, data, G, D, G_ema, opt_g, opt_d, sampler, noise)
         path = save_checkpoint(state, ckpt_path)
         if cfg.keep_checkpoints:
             save_checkpoint(state, out / f"ckpt-{step:07d}.pt")
-        plot_losses(losses_csv, out / "losses.png")
+        plot_curves(losses_csv, out / "losses.png")
+        if monitor is not None:
+            plot_curves(overfit_csv, out / "overfit.png", ["d_train", "d_heldout", "gap"], ylabel="mean D logit",
+                        title="discriminator over-fitting: training vs held-out real images")
         return path
 
     def sample_grid() -> None:
@@ -220,6 +223,10 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
                 bar.set_postfix(d=f"{values[0]:.3f}", g=f"{values[1]:.3f}", img_s=f"{ips:.0f}")
                 log_sum.zero_()
                 log_n, t_log = 0, now
+                if monitor is not None:
+                    d_train, d_held = monitor.measure(D, conditional, autocast)
+                    _append_row(overfit_csv, ["step", "d_train", "d_heldout", "gap"],
+                                [step, f"{d_train:.5f}", f"{d_held:.5f}", f"{d_train - d_held:.5f}"])
             if step % cfg.sample_every == 0 or step == cfg.steps:
                 sample_grid()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -307,6 +314,15 @@ def _truncate_log(path: Path, step: int) -> None:
     kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows(kept)
+
+
+def _append_row(path: Path, header: list[str], row: list) -> None:
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(header)
+        w.writerow(row)
 
 
 def _save_real_grid(data: LesionDataset, path: Path, n: int = GRID_SIZE) -> None:

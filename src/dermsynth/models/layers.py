@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -55,3 +58,73 @@ def num_doublings(resolution: int, start: int = 4) -> int:
     if resolution < start * 2 or resolution & (resolution - 1):
         raise ValueError(f"resolution must be a power of two >= {start * 2}, got {resolution}")
     return resolution.bit_length() - start.bit_length()
+
+
+# --- Progressive-GAN building blocks (Karras et al. 2018), reusable by any model ---------------------------
+
+
+class EqualizedConv2d(nn.Module):
+    """Conv with an equalised learning rate (Karras et al. 2018, sec. 4.1).
+
+    Weights are stored N(0, 1) and multiplied at runtime by He's constant ``gain / sqrt(fan_in)``, so Adam
+    sees every layer at the same scale. Padding defaults to "same" (``kernel_size // 2``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int | None = None,
+                 gain: float = math.sqrt(2.0), bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.scale = gain / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.padding = kernel_size // 2 if padding is None else padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+
+class EqualizedLinear(nn.Module):
+    """Dense layer with an equalised learning rate: N(0, 1) weights scaled by ``gain / sqrt(in_features)``."""
+
+    def __init__(self, in_features: int, out_features: int, gain: float = math.sqrt(2.0), bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.scale = gain / math.sqrt(in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+
+class PixelNorm(nn.Module):
+    """Normalise each pixel's feature vector to unit mean square over channels (dim 1): x / sqrt(mean(x^2) + eps)."""
+
+    def __init__(self, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + self.eps)
+
+
+class MinibatchStdDev(nn.Module):
+    """Append one feature map: the std over a group of samples, averaged over features and pixels.
+
+    As in Karras et al.: the batch is split into groups of ``group_size`` samples (sample i belongs to group
+    ``i % (N / G)``); per group the population std of every feature and pixel is taken, averaged to a scalar and
+    broadcast as an extra channel. If N is not divisible, G is the largest divisor of N that is <= group_size.
+    """
+
+    def __init__(self, group_size: int = 4, eps: float = 1e-8) -> None:
+        super().__init__()
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        self.group_size, self.eps = group_size, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = max(d for d in range(1, min(self.group_size, n) + 1) if n % d == 0)
+        y = x.float().reshape(g, n // g, c, h, w)
+        std = (y.var(dim=0, unbiased=False) + self.eps).sqrt()          # (N/G, C, H, W)
+        stat = std.mean(dim=(1, 2, 3)).to(x.dtype)                       # (N/G,)
+        stat = stat.reshape(1, n // g, 1, 1, 1).expand(g, n // g, 1, h, w).reshape(n, 1, h, w)
+        return torch.cat([x, stat], dim=1)

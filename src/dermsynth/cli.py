@@ -152,5 +152,31 @@ def demo(data: str | None, out: str, size: int | None, steps: int | None, device
     click.echo(f"report: {res.report}")
 
 
+@main.command()
+@click.option("--models", default="pgan,dcgan,lapgan", show_default=True, help="Comma-separated model names.")
+@click.option("--data", default=None, help="Real images (default: the built-in phantom data).")
+@click.option("--size", default=64, show_default=True)
+@click.option("--kimg", type=float, default=100.0, show_default=True,
+              help="Image budget per model: thousands of real images shown to D.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--width", default=64, show_default=True, help="Base channel width of every model.")
+@click.option("--phantom-n", default=2048, show_default=True, help="Size of the built-in set when no --data.")
+@click.option("--eval-images", type=int, default=None, help="Images per SWD evaluation (default: the training set).")
+@click.option("--out", type=click.Path(), default="runs/compare", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+def compare(models: str, data: str | None, size: int, kimg: float, batch_size: int, width: int, phantom_n: int,
+            eval_images: int | None, out: str, device: str, seed: int, quiet: bool) -> None:
+    """Seed 001's comparison: train MODELS on the same data and budget; Table 1 SWD, Fig. 1 and 3 grids."""
+    from dermsynth.compare import compare as run_compare
+
+    res = run_compare([m.strip() for m in models.split(",") if m.strip()], data=data, size=size, kimg=kimg,
+                      out=out, batch_size=batch_size, eval_images=eval_images, device=device, seed=seed,
+                      progress=not quiet, width=width, phantom_n=phantom_n)
+    click.echo(res.table())
+    click.echo(f"report: {res.report}")
+
+
 if __name__ == "__main__":
     main()

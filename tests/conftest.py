@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from dermsynth.data.dataset import LesionDataset
 
@@ -18,3 +19,14 @@ def noise_dataset() -> LesionDataset:
     return LesionDataset(images=rng.integers(0, 256, (100, 16, 16, 3), dtype=np.uint8),
                          labels=rng.integers(0, 3, 100), class_names=["a", "b", "c"],
                          ids=[f"img{i}" for i in range(100)])
+
+
+def write_mask(path: Path, size=(40, 30), mode="L") -> Path:
+    """A binary mask image (the central half of each side set), in PIL mode ``L`` or ``1``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    arr = np.zeros((h, w), np.uint8)
+    arr[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 255
+    im = Image.fromarray(arr)
+    (im.convert("1") if mode == "1" else im).save(path)
+    return path

@@ -28,7 +28,7 @@ from dermsynth.data.prepare import build_dataset, load_dataset, prepare
 from dermsynth.data.readers import DataWarning, read_source
 from dermsynth.errors import DataError
 
-from conftest import SHARED_DATA as SHARED, needs_shared
+from conftest import SHARED_DATA as SHARED, needs_shared, write_mask as _mask
 
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 51234\n"
 
@@ -44,16 +44,6 @@ def _rgb(path: Path, size=(40, 30), seed=0) -> Path:
     w, h = size
     arr = np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
     Image.fromarray(arr).save(path, quality=95)
-    return path
-
-
-def _mask(path: Path, size=(40, 30), mode="L") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    arr = np.zeros((h, w), np.uint8)
-    arr[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 255
-    im = Image.fromarray(arr)
-    (im.convert("1") if mode == "1" else im).save(path)
     return path
 
 

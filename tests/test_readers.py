@@ -21,23 +21,13 @@ from dermsynth.data.readers import (
 )
 from dermsynth.errors import DataError
 
-from conftest import SHARED_DATA as SHARED, needs_shared
+from conftest import SHARED_DATA as SHARED, needs_shared, write_mask as _mask
 
 
 
 def _img(path: Path, size=(40, 30), color=(200, 120, 80)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, color).save(path)
-    return path
-
-
-def _mask(path: Path, size=(40, 30), mode="L") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    arr = np.zeros((h, w), np.uint8)
-    arr[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 255
-    im = Image.fromarray(arr)
-    (im.convert("1") if mode == "1" else im).save(path)
     return path
 
 

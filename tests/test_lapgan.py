@@ -110,3 +110,25 @@ def test_builder_and_validation() -> None:
         LAPGANGenerator(resolution=8, base=8)  # needs at least one band above the base
     with pytest.raises(ValueError):
         LAPGANGenerator(resolution=32, base=4)  # G_0 is a DCGAN generator: base >= 8
+
+
+def test_lapgan_trains_in_the_shared_trainer_and_samples_full_size(tmp_path, noise_dataset) -> None:
+    from dermsynth.sample import generate, load_generator
+    from dermsynth.train import TrainConfig, train
+
+    cfg = TrainConfig(model="lapgan", out=str(tmp_path / "run"), size=16, width=8, z_dim=8,
+                      batch_size=16, steps=4, log_every=2, sample_every=4, checkpoint_every=4)
+    result = train(cfg, dataset=noise_dataset, progress=False)
+    state = torch.load(result.checkpoint, weights_only=True)
+    torch.manual_seed(0)  # the trainer's initialisation (seed 0)
+    G0, _ = build_lapgan(resolution=16, z_dim=8, num_classes=0, width=8)
+    for k in range(G0.num_levels):  # every level's generator (G_0 from noise, G_1 the band) learned
+        prefix = f"generators.{k}."
+        changed = [not torch.equal(v, state["generator"][prefix + n])
+                   for n, v in G0.generators[k].state_dict().items() if v.is_floating_point()]
+        assert any(changed), f"level {k} did not train"
+    rows = (tmp_path / "run" / "losses.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and all(float(v) == float(v) for v in rows[-1].split(",")[1:])  # no NaN
+    model = load_generator(result.checkpoint)
+    assert generate(model, torch.randn(3, 8), None).shape == (3, 16, 16, 3)
+    assert (tmp_path / "run" / "samples" / "step-0000004.png").is_file()

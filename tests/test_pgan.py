@@ -1,14 +1,17 @@
 """Progressive GAN: equalised LR, pixel norm, minibatch stddev, fade-in, schedule, reals, WGAN-GP penalties."""
 
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from dermsynth.errors import DermsynthError
 from dermsynth.models.layers import EqualizedConv2d, EqualizedLinear, MinibatchStdDev, PixelNorm
 from dermsynth.models.pgan import (KARRAS_1GPU_BATCH, PGANDiscriminator, PGANGenerator, PGANSchedule, Stage,
                                    build_pgan, pgan_channels, real_images_at, upsample2)
+from dermsynth.train import TrainConfig, train
 from dermsynth.train.penalties import epsilon_drift, gradient_penalty, wgan_d_loss, wgan_g_loss
 
 SMALL = {"fmap_base": 64, "fmap_max": 16}  # channels 16, 16, 8 at 4, 8, 16 px
@@ -243,3 +246,147 @@ def test_wgan_losses_and_drift() -> None:
     assert wgan_g_loss(f).item() == pytest.approx(0.5)
     assert epsilon_drift(r).item() == pytest.approx(1e-3 * 5.0)
     assert epsilon_drift(r, eps=0.1).item() == pytest.approx(0.5)
+
+
+# --- training in the shared trainer -------------------------------------------------------------------------
+
+# Phases of 64 images: stable 4 px [0, 64), fade 8 px [64, 128), stable 8 px [128, 192), fade 16 px [192, 256)
+# at minibatch 8, then stable 16 px: steps 0-3, 4-7, 8-11, 12-19, 20-.
+TINY_PGAN = dict(model="pgan", size=16, width=2, z_dim=8, stable_kimg=0.064, fade_kimg=0.064,
+                 batch_schedule="4:16,8:16,16:8", conditional=True, ema_beta=0.9, log_every=2, sample_every=10,
+                 checkpoint_every=100)
+
+
+def test_schedule_phases_and_steps_to_show() -> None:
+    s = PGANSchedule(resolution=16, stable_kimg=0.064, fade_kimg=0.064, batch_sizes={4: 16, 8: 16, 16: 8})
+    assert [s.phase_at(n) for n in (0, 63, 64, 127, 128, 192, 255, 256, 10**6)] == [0, 0, 1, 1, 2, 3, 3, 4, 4]
+    assert s.steps_to_show(64) == 4 and s.steps_to_show(65) == 5
+    assert s.steps_to_show(256) == 12 + 8 and s.steps_to_show(272) == 22
+    big = PGANSchedule()  # 256 px, official 1-GPU minibatches: simulate step by step to check the jumps
+    seen, steps = 0, 0
+    while seen < 7_500_000:
+        seen, steps = seen + big.stage_at(seen).batch_size, steps + 1
+    assert big.steps_to_show(7_500_000) == steps
+
+
+def _state(path):
+    return torch.load(path, weights_only=True)
+
+
+def test_pgan_config_defaults_resolve_to_karras() -> None:
+    cfg = TrainConfig(model="pgan", size=256).resolve()
+    assert (cfg.loss, cfg.lr_g, cfg.lr_d, cfg.beta1, cfg.beta2) == ("wgan", 1e-3, 1e-3, 0.0, 0.99)
+    assert (cfg.ema_beta, cfg.gp_weight, cfg.drift, cfg.z_dim) == (0.999, 10.0, 1e-3, 128)
+    assert cfg.batch_schedule == "4:16,8:16,16:16,32:16,64:16,128:16,256:14"
+    assert (cfg.stable_kimg, cfg.fade_kimg, cfg.kimg) == (600, 600, 6 * 1200 + 600)
+    assert cfg.steps == 6_600_000 // 16 + -(-1_200_000 // 14)  # 16 up to the 256 px fade-in, then 14
+    assert cfg.resolve() == cfg  # resolving is idempotent: config.json can be read back and resolved again
+    # explicit values win; one --batch-size means every resolution; --steps instead of the kimg default
+    mine = TrainConfig(model="pgan", size=32, lr_g=5e-4, batch_size=8, steps=100).resolve()
+    assert (mine.lr_g, mine.lr_d, mine.batch_schedule, mine.steps, mine.kimg) == (5e-4, 1e-3, "4:8,8:8,16:8,32:8",
+                                                                                 100, None)
+    dcgan = TrainConfig(size=32).resolve()
+    assert (dcgan.loss, dcgan.lr_g, dcgan.beta1, dcgan.batch_size, dcgan.ema_beta, dcgan.steps) == \
+        ("nonsaturating", 2e-4, 0.5, 64, 0.0, 2000)
+    assert TrainConfig(size=32, kimg=1.0).resolve().steps == 16  # 1000 images at 64 a step, rounded up
+    assert TrainConfig(model="lapgan", size=32).resolve().lr_d == 2e-4
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(model="dcgan", stable_kimg=1.0), "does not apply to --model dcgan"),
+    (dict(batch_schedule="4:16,8:x"), "RESOLUTION:BATCH"),
+    (dict(batch_schedule="4:16,8:16"), "no minibatch for 16 px"),
+    (dict(steps=3, kimg=1.0), "disagree"),
+    (dict(beta2=1.0), "beta2"),
+    (dict(loss="hinge"), "unknown --loss"),
+    (dict(stable_kimg=0.0, fade_kimg=0.0), "both be 0"),
+])
+def test_bad_pgan_options_get_clear_errors(change, message) -> None:
+    with pytest.raises(DermsynthError, match=message):
+        TrainConfig(**{**TINY_PGAN, **change}).resolve()
+    with pytest.raises(DermsynthError, match="--gp-weight does not apply to --model lapgan"):
+        TrainConfig(model="lapgan", size=16, gp_weight=10.0).resolve()
+
+
+def test_pgan_grows_in_the_trainer_and_resumes_bit_exactly_across_phases(tmp_path, noise_dataset) -> None:
+    full, split = tmp_path / "full", tmp_path / "split"
+    train(TrainConfig(out=str(full), steps=22, **TINY_PGAN), dataset=noise_dataset, progress=False)
+    # Stop exactly on a phase boundary (64 images: the 8 px fade-in starts with the next step, which resets
+    # Adam), resume, stop inside the 16 px fade-in, resume to the end.
+    train(TrainConfig(out=str(split), steps=4, **TINY_PGAN), dataset=noise_dataset, progress=False)
+    assert _state(split / "latest.pt")["images_seen"] == 64
+    train(TrainConfig(out=str(split), steps=15, **TINY_PGAN), dataset=noise_dataset, progress=False, resume=True)
+    mid = _state(split / "latest.pt")
+    assert mid["images_seen"] == 12 * 16 + 3 * 8 and mid["generator"]["_extra_state"]["level"] == 2
+    assert 0 < mid["generator"]["alpha"].item() < 1  # saved while the 16 px block fades in
+    train(TrainConfig(out=str(split), steps=22, **TINY_PGAN), dataset=noise_dataset, progress=False, resume=True)
+    a, b = _state(full / "latest.pt"), _state(split / "latest.pt")
+    assert a["images_seen"] == b["images_seen"] == 256 + 2 * 8
+    for part in ("generator", "discriminator", "generator_ema"):
+        for name, tensor in a[part].items():
+            if isinstance(tensor, torch.Tensor):
+                assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs"
+    for part in ("opt_g", "opt_d"):
+        assert a[part]["state"].keys() == b[part]["state"].keys()
+        for idx, st in a[part]["state"].items():
+            for key, value in st.items():
+                assert torch.equal(value, b[part]["state"][idx][key]), f"{part} state {idx}.{key} differs"
+    # Adam was reset when the final stable phase began (step 20): two steps since, in both runs.
+    assert {st["step"].item() for st in a["opt_g"]["state"].values()} == {2.0}
+    assert a["generator"]["_extra_state"]["level"] == 2 and a["generator"]["alpha"].item() == 1.0
+    config = json.loads((full / "config.json").read_text())  # the resolved model defaults are on record
+    assert (config["loss"], config["lr_g"], config["beta1"], config["gp_weight"]) == ("wgan", 1e-3, 0.0, 10.0)
+    rows = (full / "losses.csv").read_text().strip().splitlines()[1:]
+    assert all(math.isfinite(float(v)) for r in rows for v in r.split(",")[1:])
+
+
+def test_kimg_sets_the_length_and_resume_extends_it(tmp_path, noise_dataset) -> None:
+    out = tmp_path / "run"
+    # with the over-fitting monitor, which must show D the reals at its current stage (4 px, then 8 px fading in)
+    cfg = {**TINY_PGAN, "sample_every": 100, "overfit_holdout": 20}
+    result = train(TrainConfig(out=str(out), kimg=0.1, **cfg), dataset=noise_dataset, progress=False)
+    assert result.step == 7 and _state(result.checkpoint)["images_seen"] == 112  # first step reaching 100
+    assert len((out / "overfit.csv").read_text().strip().splitlines()) == 1 + 4
+    result = train(TrainConfig(out=str(out), kimg=0.2, **cfg), dataset=noise_dataset, progress=False, resume=True)
+    assert result.step == 13 and _state(result.checkpoint)["images_seen"] == 12 * 16 + 8
+
+
+def test_gradient_penalty_double_backward_under_bf16_autocast() -> None:
+    """The trainer runs the penalty under bf16 autocast: the double backward works there and gives the
+    float32 value to bf16 precision (checked on the CPU's bf16 autocast; CUDA's casts the same ops)."""
+    _, D = tiny()
+    real, fake = torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)
+    exact = gradient_penalty(D, real, fake, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = gradient_penalty(D, real, fake, generator=torch.Generator().manual_seed(0))
+    assert low.dtype == torch.float32 and exact.item() > 0.1
+    assert abs(low.item() - exact.item()) < 0.05 * exact.item()
+    low.backward()
+    grads = [p.grad for p in D.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() and g.dtype == torch.float32 for g in grads)
+
+
+def test_tiny_pgan_growing_4_to_16_px_lowers_swd(tmp_path) -> None:
+    """Seed 001's yardstick on a small scale: grown 4 -> 8 -> 16 px on phantom lesions (the default length:
+    growth + one stable phase, 235 steps of 8 images), the generator's SWD to real images falls well below that
+    of the same generator at step 0. Seen with seeds 0, 1, 2: 212 -> 167, 235 -> 143, 213 -> 164."""
+    from dermsynth.data import generate_phantom
+    from dermsynth.metrics.swd import swd
+    from dermsynth.sample import generate, load_generator
+
+    data = generate_phantom(n=512, size=16, seed=0)
+    cfg = TrainConfig(model="pgan", size=16, width=8, z_dim=32, stable_kimg=0.375, fade_kimg=0.375,
+                      batch_schedule="4:8,8:8,16:8", ema_beta=0.9, out=str(tmp_path / "run"), log_every=50,
+                      sample_every=1000, checkpoint_every=1000)
+    result = train(cfg, dataset=data, progress=False)
+    state = _state(result.checkpoint)
+    assert result.step == 235 and state["images_seen"] == 1880  # default length: 2 x (0.375 + 0.375) + 0.375 kimg
+    assert state["generator"]["_extra_state"]["level"] == 2 and state["generator"]["alpha"].item() == 1.0
+    model = load_generator(result.checkpoint)
+    z = torch.randn(256, 32, generator=torch.Generator().manual_seed(0))
+    real = data.images[:256]
+    trained = swd(real, generate(model, z, None), seed=0, progress=False).mean
+    torch.manual_seed(cfg.seed)  # the trainer's initialisation: the generator at step 0
+    model.generator, _ = build_pgan(resolution=16, z_dim=32, num_classes=0, width=8)
+    untrained = swd(real, generate(model, z, None), seed=0, progress=False).mean
+    assert trained < 0.9 * untrained, (trained, untrained)

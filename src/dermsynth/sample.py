@@ -1,7 +1,13 @@
-"""Sampling from a trained generator: PNGs with a manifest, truncation, latent walks."""
+"""Sampling from a trained generator (any model in the registry): PNGs with a manifest, truncation, latent walks.
+
+Images always come out at the model's full resolution (a PGAN checkpoint taken while it was still growing is
+enlarged nearest-neighbour, as Karras' generator shows it). Generators that draw noise inside (LAPGAN's
+band noise) draw it from a stream seeded by the sampling seed, so samples are reproducible by seed.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +19,7 @@ from tqdm.auto import tqdm
 
 from dermsynth.errors import DermsynthError
 from dermsynth.models import build_gan
+from dermsynth.models.layers import upsample_to
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.train.checkpoint import load_checkpoint
 
@@ -71,14 +78,25 @@ def truncated_normal(n: int, dim: int, threshold: float | None, generator: torch
 
 
 @torch.no_grad()
-def generate(model: LoadedGenerator, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 256) -> np.ndarray:
-    """Run the generator over latents (and labels) in batches; returns uint8 (N, H, W, 3)."""
+def generate(model: LoadedGenerator, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 256,
+             seed: int | None = None) -> np.ndarray:
+    """Run the generator over latents (and labels) in batches; returns uint8 (N, H, W, 3) at full resolution.
+
+    With ``seed``, noise the generator draws itself (LAPGAN) comes from a forked RNG seeded with it, leaving
+    the caller's global RNG untouched; without, from the global RNG.
+    """
     device = next(model.generator.parameters()).device
+    resolution = int(model.generator.resolution)
+    fork = (torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+            if seed is not None else contextlib.nullcontext())
     out = []
-    for i in range(0, len(z), batch_size):
-        zb = z[i:i + batch_size].to(device)
-        yb = None if labels is None else labels[i:i + batch_size].to(device)
-        out.append(to_uint8(model.generator(zb, yb)))
+    with fork:
+        if seed is not None:
+            torch.manual_seed(seed)
+        for i in range(0, len(z), batch_size):
+            zb = z[i:i + batch_size].to(device)
+            yb = None if labels is None else labels[i:i + batch_size].to(device)
+            out.append(to_uint8(upsample_to(model.generator(zb, yb), resolution)))
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
 
 
@@ -109,7 +127,8 @@ def write_samples(checkpoint: str | Path, n: int, out: str | Path, class_name: s
     rows = []
     for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
         stop = min(start + batch_size, n)
-        images = generate(model, z[start:stop], None if labels is None else labels[start:stop], batch_size)
+        images = generate(model, z[start:stop], None if labels is None else labels[start:stop], batch_size,
+                          seed=seed * 1_000_003 + start)  # one noise stream per batch of the manifest
         for i, img in zip(range(start, stop), images):
             name = f"sample_{seed}_{i:06d}.png"
             save_png(img, out / name)
@@ -145,5 +164,5 @@ def latent_walk(checkpoint: str | Path, out: str | Path, rows: int = 4, steps: i
     labels = sample_labels(model, rows, class_name, gen)
     if labels is not None:
         labels = labels.repeat_interleave(steps)  # one class per row
-    images = generate(model, z, labels)
+    images = generate(model, z, labels, seed=seed)
     return save_png(image_grid(images, nrow=steps), Path(out), min_side=256)

@@ -162,17 +162,19 @@ class LevelBatch(NamedTuple):
 
 
 def level_batches(G: LAPGANGenerator, real: torch.Tensor, labels: torch.Tensor | None, z: torch.Tensor,
-                  generator: torch.Generator | None = None) -> list[LevelBatch]:
+                  generator: torch.Generator | None = None,
+                  noise: Sequence[torch.Tensor] | None = None) -> list[LevelBatch]:
     """Every level's (cond, real, fake) for full-resolution reals, each G_k conditioned on the REAL pyramid.
 
-    ``z`` feeds G_0; the noise planes of levels >= 1 come from ``generator`` (on ``real``'s device).
+    ``z`` feeds G_0; the noise planes of levels >= 1 are ``noise[k - 1]`` if given, else drawn from
+    ``generator`` (on ``real``'s device).
     """
     gauss = gaussian_pyramid(real, G.num_levels - 1)
     batches = [LevelBatch(0, None, gauss[0], G.level_fake(0, None, z, labels))]
     for k in range(1, G.num_levels):
         cond = upsample(gauss[k - 1])
-        noise = G.sample_noise(k, real.shape[0], real.device, generator)
-        batches.append(LevelBatch(k, cond, gauss[k] - cond, G.level_fake(k, cond, noise, labels)))
+        plane = noise[k - 1] if noise is not None else G.sample_noise(k, real.shape[0], real.device, generator)
+        batches.append(LevelBatch(k, cond, gauss[k] - cond, G.level_fake(k, cond, plane, labels)))
     return batches
 
 

@@ -53,6 +53,14 @@ class ProjectionHead(nn.Module):
         return logit
 
 
+def upsample_to(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Nearest-neighbour upsampling to ``size`` px (a PGAN still growing outputs fewer pixels; Karras' generator
+    likewise shows its lower-resolution output enlarged to full size)."""
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="nearest")
+
+
 def num_doublings(resolution: int, start: int = 4) -> int:
     """How many x2 upsamplings take ``start`` to ``resolution`` (a power of two)."""
     if resolution < start * 2 or resolution & (resolution - 1):

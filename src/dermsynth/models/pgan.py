@@ -31,6 +31,8 @@ LEAK = 0.2
 # Minibatch size per resolution: the official single-GPU preset ("preset-v2-1gpu", minibatch_base 4) of
 # github.com/tkarras/progressive_growing_of_gans; the paper's appendix A.1 used 16 up to 128px, 14 at 256px.
 KARRAS_1GPU_BATCH: dict[int, int] = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4}
+# The paper's appendix A.1 (8 GPUs): 16 up to 128 px, then 14, 6, 3 -- the trainer's default.
+KARRAS_PAPER_BATCH: dict[int, int] = {4: 16, 8: 16, 16: 16, 32: 16, 64: 16, 128: 16, 256: 14, 512: 6, 1024: 3}
 
 
 def pgan_channels(level: int, fmap_base: int = 8192, fmap_max: int = 512) -> int:
@@ -228,6 +230,28 @@ class PGANSchedule:
         else:
             level, alpha = phase + 1, (t - stable) / fade
         return Stage(level, alpha, self.batch_sizes.get(4 * 2 ** level, self.default_batch))
+
+    def phase_at(self, images_seen: int) -> int:
+        """Phase index: stable 4 px (0), fade-in 8 px (1), stable 8 px (2), ..., the final stable (2 * max_level)."""
+        stable, fade = round(self.stable_kimg * 1000), round(self.fade_kimg * 1000)
+        phase, t = divmod(int(images_seen), stable + fade)
+        return 2 * self.max_level if phase >= self.max_level else 2 * phase + int(t >= stable)
+
+    def steps_to_show(self, images: int, start: int = 0) -> int:
+        """Optimizer steps that show at least ``images`` real images in all, starting at ``start`` shown.
+
+        Exact (each step's minibatch is the one of the stage it starts in), jumping over runs of equal
+        minibatches so a full 256 px schedule takes microseconds."""
+        stable, fade = round(self.stable_kimg * 1000), round(self.fade_kimg * 1000)
+        # the minibatch can only change where a new resolution starts fading in
+        changes = [p * (stable + fade) + stable for p in range(self.max_level)]
+        steps, seen = 0, int(start)
+        while seen < images:
+            batch = self.stage_at(seen).batch_size
+            limit = min([images] + [c for c in changes if c > seen])
+            k = max(1, -(-(limit - seen) // batch))
+            steps, seen = steps + k, seen + k * batch
+        return steps
 
 
 def build_pgan(resolution: int, z_dim: int, num_classes: int, width: int = 64,

@@ -7,6 +7,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from dermsynth.train.penalties import wgan_d_loss, wgan_g_loss
+
 
 def nonsaturating_d(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """BCE of D on reals (target 1) and fakes (target 0): softplus(-r) + softplus(f)."""
@@ -20,4 +22,6 @@ def nonsaturating_g(fake_logits: torch.Tensor) -> torch.Tensor:
 
 LOSSES: dict[str, tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]] = {
     "nonsaturating": (nonsaturating_d, nonsaturating_g),
+    # Wasserstein critic loss; PGAN adds the gradient penalty and drift (TrainConfig gp_weight, drift).
+    "wgan": (wgan_d_loss, wgan_g_loss),
 }

@@ -28,14 +28,16 @@ def epsilon_drift(real_logits: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
 
 def gradient_penalty(D: Callable[..., torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
                      labels: torch.Tensor | None = None, target: float = 1.0,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
     """E[(||grad_x D(x_hat)||_2 - target)^2] at x_hat = eps * real + (1 - eps) * fake, eps ~ U[0, 1) per sample.
 
-    ``eps`` is drawn as ``torch.rand(N, 1, 1, 1, generator=generator)`` on the images' device; the caller
-    multiplies by lambda (10). The graph is kept (create_graph) so the penalty can be backpropagated into D.
+    ``eps`` is drawn as ``torch.rand(N, 1, 1, 1, generator=generator)`` on the images' device unless given
+    (multi-GPU training draws it for the global batch and passes each rank its rows); the caller multiplies
+    by lambda (10). The graph is kept (create_graph) so the penalty can be backpropagated into D.
     """
-    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator, device=real.device,
-                     dtype=real.dtype)
+    if eps is None:
+        eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator, device=real.device,
+                         dtype=real.dtype)
     x_hat = torch.lerp(fake.detach(), real.detach(), eps).requires_grad_(True)
     logits = D(x_hat, labels)
     (grad,) = torch.autograd.grad(logits.float().sum(), x_hat, create_graph=True)

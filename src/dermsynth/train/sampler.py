@@ -2,7 +2,9 @@
 
 Images stay uint8 (4x smaller than float) and are converted per batch. The order is a fresh permutation
 per epoch drawn from (seed, epoch), so the sampler's whole state is two integers and a resumed run sees
-exactly the batches an uninterrupted run would.
+exactly the batches an uninterrupted run would. Under multi-process training every rank walks the same
+permutation and keeps its rows ``rank::world`` of each global batch, so the state does not depend on the
+number of ranks.
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ import numpy as np
 import torch
 
 from dermsynth.errors import DermsynthError
+from dermsynth.train.distributed import DistInfo
 
 
 class BatchSampler:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
-                 device: torch.device, keep_on_device: bool | None = None) -> None:
+                 device: torch.device, keep_on_device: bool | None = None, dist: DistInfo | None = None) -> None:
         n = len(images)
         if n < batch_size:
             raise DermsynthError(f"the dataset has {n} images, fewer than one batch of {batch_size}; "
                                  f"lower --batch-size")
         self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, device
+        self.dist = dist or DistInfo()
         if keep_on_device is None:
             keep_on_device = device.type != "cuda" or _fits_on_gpu(images.nbytes, device)
         where = device if keep_on_device else torch.device("cpu")
@@ -37,13 +41,21 @@ class BatchSampler:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.n, generator=g).to(self.images.device)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next batch: float images in [-1, 1], (B, 3, H, W), and int64 labels, on the device."""
-        if self.position + self.batch_size > self.n:  # drop the incomplete tail: fixed batch shapes
+    def next(self, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch: float images in [-1, 1], (B, 3, H, W), and int64 labels, on the device.
+
+        ``batch_size`` (at most the one given at construction) overrides it for this batch: PGAN's minibatch
+        changes with the resolution. Both are global: each rank gets ``batch_size / world`` rows.
+        """
+        batch_size = batch_size or self.batch_size
+        self.dist.local_batch(batch_size)  # a clear error if the ranks cannot share it equally
+        if batch_size > self.batch_size:
+            raise DermsynthError(f"batch of {batch_size} exceeds the sampler's maximum {self.batch_size}")
+        if self.position + batch_size > self.n:  # drop the incomplete tail: fixed batch shapes
             self.epoch, self.position = self.epoch + 1, 0
             self._perm = self._permutation(self.epoch)
-        idx = self._perm[self.position:self.position + self.batch_size]
-        self.position += self.batch_size
+        idx = self.dist.shard(self._perm[self.position:self.position + batch_size])
+        self.position += batch_size
         x = self.images[idx].to(self.device, non_blocking=True)
         y = self.labels[idx].to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)

@@ -1,0 +1,118 @@
+"""PGAN training throughput in the stable 64, 128 and 256 px phases, in images per second, with peak GPU memory.
+
+Runs the trainer's own PGAN step (``dermsynth.train.steps.ProgressiveStep``: WGAN-GP + drift, one D step + one
+G step per minibatch) on the full-size networks of Karras et al. (latent 128, fmap_max 512, built for 256 px),
+grown to each resolution, at the paper's minibatch per resolution (16, 16, 14). Two settings: ``plain``
+(fp32, NCHW, eager) and ``fast`` (bf16 autocast, channels_last, plus torch.compile with ``--compile``; CUDA
+only). Prints a table and writes JSON.
+
+    python benchmarks/pgan_throughput.py [--resolutions 64,128,256] [--steps N] [--compile] [--json out.json]
+    python benchmarks/pgan_throughput.py --quick   # tiny networks and sizes: a CPU smoke run in seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dermsynth.models import build_gan
+from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANSchedule
+from dermsynth.train.sampler import BatchSampler
+from dermsynth.train.steps import ProgressiveStep
+from train_throughput import device_name  # the sibling benchmark (this folder is on sys.path when run)
+
+
+def measure(resolution: int, target: int, device: torch.device, fast: bool, compile: bool, steps: int, warmup: int,
+            width: int, z_dim: int = 128) -> tuple[float, int]:
+    """Images/s of the stable ``resolution`` px phase of a PGAN built for ``target`` px; returns (img/s, batch)."""
+    torch.manual_seed(0)
+    G, D = build_gan("pgan", resolution=target, z_dim=z_dim, width=width, num_classes=0)
+    G, D = G.to(device), D.to(device)
+    use_cl = fast and device.type == "cuda"
+    if use_cl:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    opt_g = torch.optim.Adam(G.parameters(), 1e-3, betas=(0.0, 0.99))
+    opt_d = torch.optim.Adam(D.parameters(), 1e-3, betas=(0.0, 0.99))
+    schedule = PGANSchedule(resolution=target, batch_sizes=KARRAS_PAPER_BATCH)
+    level = (resolution // 4).bit_length() - 1
+    images_seen = level * round((schedule.stable_kimg + schedule.fade_kimg) * 1000)  # start of the stable phase
+    noise = torch.Generator(device=device).manual_seed(0)
+    step = ProgressiveStep(G, D, opt_g, opt_d, "wgan", bf16=use_cl, compile=compile and use_cl, gp_weight=10.0,
+                           drift=1e-3, noise=noise, schedule=schedule)
+    batch = step.begin(images_seen)
+    assert step.stage.resolution == resolution and step.stage.alpha == 1.0
+    images = np.random.default_rng(0).integers(0, 256, (max(8 * batch, 64), target, target, 3), np.uint8)
+    sampler = BatchSampler(images, np.zeros(len(images), np.int64), batch, seed=0, device=device)
+
+    def run(n: int) -> torch.Tensor:
+        acc = torch.zeros(4, device=device)
+        for _ in range(n):
+            step.begin(images_seen)  # same phase: sets the stage, never resets Adam
+            real, _ = sampler.next()
+            if use_cl:
+                real = real.contiguous(memory_format=torch.channels_last)
+            acc += step(real, None, torch.randn(batch, z_dim, device=device, generator=noise))
+        return acc
+
+    run(warmup)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    acc = run(steps)
+    acc.cpu()  # the only host sync: waits for all queued work
+    return steps * batch / (time.perf_counter() - t0), batch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--resolutions", default=None, help="stable phases to time (default 64,128,256)")
+    ap.add_argument("--target", type=int, default=None, help="resolution the networks are built for (default 256)")
+    ap.add_argument("--width", type=int, default=None, help="PGAN width (64 = the paper's fmap_max 512)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps (default 50 on CUDA, 3 on CPU)")
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--compile", action="store_true", help="torch.compile G and D in the fast setting")
+    ap.add_argument("--quick", action="store_true", help="tiny networks at 16/32 px: a smoke run for the CPU")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    on_gpu = device.type == "cuda"
+    resolutions = [int(r) for r in (args.resolutions or ("16,32" if args.quick else "64,128,256")).split(",")]
+    target = args.target or max(resolutions + ([] if args.quick else [256]))
+    width = args.width or (2 if args.quick else 64)
+    steps = args.steps or (2 if args.quick else 50 if on_gpu else 3)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick or not on_gpu else 10)
+    modes = ["plain", "fast"] if on_gpu else ["plain"]
+    rows = []
+    for res in resolutions:
+        for mode in modes:
+            ips, batch = measure(res, target, device, mode == "fast", args.compile, steps, warmup, width)
+            peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if on_gpu else None  # JSON null
+            rows.append({"resolution": res, "batch": batch, "mode": mode, "compile": args.compile and mode == "fast",
+                         "img_per_s": round(ips, 1), "peak_gib": peak})
+    result = {"benchmark": "pgan_train_throughput", "device": device_name(device), "torch": torch.__version__,
+              "date": dt.date.today().isoformat(), "target": target, "width": width, "steps": steps,
+              "quick": args.quick, "rows": rows}
+    print(f"PGAN training throughput (stable phases, WGAN-GP, built for {target} px, width {width}) on "
+          f"{result['device']} (torch {torch.__version__}, {steps} timed steps)")
+    print(f"{'res':>5} {'batch':>6} {'mode':>6} {'compile':>8} {'img/s':>10} {'peak GiB':>9}")
+    for r in rows:
+        peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
+        print(f"{r['resolution']:>5} {r['batch']:>6} {r['mode']:>6} {str(r['compile']):>8} {r['img_per_s']:>10.1f} "
+              f"{peak:>9}")
+    out = Path(args.json or f"benchmarks/results/pgan_throughput{'_quick' if args.quick else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,7 @@ from dermsynth.metrics.frechet import (
     frechet_distance,
     kid,
     polynomial_mmd2,
+    trace_sqrt_product,
 )
 
 
@@ -69,6 +70,26 @@ def test_frechet_matches_eigen_path_and_is_symmetric(d):
     assert fd == pytest.approx(eig_frechet(mu1, s1, mu2, s2), rel=1e-7, abs=1e-8)
     assert fd == pytest.approx(frechet_distance(mu2, s2, mu1, s1), rel=1e-8, abs=1e-8)
     assert fd > 0
+
+
+def sqrtm_frechet(mu1, s1, mu2, s2) -> float:
+    """pytorch-fid's path: the general matrix square root of S1 @ S2 (real part)."""
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+@pytest.mark.parametrize("n", [500, 40])  # full-rank and rank-deficient (N < D) covariances
+def test_frechet_matches_scipy_sqrtm(n):
+    rng = np.random.default_rng(n)
+    a = rng.normal(size=(n, 64)) @ rng.normal(size=(64, 64)) * 0.3
+    b = rng.normal(size=(n, 64)) @ rng.normal(size=(64, 64)) * 0.3 + 0.2
+    (ma, sa), (mb, sb) = feature_statistics(a), feature_statistics(b)
+    fd = frechet_distance(ma, sa, mb, sb)
+    assert fd == pytest.approx(sqrtm_frechet(ma, sa, mb, sb), rel=1e-6)
+    assert trace_sqrt_product(sa, sb) == pytest.approx(np.trace(scipy.linalg.sqrtm(sa @ sb).real), rel=1e-6)
+    # from features: the N x N factor path when N <= D, the Cholesky path otherwise; either order of the sets
+    assert fid_from_features(a, b) == pytest.approx(fd, rel=1e-6)
+    assert fid_from_features(b, a) == pytest.approx(fd, rel=1e-6)
 
 
 def test_frechet_zero_for_identical_stats_and_singular_covariance():

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import torch
+from _synthetic import add_noise, blur, make_lesions
 
 from dermsynth.errors import DermsynthError
 from dermsynth.metrics.swd import (
@@ -278,35 +279,7 @@ def test_odd_size_runs():
 # Behaviour on synthetic "lesion" images
 # ---------------------------------------------------------------------------------------
 
-SIZE = 64
 N = 200
-
-
-def make_lesions(n, seed, *, radius=(5.0, 12.0), n_blobs=3, texture=6.0, grain=1.0, tint=(110.0, 65.0, 50.0)):
-    """Skin-coloured background, soft dark blobs, smooth texture; values kept <= 225."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
-    img = np.empty((n, SIZE, SIZE, 3), np.float32)
-    img[:] = (np.array([195.0, 150.0, 130.0]) + rng.normal(0, 8, (n, 3)))[:, None, None, :]
-    for _ in range(n_blobs):
-        cy, cx = rng.uniform(8, SIZE - 8, (2, n, 1, 1))
-        r = rng.uniform(*radius, (n, 1, 1))
-        alpha = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))[..., None]
-        colour = (np.array(tint) + rng.normal(0, 15, (n, 3)))[:, None, None, :]
-        img = img * (1 - alpha) + colour * alpha
-    noise = scipy.ndimage.gaussian_filter(rng.normal(0, 1, img.shape).astype(np.float32), sigma=(0, grain, grain, 0))
-    img += noise * texture / noise.std()
-    return np.clip(np.round(img), 0, 225).astype(np.uint8)
-
-
-def blur(images, sigma):
-    out = scipy.ndimage.gaussian_filter(images.astype(np.float32), sigma=(0, sigma, sigma, 0), mode="mirror")
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
-def add_noise(images, sigma, seed=0):
-    noisy = images + np.random.default_rng(seed).normal(0, sigma, images.shape)
-    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +290,7 @@ def sets():
     # smaller, redder blobs and coarser-grained texture: differs at every scale. (Only a
     # stronger texture of the same grain would barely register: each level is normalised.)
     other = make_lesions(N, seed=3, radius=(2.0, 5.0), n_blobs=6, texture=10.0, grain=2.0, tint=(150.0, 90.0, 90.0))
-    kw = dict(seed=0, device="cpu")
+    kw = {"seed": 0, "device": "cpu"}
     return {
         "real": real,
         "ref": ref,

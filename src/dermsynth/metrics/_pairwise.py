@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dermsynth.errors import DermsynthError
 from dermsynth.device import full_fp32_matmul, resolve_device
+from dermsynth.errors import DermsynthError
 
 __all__ = ["as_rows", "check_images", "distance_blocks", "knn", "resolve_device", "save_figure"]
 

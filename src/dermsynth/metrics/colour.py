@@ -10,9 +10,9 @@ Images are uint8 (N, H, W, 3) numpy arrays (memmaps are read in batches of :data
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

@@ -3,9 +3,15 @@
 Both work on feature arrays (N, D) -- e.g. Inception pool3 activations -- computed elsewhere.
 
 * :func:`frechet_distance` is the closed form between two Gaussians,
-  ``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``, computed as in pytorch-fid / TTUR
-  (``scipy.linalg.sqrtm`` of ``S1 @ S2``; if that is not finite, retry with ``eps * I`` added to both
-  covariances; a small imaginary part from rounding is dropped, a large one is an error).
+  ``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``. For any factor ``S1 = B B^T``, ``S1 S2`` has the
+  eigenvalues of the symmetric PSD ``B^T S2 B`` (plus zeros), so ``Tr((S1 S2)^(1/2))`` is the sum of
+  their square roots. ``B`` is the Cholesky factor of S1 (positive definite), its PSD square root from
+  ``eigh`` (singular S1), or -- in :func:`fid_from_features` with N <= D samples -- the centred
+  features / sqrt(N - 1), an N x N problem. All in float64, on the GPU when present, instead of
+  pytorch-fid's general ``scipy.linalg.sqrtm(S1 @ S2)``: the same value (exact up to float64 rounding;
+  tested against ``sqrtm``), always real, no ``eps`` retry, and seconds instead of about a minute for
+  D = 2048 on a CPU. Eigenvalues that rounding pushes slightly below zero count as zero; clearly
+  negative ones mean a covariance that is not positive semi-definite, an error.
 * :func:`kid` is the unbiased MMD^2 estimate with the cubic polynomial kernel
   ``k(x, y) = (x.y / D + 1)^3`` averaged over random subsets (Binkowski et al. 2018; the same estimator
   as the reference TF code, torch-fidelity and clean-fid). It is unbiased, so it can be slightly
@@ -14,17 +20,18 @@ Both work on feature arrays (N, D) -- e.g. Inception pool3 activations -- comput
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor
 
 from dermsynth.errors import DermsynthError
 from dermsynth.metrics._pairwise import as_rows, resolve_device
 
-__all__ = ["KIDResult", "feature_statistics", "fid_from_features", "frechet_distance", "kid", "polynomial_mmd2"]
+__all__ = ["KIDResult", "feature_statistics", "fid_from_features", "frechet_distance", "kid", "polynomial_mmd2",
+           "trace_sqrt_product"]
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -33,18 +40,64 @@ def _as_numpy(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (D,) and covariance (D, D) (unbiased, ddof=1) of features (N, D), in float64."""
-    f = _as_numpy(features)
+def _centred(features, device: str | torch.device | None) -> tuple[Tensor, Tensor]:
+    """(mean (D,), centred features (N, D)) in float64 on ``device``."""
+    f = features.detach() if isinstance(features, Tensor) else torch.from_numpy(np.asarray(features, dtype=np.float64))
     if f.ndim != 2:
-        raise DermsynthError(f"features must be a 2-D array (N, D); got shape {f.shape}")
+        raise DermsynthError(f"features must be a 2-D array (N, D); got shape {tuple(f.shape)}")
     if f.shape[0] < 2:
         raise DermsynthError(f"feature statistics need at least 2 samples; got {f.shape[0]}")
-    return f.mean(axis=0), np.atleast_2d(np.cov(f, rowvar=False))
+    f = f.to(resolve_device(device), torch.float64)
+    mu = f.mean(0)
+    return mu, f - mu
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) (see the module docstring)."""
+def feature_statistics(features, device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and covariance (D, D) (unbiased, ddof=1) of features (N, D), in float64 (computed on ``device``)."""
+    mu, centred = _centred(features, device)
+    return mu.cpu().numpy(), (centred.T @ centred / (len(centred) - 1)).cpu().numpy()
+
+
+#: Relative size (to the largest eigenvalue) below which a negative eigenvalue is taken for rounding.
+PSD_TOLERANCE = 1e-6
+
+
+def _psd_eigenvalues(w: Tensor, what: str) -> Tensor:
+    """Eigenvalues of a symmetric matrix that should be PSD: rounding negatives -> 0, clear negatives -> error."""
+    scale = float(w.abs().max()) if w.numel() else 0.0
+    if w.numel() and float(w.min()) < -PSD_TOLERANCE * max(scale, 1e-300):
+        raise DermsynthError(f"frechet_distance: {what} is not positive semi-definite (eigenvalue {float(w.min()):.3g}"
+                             f" against largest {scale:.3g}); are both covariances valid?")
+    return w.clamp_min(0)
+
+
+def trace_sqrt_product(sigma1, sigma2, device: str | torch.device | None = None, *, factor1=None) -> float:
+    """``Tr((sigma1 @ sigma2)^(1/2))`` for PSD matrices: the sum of the square roots of the eigenvalues of a
+    symmetric matrix ``B^T S2 B`` similar to ``S1 S2`` (up to zero eigenvalues), for a factor ``S1 = B B^T``.
+
+    ``B`` is ``factor1`` (D, k) when given (e.g. centred features / sqrt(N - 1): a k x k problem), else the
+    Cholesky factor of S1 when S1 is positive definite, else the PSD square root of S1 from ``eigh``.
+    """
+    dev = resolve_device(device)
+    s1 = torch.as_tensor(sigma1, dtype=torch.float64, device=dev)
+    s2 = torch.as_tensor(sigma2, dtype=torch.float64, device=dev)
+    if factor1 is not None:
+        b = torch.as_tensor(factor1, dtype=torch.float64, device=dev)
+    else:
+        b, info = torch.linalg.cholesky_ex((s1 + s1.T) / 2)
+        if int(info) != 0:  # singular S1 (e.g. fewer samples than dimensions): its PSD square root
+            w, v = torch.linalg.eigh((s1 + s1.T) / 2)
+            b = (v * _psd_eigenvalues(w, "sigma1").sqrt()) @ v.T
+    inner = b.T @ s2 @ b
+    lam = _psd_eigenvalues(torch.linalg.eigvalsh((inner + inner.T) / 2), "B^T sigma2 B (similar to sigma1 sigma2)")
+    return float(lam.sqrt().sum())
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, device: str | torch.device | None = None, *, factor1=None) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) (see the module docstring).
+
+    ``factor1``: optional (D, k) ``B`` with ``sigma1 = B B^T`` (see :func:`trace_sqrt_product`).
+    """
     mu1, mu2 = np.atleast_1d(_as_numpy(mu1)), np.atleast_1d(_as_numpy(mu2))
     sigma1, sigma2 = np.atleast_2d(_as_numpy(sigma1)), np.atleast_2d(_as_numpy(sigma2))
     d = mu1.shape[0]
@@ -55,28 +108,25 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         )
     if not all(np.isfinite(a).all() for a in (mu1, mu2, sigma1, sigma2)):
         raise DermsynthError("frechet_distance got non-finite means or covariances")
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(d) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise DermsynthError(
-                f"frechet_distance: sqrtm(sigma1 @ sigma2) has a large imaginary part "
-                f"({np.abs(covmean.imag).max():.3g}); are both covariances positive semi-definite?"
-            )
-        covmean = covmean.real
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    tr_covmean = trace_sqrt_product(sigma1, sigma2, device, factor1=factor1)
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
 
-def fid_from_features(real_feats, fake_feats) -> float:
-    """Fréchet distance between the Gaussians fitted to two feature sets (N, D) and (M, D)."""
-    mu1, s1 = feature_statistics(real_feats)
-    mu2, s2 = feature_statistics(fake_feats)
+def fid_from_features(real_feats, fake_feats, device: str | torch.device | None = None) -> float:
+    """Fréchet distance between the Gaussians fitted to two feature sets (N, D) and (M, D).
+
+    With N <= D the real covariance is singular; its factor (centred features / sqrt(N - 1)) then gives
+    an N x N eigenvalue problem instead of a D x D eigendecomposition.
+    """
+    mu1, centred1 = _centred(real_feats, device)
+    mu2, s2 = feature_statistics(fake_feats, device)
     if mu1.shape != mu2.shape:
         raise DermsynthError(f"real and fake features differ in dimension: {mu1.shape[0]} vs {mu2.shape[0]}")
-    return frechet_distance(mu1, s1, mu2, s2)
+    factor1 = centred1.T / math.sqrt(len(centred1) - 1)
+    s1 = factor1 @ factor1.T
+    return frechet_distance(mu1.cpu().numpy(), s1.cpu().numpy(), mu2, s2, device,
+                            factor1=factor1 if len(centred1) <= mu1.shape[0] else None)
 
 
 @dataclass

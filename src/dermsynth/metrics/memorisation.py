@@ -28,22 +28,22 @@ shifted copies. Exact (byte-identical) copies are always found, by hashing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
+from dermsynth.device import full_fp32_matmul
 from dermsynth.errors import DermsynthError
 from dermsynth.metrics._pairwise import BLOCK_ELEMS, as_rows, check_images, knn, resolve_device, save_figure
-from dermsynth.device import full_fp32_matmul
 
 __all__ = [
-    "AuditResult",
     "METRICS",
+    "AuditResult",
     "memorisation_audit",
     "nearest_neighbours",
     "plot_nearest_neighbours",
@@ -272,9 +272,9 @@ class AuditResult:
         return {
             "metric": self.metric,
             "k": self.k,
-            "n_generated": int(len(self.table)),
+            "n_generated": len(self.table),
             "n_train": self.n_train,
-            "n_heldout": 0 if held is None else int(len(held)),
+            "n_heldout": 0 if held is None else len(held),
             "threshold": self.threshold,
             "percentile": self.percentile,
             "n_flagged": int(self.table["flagged"].sum()),
@@ -324,7 +324,7 @@ def memorisation_audit(
         raise DermsynthError("memorisation_audit needs held-out real images (to set the threshold) or an explicit threshold")
     if not 0.0 <= float(percentile) <= 100.0:
         raise DermsynthError(f"percentile must be in [0, 100]; got {percentile}")
-    opts = dict(metric=metric, k=k, device=device, chunk=chunk, ssim_candidates=ssim_candidates, max_shift=max_shift)
+    opts = {"metric": metric, "k": k, "device": device, "chunk": chunk, "ssim_candidates": ssim_candidates, "max_shift": max_shift}
     idx, scores = nearest_neighbours(generated, train, query_features=generated_features,
                                      reference_features=train_features, **opts)
     dist = _to_distance(scores[:, 0], metric)

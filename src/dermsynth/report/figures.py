@@ -19,8 +19,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, fill: int = 255) -> np.ndarray:
     """Tile uint8 images (N, H, W, 3) into one (rows*H, cols*W, 3) image with ``pad`` pixels between."""
     n, h, w = images.shape[:3]
-    cols = nrow or int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / cols))
+    cols = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
     grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), fill, dtype=np.uint8)
     for i in range(n):
         r, c = divmod(i, cols)
@@ -35,7 +35,7 @@ def save_png(image: np.ndarray, path: str | Path, min_side: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pil = Image.fromarray(image)
     if min_side and min(pil.size) < min_side:
-        k = int(math.ceil(min_side / min(pil.size)))
+        k = math.ceil(min_side / min(pil.size))
         pil = pil.resize((pil.width * k, pil.height * k), Image.NEAREST)
     pil.save(path)
     return path

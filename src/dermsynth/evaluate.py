@@ -1,0 +1,401 @@
+"""One evaluation of a generator: every metric of :mod:`dermsynth.metrics` in one HTML report and one JSON.
+
+``evaluate(real, fake, train=..., checkpoint=...)`` writes ``<out>/report.html`` (self-contained: tables,
+plots, image grids) and ``<out>/metrics.json`` (every number). Sections:
+
+* SWD (Laplacian pyramid) of real vs generated, with the real-vs-real lower bound at the same set size;
+* FID, KID, precision / recall / density / coverage on the features of an extractor
+  (:mod:`dermsynth.metrics.features`): the FID Inception when its weights file is given, else the
+  project's own classifier if its checkpoint is given, else skipped -- the report says which and why;
+* colour: per-channel histogram Jensen-Shannon divergence and per-class colour statistics (seed 002, Sec. 4);
+* memorisation audit (needs ``train``; ``real`` then serves as the held-out reference, so it must not
+  overlap the training images);
+* truncation sweep and latent walk (need ``checkpoint``; without ``fake``, the generated set is sampled from it);
+* discriminator over-fitting curve, when the checkpoint's run folder has ``overfit.csv``.
+
+Sources are anything :func:`~dermsynth.data.prepare.load_dataset` reads (image folders, prepared caches,
+dataset roots, ``phantom:N``) or a :class:`~dermsynth.data.dataset.LesionDataset`. A section that cannot be
+computed is recorded as ``{"status": "skipped", "reason": ...}`` and explained in the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dermsynth.data.dataset import LesionDataset
+from dermsynth.device import resolve_device
+from dermsynth.errors import DataError, DermsynthError
+from dermsynth.metrics.features import FeatureExtractor, build_extractor
+from dermsynth.metrics.inception import WEIGHTS_ENV
+from dermsynth.metrics.truncation import THRESHOLDS, threshold_label
+from dermsynth.report.figures import image_grid, save_png
+from dermsynth.report.html import HTMLReport
+
+__all__ = ["EXTRACTOR_CHOICES", "EvaluationResult", "evaluate"]
+
+EXTRACTOR_CHOICES: tuple[str, ...] = ("auto", "inception", "classifier", "none")
+GRID = 64  # images per grid
+
+
+@dataclass
+class EvaluationResult:
+    """Paths of the report and the JSON, and the numbers written to the JSON."""
+
+    report: Path
+    json: Path
+    numbers: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Context:
+    out: Path
+    device: torch.device
+    seed: int
+    progress: bool
+    report: HTMLReport
+    numbers: dict
+
+    def skip(self, key: str, title: str, reason: str) -> None:
+        self.numbers[key] = {"status": "skipped", "reason": reason}
+        self.report.heading(title)
+        self.report.note(f"Not computed: {reason}")
+
+
+# ----------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------
+
+
+def _load(source, size: int | None, what: str, progress: bool) -> LesionDataset:
+    from dermsynth.data.prepare import load_dataset
+
+    if isinstance(source, LesionDataset):
+        if size is not None and source.size != size:
+            raise DataError(f"{what} images are {source.size}px but {size}px are needed")
+        return source
+    return load_dataset(source, size=size, progress=progress)
+
+
+def _at_most(ds: LesionDataset, n: int | None, seed: int) -> LesionDataset:
+    if n is None or len(ds) <= n:
+        return ds
+    return ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), int(n), replace=False)))
+
+
+def _sample(model, n: int, seed: int) -> LesionDataset:
+    """``n`` untruncated samples of a generator, with their classes when it is conditional."""
+    from dermsynth.sample import generate, sample_labels, truncated_normal
+
+    gen = torch.Generator().manual_seed(seed)
+    z = truncated_normal(n, model.z_dim, None, gen)
+    labels = sample_labels(model, n, None, gen)
+    images = generate(model, z, labels, seed=seed)
+    return LesionDataset(images=images, labels=np.full(n, -1) if labels is None else labels.numpy(),
+                         class_names=list(model.class_names) if labels is not None else [],
+                         ids=[f"sample_{i:06d}" for i in range(n)], source=f"{model.checkpoint} (sampled, seed {seed})")
+
+
+def _choose_extractor(choice: str, inception_weights, extractor_checkpoint) -> tuple[FeatureExtractor | None, str]:
+    """(extractor or None, a sentence on the choice for the report)."""
+    if choice not in EXTRACTOR_CHOICES:
+        raise DermsynthError(f"unknown --extractor {choice!r}; choose from {', '.join(EXTRACTOR_CHOICES)}")
+    if choice == "none":
+        return None, "--extractor none was given"
+    if choice == "inception" or (choice == "auto" and (inception_weights or os.environ.get(WEIGHTS_ENV))):
+        ext = build_extractor("inception", weights=inception_weights)
+        return ext, f"Features: {ext.description}; FIDs are comparable with published ones that use this network."
+    if choice == "classifier" or extractor_checkpoint:
+        ext = build_extractor("classifier", checkpoint=extractor_checkpoint)
+        why = f"no FID Inception weights were given (--inception-weights / ${WEIGHTS_ENV}), so " \
+            if choice == "auto" else ""
+        return ext, (f"Features: {why}{ext.description}. These FID/KID/PRDC numbers compare only with numbers "
+                     f"from the same extractor checkpoint, never with published FIDs.")
+    return None, (f"no FID Inception weights (--inception-weights or ${WEIGHTS_ENV}; nothing is "
+                  "downloaded) and no project classifier (--extractor-checkpoint; train one with "
+                  "`dermsynth train-extractor`)")
+
+
+# ----------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------
+
+
+def _images_section(ctx: _Context, real: LesionDataset, fake: LesionDataset) -> None:
+    ctx.report.heading("Real vs generated")
+    paths = []
+    for name, ds in (("real", real), ("generated", fake)):
+        pick = np.sort(np.random.default_rng(ctx.seed).choice(len(ds), min(GRID, len(ds)), replace=False))
+        paths.append((f"{name} ({len(pick)} of {len(ds)})",
+                      save_png(image_grid(np.asarray(ds.images[pick]), nrow=8), ctx.out / f"{name}.png", min_side=512)))
+    ctx.report.images(paths)
+
+
+def _swd_section(ctx: _Context, real: np.ndarray, fake: np.ndarray) -> None:
+    from dermsynth.metrics.swd import MIN_SIZE, swd, swd_lower_bound
+
+    title = "Sliced Wasserstein distance (x1e3, Laplacian pyramid, Karras et al. 2018)"
+    n = min(len(real) // 2, len(fake))
+    if n < 1 or real.shape[1] < MIN_SIZE:
+        return ctx.skip("swd", title, f"SWD needs at least 2 real images and images of >= {MIN_SIZE}px "
+                                      f"(have {len(real)} real at {real.shape[1]}px)")
+    kw = {"n": n, "seed": ctx.seed, "device": ctx.device, "progress": ctx.progress}
+    lower, score = swd_lower_bound(real, **kw), swd(real, fake, **kw)
+    ctx.numbers["swd"] = {"status": "ok", "fake_vs_real": score.as_dict(), "lower_bound": lower.as_dict()}
+    ctx.report.heading(title)
+    rows = [[f"{r}x{r}", lo, v] for r, lo, v in zip(score.resolutions, lower.per_level, score.per_level)]
+    rows.append(["mean", lower.mean, score.mean])
+    ctx.report.table(["level", "lower bound: real vs real", "generated vs real"], rows,
+                     caption=f"{n} images per set; lower is better. The lower bound is SWD between two disjoint "
+                             "halves of the real set. SWD normalises each set per channel: it does not see a "
+                             "global colour cast (see the colour section).")
+
+
+def _feature_section(ctx: _Context, real: np.ndarray, fake: np.ndarray, extractor: FeatureExtractor | None,
+                     why: str) -> None:
+    from dermsynth.metrics.frechet import fid_from_features, kid
+    from dermsynth.metrics.prdc import prdc
+
+    title = "FID, KID, precision / recall / density / coverage"
+    if extractor is None:
+        return ctx.skip("features", title, why)
+    k = 5
+    if min(len(real), len(fake)) <= k:
+        return ctx.skip("features", title, f"need more than {k} real and generated images (have {len(real)}, "
+                                           f"{len(fake)})")
+    fr = extractor(real, device=ctx.device, progress=ctx.progress)
+    ff = extractor(fake, device=ctx.device, progress=ctx.progress)
+    fid = fid_from_features(fr, ff, ctx.device)
+    kid_res = kid(fr, ff, subset_size=1000, seed=ctx.seed, device=ctx.device)
+    pr = prdc(fr, ff, k=k, device=ctx.device)
+    ctx.numbers["features"] = {"status": "ok", "extractor": extractor.name,
+                               "extractor_description": extractor.description,
+                               "dim": extractor.dim, "n_real": len(fr), "n_fake": len(ff), "fid": fid,
+                               "kid": kid_res.as_dict(), "prdc": pr.as_dict()}
+    ctx.report.heading(title)
+    ctx.report.paragraph(why)
+    ctx.report.table(["metric", "value", "better"], [
+        ["FID", fid, "lower"], ["KID mean", kid_res.mean, "lower"], ["KID std", kid_res.std, ""],
+        ["precision (fidelity)", pr.precision, "higher"], ["recall (diversity)", pr.recall, "higher"],
+        ["density", pr.density, "~1"], ["coverage", pr.coverage, "higher"],
+    ], caption=f"{len(fr)} real, {len(ff)} generated images; KID over {kid_res.num_subsets} subsets of "
+               f"{kid_res.subset_size}; PRDC with k={k}. FID is biased upwards at small N: compare at equal N.")
+
+
+def _class_colour_summary(df: pd.DataFrame) -> dict:
+    cols = ["R", "G", "B", "grey"]
+    return {str(name): {"n": len(g), "mean": {c: float(g[c].mean()) for c in cols},
+                        "std": {c: float(g[c].std(ddof=0)) for c in cols}}
+            for name, g in df.groupby("class", sort=False)}
+
+
+def _colour_section(ctx: _Context, real: LesionDataset, fake: LesionDataset) -> None:
+    from dermsynth.metrics.colour import (
+        class_colour_statistics,
+        colour_histogram_divergence,
+        plot_class_colour_statistics,
+    )
+
+    real_images, fake_images = np.asarray(real.images), np.asarray(fake.images)
+    div = colour_histogram_divergence(real_images, fake_images)
+    tables = {}
+    for tag, ds, images in (("real", real, real_images), ("generated", fake, fake_images)):
+        names = ds.class_names if ds.num_classes else []
+        df = class_colour_statistics(images, ds.labels if names else np.full(len(ds), -1), names)
+        df["class"] = [f"{'all' if c == 'unlabelled' else c} ({tag})" for c in df["class"]]
+        tables[tag] = df
+    both = pd.concat([tables["real"], tables["generated"].assign(label=tables["generated"]["label"] + 1000)])
+    fig = plot_class_colour_statistics(both, ctx.out / "colour_classes.png",
+                                       title="per-image mean colour by class: real vs generated")
+    ctx.numbers["colour"] = {"status": "ok", "histogram_jsd": div.as_dict(),
+                             "class_statistics": {tag: _class_colour_summary(df) for tag, df in tables.items()}}
+    ctx.report.heading("Colour statistics")
+    ctx.report.table(["channel", "JS divergence (bits)"], [*zip(("R", "G", "B"), div.per_channel), ("mean", div.mean)],
+                     caption=f"Jensen-Shannon divergence between the pooled {div.bins}-bin channel histograms "
+                             "(0 = identical, 1 = disjoint).")
+    rows = [[name, s["n"], *(f"{s['mean'][c]:.1f} ± {s['std'][c]:.1f}" for c in ("R", "G", "B", "grey"))]
+            for tag in ("real", "generated") for name, s in ctx.numbers["colour"]["class_statistics"][tag].items()]
+    ctx.report.table(["class", "n", "mean R", "mean G", "mean B", "mean grey"], rows,
+                     caption="Per-image mean intensity (0-255), mean ± std over the images of each class "
+                             "(seed 002, Sec. 4).")
+    ctx.report.images([("per-class distributions of mean R, G, B and grey", fig)])
+
+
+def _memorisation_section(ctx: _Context, real: np.ndarray, fake: np.ndarray, train: LesionDataset | None) -> None:
+    from dermsynth.metrics.memorisation import memorisation_audit, plot_nearest_neighbours
+
+    title = "Memorisation audit (nearest training images, seed 003 Fig. 7)"
+    if train is None:
+        return ctx.skip("memorisation", title, "no training set given (--train)")
+    train_images = np.asarray(train.images)
+    audit = memorisation_audit(fake, train_images, real, metric="mse", device=ctx.device)
+    summary = audit.summary
+    overlap = float(np.mean(audit.heldout_distances == 0))  # --real images that are also training images
+    flagged = audit.table.loc[audit.table["flagged"], ["generated", "nn_train", "distance", "exact_duplicate"]]
+    ctx.numbers["memorisation"] = {"status": "ok", **summary, "heldout_fraction_in_train": overlap,
+                                   "flagged": flagged.to_dict(orient="records")}
+    fig = plot_nearest_neighbours(fake, train_images, audit.indices, ctx.out / "memorisation.png", n=8,
+                                  scores=audit.scores, rows=audit.most_similar(8), metric="MSE")
+    ctx.report.heading(title)
+    if overlap > 0:
+        ctx.report.note(f"{overlap:.1%} of the real (held-out) images are identical to training images: --real "
+                        "overlaps --train, which pulls the threshold towards 0. Give held-out real images as --real.")
+    ctx.report.table(["quantity", "value"], [[k.replace("_", " "), v] for k, v in summary.items()],
+                     caption="Pixel MSE (uint8 units) to the nearest training image. A generated image is flagged "
+                             "when it is closer than the given percentile of held-out real images (the --real set) "
+                             "or byte-identical to a training image.")
+    ctx.report.images([("the 8 generated images closest to the training set, with their 3 nearest training images",
+                        fig)])
+
+
+def _truncation_section(ctx: _Context, model, real: np.ndarray, extractor: FeatureExtractor | None,
+                        metric: str, thresholds: Sequence[float | None], n: int | None) -> None:
+    from dermsynth.metrics.truncation import truncation_sweep
+
+    title = "Truncation sweep (seed 003, Table 3)"
+    if model is None:
+        return ctx.skip("truncation", title, "no generator checkpoint given (--checkpoint)")
+    if metric != "swd" and extractor is None:
+        return ctx.skip("truncation", title, f"a {metric.upper()} sweep needs a feature extractor")
+    n = min(len(real), n or len(real))
+    sweep = truncation_sweep(model, real, metric=metric, thresholds=thresholds, n=n, extractor=extractor,
+                             seed=ctx.seed, device=ctx.device, progress=ctx.progress)
+    ctx.numbers["truncation"] = {"status": "ok", **sweep.as_dict()}
+    ctx.report.heading(title)
+    ctx.report.table(["threshold", sweep.metric.upper()], sweep.rows(),
+                     caption=f"{n} generated images per threshold, same latent draws; components with |z| above the "
+                             f"threshold are resampled. Lower is better; best: {threshold_label(sweep.best)}.")
+    ctx.report.images([("metric against truncation threshold", sweep.plot(ctx.out / "truncation.png"))])
+
+
+def _latent_walk_section(ctx: _Context, checkpoint) -> None:
+    from dermsynth.sample import latent_walk
+
+    title = "Latent walks"
+    if checkpoint is None:
+        return ctx.skip("latent_walk", title, "no generator checkpoint given (--checkpoint)")
+    path = latent_walk(checkpoint, ctx.out / "latent_walk.png", rows=4, steps=8, seed=ctx.seed, device=str(ctx.device))
+    ctx.numbers["latent_walk"] = {"status": "ok", "rows": 4, "steps": 8, "seed": ctx.seed}
+    ctx.report.heading(title)
+    ctx.report.images([("slerp between random latents, one walk per row (seed 001, Fig. 4)", path)])
+
+
+def _overfitting_section(ctx: _Context, checkpoint) -> None:
+    from dermsynth.report.figures import plot_curves
+
+    title = "Discriminator over-fitting (seed 003, Fig. 6)"
+    if checkpoint is None:
+        return ctx.skip("overfitting", title, "no generator checkpoint given (--checkpoint)")
+    run = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+    csv = run / "overfit.csv"
+    df = pd.read_csv(csv) if csv.is_file() and csv.stat().st_size else None
+    if df is None or df.empty:
+        return ctx.skip("overfitting", title, f"{csv} is missing or empty: the run was trained without "
+                                              f"--overfit-holdout")
+    png = plot_curves(csv, ctx.out / "overfit.png", ["d_train", "d_heldout", "gap"], ylabel="mean D logit",
+                      title="mean D output: training vs held-out real images")
+    ctx.numbers["overfitting"] = {"status": "ok", "csv": str(csv), "rows": df.to_dict(orient="list")}
+    last = df.iloc[-1]
+    ctx.report.heading(title)
+    ctx.report.table(["step", "D on training reals", "D on held-out reals", "gap"],
+                     [[int(last["step"]), float(last["d_train"]), float(last["d_heldout"]), float(last["gap"])]],
+                     caption="Last logged step. A gap that keeps growing means D memorises its training images.")
+    ctx.report.images([("mean D logit over training", png)])
+
+
+# ----------------------------------------------------------------------------------------
+# The entry point
+# ----------------------------------------------------------------------------------------
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, Path)):
+        return value.tolist() if isinstance(value, np.ndarray) else str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def evaluate(
+    real,
+    fake=None,
+    *,
+    train=None,
+    checkpoint: str | Path | None = None,
+    out: str | Path = "runs/evaluate",
+    extractor: str = "auto",
+    inception_weights: str | Path | None = None,
+    extractor_checkpoint: str | Path | None = None,
+    size: int | None = None,
+    max_images: int | None = None,
+    n_fake: int | None = None,
+    sweep_metric: str = "swd",
+    thresholds: Sequence[float | None] = THRESHOLDS,
+    sweep_n: int | None = 512,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluate generated images against real ones; write ``<out>/report.html`` and ``<out>/metrics.json``.
+
+    ``real`` / ``fake`` / ``train``: sources (see the module docstring); ``fake`` may be None when
+    ``checkpoint`` is given (``n_fake`` samples, default as many as real images). ``size``: side the sets
+    are read at (default: the generator's resolution, else what ``real`` is). ``max_images``: subsample
+    each set to at most this many (seeded). ``extractor``: auto | inception | classifier | none (auto:
+    Inception if its weights are given, else the classifier if its checkpoint is given, else none).
+    ``sweep_metric``: swd | fid | kid for the truncation sweep, over ``sweep_n`` images per threshold.
+    """
+    from dermsynth.sample import load_generator
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    model = load_generator(checkpoint, dev) if checkpoint is not None else None
+    if fake is None and model is None:
+        raise DermsynthError("evaluate needs generated images (--fake) or a generator checkpoint (--checkpoint)")
+    if model is not None:
+        gen_size = int(model.generator.resolution)
+        if size is not None and size != gen_size:
+            raise DermsynthError(f"--size {size} differs from the generator's {gen_size}px output ({checkpoint})")
+        size = gen_size
+    ext, why = _choose_extractor(extractor, inception_weights, extractor_checkpoint)
+
+    real_ds = _at_most(_load(real, size, "real", progress), max_images, seed)
+    size = real_ds.size
+    if fake is not None:
+        fake_ds = _at_most(_load(fake, size, "generated", progress), max_images, seed + 1)
+    else:
+        fake_ds = _sample(model, n_fake or len(real_ds), seed + 1)
+    train_ds = _at_most(_load(train, size, "training", progress), max_images, seed + 2) if train is not None else None
+    real_images, fake_images = np.asarray(real_ds.images), np.asarray(fake_ds.images)
+
+    numbers: dict = {"inputs": {
+        "real": {"source": str(real_ds.source or real), "n": len(real_ds)},
+        "fake": {"source": str(fake_ds.source or fake), "n": len(fake_ds)},
+        "train": None if train_ds is None else {"source": str(train_ds.source or train), "n": len(train_ds)},
+        "checkpoint": None if checkpoint is None else str(checkpoint), "size": size, "device": str(dev), "seed": seed,
+    }}
+    report = HTMLReport("dermsynth evaluation")
+    ctx = _Context(out=out, device=dev, seed=seed, progress=progress, report=report, numbers=numbers)
+    report.paragraph(f"Real: {numbers['inputs']['real']['source']} ({len(real_ds)} images). Generated: "
+                     f"{numbers['inputs']['fake']['source']} ({len(fake_ds)} images). All at {size}x{size}; "
+                     f"computed on {dev}.")
+    _images_section(ctx, real_ds, fake_ds)
+    _swd_section(ctx, real_images, fake_images)
+    _feature_section(ctx, real_images, fake_images, ext, why)
+    _colour_section(ctx, real_ds, fake_ds)
+    _memorisation_section(ctx, real_images, fake_images, train_ds)
+    _truncation_section(ctx, model, real_images, ext, sweep_metric, thresholds, sweep_n)
+    _latent_walk_section(ctx, checkpoint)
+    _overfitting_section(ctx, checkpoint)
+
+    json_path = out / "metrics.json"
+    json_path.write_text(json.dumps(numbers, indent=2, default=_json_default) + "\n")
+    return EvaluationResult(report=report.write(out / "report.html"), json=json_path, numbers=numbers)

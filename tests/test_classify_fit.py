@@ -9,15 +9,6 @@ from dermsynth.data.phantom import generate_phantom
 from dermsynth.errors import DataError, DermsynthError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest, and reproducibly, on one thread (the CPU is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def phantom():
     return generate_phantom(300, 16, seed=1), generate_phantom(100, 16, seed=2), generate_phantom(200, 16, seed=3)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, needs_shared
 
 from dermsynth.classify import Split, grouped_split, split_dataset
 from dermsynth.data.dataset import LesionDataset
@@ -105,3 +106,18 @@ def test_too_few_groups_and_bad_input_are_data_errors(tmp_path):
     (tmp_path / "bad.csv").write_text("id,split\nimg1,train\n")
     with pytest.raises(DataError, match="not a split file"):
         Split.load(tmp_path / "bad.csv")
+
+
+@needs_shared
+def test_ham10000_split_never_shares_a_lesion_id_and_keeps_class_proportions():
+    import pandas as pd
+
+    meta = pd.read_csv(SHARED_DATA / "ham10000" / "HAM10000_metadata.csv")
+    classes = sorted(meta["dx"].unique())
+    labels = meta["dx"].map(classes.index).to_numpy()
+    split = grouped_split(labels, meta["lesion_id"], meta["image_id"], seed=0, class_names=classes)
+    lesions = {s: set(meta["lesion_id"][split.indices(s)]) for s in split.names}
+    assert not (lesions["train"] & lesions["val"] or lesions["train"] & lesions["test"] or lesions["val"] & lesions["test"])
+    overall = np.bincount(labels) / len(labels)
+    for name, counts in split.class_counts(len(classes)).items():
+        assert np.abs(counts / counts.sum() - overall).max() < 0.02, name

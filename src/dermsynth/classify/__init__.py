@@ -12,11 +12,21 @@ that compare conditions over seeds::
                            parts["val"].images, parts["val"].labels, epochs=100, augment=True)
     metrics = evaluate_predictions(predict_proba(fit.model, parts["test"].images),
                                    parts["test"].labels, data.class_names)
+
+The augmentation experiment (:mod:`experiment`, ``dermsynth augment``) runs conditions such as real only,
+real + classic augmentation, real + synthetic images from a :class:`SyntheticSource` (GAN checkpoint, sample
+folder, callable), minority-class balancing and synthetic only, over K seeds, with the statistics above::
+
+    cfg = AugmentExperimentConfig(data="../shared/data/ham10000", size=28, out="runs/aug",
+                                  conditions=["real", "real+classic", "real+balance"], synthetic="runs/gan")
+    result = run_augment_experiment(cfg)                # resumable; result.table, result.report
 """
 
 from dermsynth.classify.augment import SEED002_AUGMENT, AugmentConfig, affine_matrices, augment_batch
 from dermsynth.classify.evaluate import (ClassificationMetrics, evaluate_predictions, macro_auc, melanoma_index,
                                          per_class_auc)
+from dermsynth.classify.experiment import (AugmentExperimentConfig, AugmentExperimentResult, Condition,
+                                           run_augment_experiment, synthetic_counts)
 from dermsynth.classify.fit import TrainedClassifier, class_weights, predict_proba, train_classifier
 from dermsynth.classify.networks import (CLASSIFIERS, ResNet18, SmallCNN, build_classifier, count_parameters,
                                          load_pretrained, register_classifier)
@@ -24,12 +34,17 @@ from dermsynth.classify.splits import SPLIT_NAMES, Split, grouped_split, split_d
 from dermsynth.classify.stats import (BootstrapResult, PairedComparison, PermutationResult, Summary,
                                       bootstrap_auc_difference, compare_to_baseline, format_mean_std,
                                       paired_permutation_test, summarize, wilcoxon_test)
+from dermsynth.classify.synthetic import (CallableSource, FolderSource, GeneratorSource, SyntheticImages,
+                                          SyntheticSource, open_source, phantom_source)
 
 __all__ = [
-    "CLASSIFIERS", "SEED002_AUGMENT", "SPLIT_NAMES", "AugmentConfig", "BootstrapResult", "ClassificationMetrics",
-    "PairedComparison", "PermutationResult", "ResNet18", "SmallCNN", "Split", "Summary", "TrainedClassifier",
-    "affine_matrices", "augment_batch", "bootstrap_auc_difference", "build_classifier", "class_weights",
-    "compare_to_baseline", "count_parameters", "evaluate_predictions", "format_mean_std", "grouped_split",
-    "load_pretrained", "macro_auc", "melanoma_index", "paired_permutation_test", "per_class_auc", "predict_proba",
-    "register_classifier", "split_dataset", "summarize", "train_classifier", "wilcoxon_test",
+    "CLASSIFIERS", "SEED002_AUGMENT", "SPLIT_NAMES", "AugmentConfig", "AugmentExperimentConfig",
+    "AugmentExperimentResult", "BootstrapResult", "CallableSource", "ClassificationMetrics", "Condition",
+    "FolderSource", "GeneratorSource", "PairedComparison", "PermutationResult", "ResNet18", "SmallCNN", "Split",
+    "Summary", "SyntheticImages", "SyntheticSource", "TrainedClassifier", "affine_matrices", "augment_batch",
+    "bootstrap_auc_difference", "build_classifier", "class_weights", "compare_to_baseline", "count_parameters",
+    "evaluate_predictions", "format_mean_std", "grouped_split", "load_pretrained", "macro_auc", "melanoma_index",
+    "open_source", "paired_permutation_test", "per_class_auc", "phantom_source", "predict_proba",
+    "register_classifier", "run_augment_experiment", "split_dataset", "summarize", "synthetic_counts",
+    "train_classifier", "wilcoxon_test",
 ]

@@ -24,6 +24,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/pgan_throughput.py
+	$(BIN)/python benchmarks/metrics_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

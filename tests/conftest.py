@@ -4,12 +4,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dermsynth.data.dataset import LesionDataset
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not present at {SHARED_DATA}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny convolutions run fastest, and reproducibly, on one intra-op thread; on a shared or 2-core CPU
+    more threads oversubscribe it (seen: a 4 s training test taking 105 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -10,19 +10,26 @@ from dermsynth.cli import main
 from dermsynth.compare import compare, zoomed_crops
 from dermsynth.data.prepare import load_dataset
 from dermsynth.errors import DermsynthError
-from dermsynth.models import MODELS
 
 TINY = dict(size=16, width=8, phantom_n=64, device="cpu", progress=False)
 
 
 def test_compare_writes_table_report_and_equal_budgets(tmp_path):
-    models = [m for m in ("pgan", "dcgan", "lapgan") if m in MODELS]
+    models = ["pgan", "dcgan", "lapgan"]
     res = compare(models, kimg=0.32, batch_size=16, out=tmp_path, **TINY)
     assert list(res.models) == models
     numbers = json.loads((tmp_path / "compare.json").read_text())
-    # Every model saw the same number of real images.
-    shown = {m: b["steps"] * b["batch_size"] for m, b in numbers["budget"].items()}
-    assert set(shown.values()) == {320}, shown
+    # Every model is given the same number of real images; fixed-batch models turn it into whole steps.
+    budget = numbers["budget"]
+    assert {b["kimg"] for b in budget.values()} == {0.32}
+    for m in ("dcgan", "lapgan"):
+        assert budget[m]["steps"] == 20 and budget[m]["batch_size"] == 16
+    # PGAN grew to full resolution within the budget: its last checkpoint is at 16 px with alpha 1.
+    cfg = json.loads((tmp_path / "pgan" / "config.json").read_text())
+    assert cfg["kimg"] == 0.32 and cfg["stable_kimg"] == pytest.approx(0.32 / 5)
+    from dermsynth.sample import load_generator
+    G = load_generator(tmp_path / "pgan" / "latest.pt").generator
+    assert G.current_resolution == 16 and float(G.alpha) == 1.0
     assert numbers["images_per_set"] == 32
     for m in models:
         assert np.isfinite(res.models[m].mean) and res.models[m].mean > 0

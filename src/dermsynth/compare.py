@@ -9,7 +9,6 @@ where it stopped: re-run the same command.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +20,7 @@ from dermsynth.data.dataset import LesionDataset
 from dermsynth.device import resolve_device
 from dermsynth.errors import DermsynthError
 from dermsynth.metrics.swd import SWDResult, swd
-from dermsynth.models import MODELS
+from dermsynth.models import MODELS, model_spec
 from dermsynth.report.figures import image_grid, save_png
 from dermsynth.report.html import HTMLReport
 from dermsynth.sample import generate, load_generator, sample_labels, truncated_normal
@@ -52,7 +51,7 @@ class CompareResult:
 
 
 def compare(models: Sequence[str] = PAPER_ORDER, data: str | None = None, size: int = 64, kimg: float = 100.0,
-            out: str | Path = "runs/compare", batch_size: int = 64, eval_images: int | None = None,
+            out: str | Path = "runs/compare", batch_size: int | None = None, eval_images: int | None = None,
             device: str = "auto", seed: int = 0, progress: bool = True,
             **train_options: object) -> CompareResult:
     """Train every model in ``models`` for ``kimg`` thousand real images shown to D, then score them.
@@ -60,7 +59,8 @@ def compare(models: Sequence[str] = PAPER_ORDER, data: str | None = None, size: 
     Each model samples as many images as the training set has (or ``eval_images``). The real set is split
     into two disjoint halves A and B; the lower bound is SWD(A, B), and a model's score is the mean of
     SWD(A, F1) and SWD(B, F2) over two disjoint halves F1, F2 of its samples, so every number is taken at
-    the same set size. ``train_options`` are passed on to every :class:`TrainConfig`.
+    the same set size. ``batch_size`` None keeps each model's own minibatch (PGAN's per resolution).
+    ``train_options`` are passed on to every :class:`TrainConfig`.
     """
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
@@ -88,7 +88,8 @@ def compare(models: Sequence[str] = PAPER_ORDER, data: str | None = None, size: 
     for name in models:
         cfg = budget_config(base, name, kimg, out / name)
         result = train(cfg, dataset=dataset, resume=True, progress=progress)
-        budget[name] = {"steps": result.step, "kimg": kimg, "batch_size": cfg.batch_size}
+        budget[name] = {"kimg": kimg, "steps": result.step, "batch_size": cfg.batch_size,
+                        "batch_schedule": cfg.batch_schedule}
         fake = _sample(result.checkpoint, 2 * half, seed, dev)
         samples[name] = fake
         scores[name] = _mean_result(swd(real_a, fake[:half], **swd_kw), swd(real_b, fake[half:], **swd_kw))
@@ -104,9 +105,18 @@ def compare(models: Sequence[str] = PAPER_ORDER, data: str | None = None, size: 
 
 
 def budget_config(base: TrainConfig, model: str, kimg: float, out: Path) -> TrainConfig:
-    """The config that trains ``model`` on ``kimg`` thousand real images (D's real batches)."""
-    cfg = TrainConfig.from_dict({**base.to_dict(), "model": model, "out": str(out)})
-    cfg.steps = max(1, math.ceil(kimg * 1000 / cfg.batch_size))
+    """The resolved config that trains ``model`` on ``kimg`` thousand real images shown to D.
+
+    A growing model (PGAN) gets its fade and stable phases scaled so that it reaches the full resolution
+    and finishes one stable phase there within the budget, as in seed 001; phases set in ``base`` are kept.
+    """
+    cfg = TrainConfig.from_dict({**base.to_dict(), "model": model, "out": str(out), "kimg": kimg, "steps": None})
+    if "stable_kimg" in model_spec(model).defaults:
+        growths = cfg.size.bit_length() - 3  # 4 px -> size
+        phase = kimg / (2 * growths + 1)
+        cfg.stable_kimg = phase if cfg.stable_kimg is None else cfg.stable_kimg
+        cfg.fade_kimg = phase if cfg.fade_kimg is None else cfg.fade_kimg
+    cfg = cfg.resolve()
     cfg.sample_every = cfg.checkpoint_every = max(cfg.steps // 10, 1)
     cfg.log_every = max(cfg.steps // 200, 1)
     return cfg
@@ -137,7 +147,8 @@ def _write_report(res: CompareResult, dataset: LesionDataset, real: np.ndarray, 
     report = HTMLReport(f"dermsynth compare: {', '.join(m.upper() for m in samples)} on {dataset.source}")
     report.paragraph(f"{len(dataset)} training images at {dataset.size}x{dataset.size}. Same image budget for "
                      "every model: " + "; ".join(f"{m}: {b['kimg']:g} kimg = {b['steps']} steps at batch "
-                                                 f"{b['batch_size']}" for m, b in budget.items()) + ".")
+                                                 f"{b['batch_schedule'] or b['batch_size']}"
+                                                 for m, b in budget.items()) + ".")
     report.heading("Table 1: sliced Wasserstein distance to the real images (x1e3)")
     names = list(res.models)
     rows = [[f"{r}", res.lower_bound.per_level[i], *[res.models[m].per_level[i] for m in names]]

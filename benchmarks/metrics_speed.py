@@ -17,27 +17,17 @@ Prints a table and writes JSON (default ``benchmarks/results/metrics_speed.json`
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from dermsynth.device import resolve_device
+from _common import device_name, pick_device, record  # this folder is on sys.path when run
 from dermsynth.metrics.features import FeatureExtractor
 from dermsynth.metrics.frechet import feature_statistics, fid_from_features, kid
 from dermsynth.metrics.inception import FEATURE_DIM, FIDInceptionV3, load_fid_inception
 from dermsynth.metrics.memorisation import memorisation_audit
 from dermsynth.metrics.swd import swd
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def synthetic_images(n: int, size: int, seed: int) -> np.ndarray:
@@ -75,7 +65,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default="benchmarks/results/metrics_speed.json")
     args = ap.parse_args()
-    device = resolve_device(args.device)
+    device = pick_device(args.device)
     on_gpu = device.type == "cuda"
     n = args.n or (256 if args.quick else 10_000 if on_gpu else 2_000)
     size = args.size or (64 if args.quick or not on_gpu else 256)
@@ -118,16 +108,12 @@ def main() -> None:
     res, t = timed(lambda: memorisation_audit(fake, train, real, metric="mse", device=device), device)
     row("memorisation audit (MSE)", t, f"N generated + N held-out vs N training; {res.summary['n_flagged']} flagged")
 
-    result = {"benchmark": "metrics_speed", "device": device_name(device), "torch": torch.__version__,
-              "date": dt.date.today().isoformat(), "n": n, "size": size, "feature_images": len(probe),
-              "inception_img_per_s": round(rate, 2), "rows": rows}
+    record("metrics_speed", device, args.json, n=n, size=size, feature_images=len(probe),
+           inception_img_per_s=round(rate, 2), rows=rows)
     print(f"\n{'step':<42} {'seconds':>9}  note")
     for r in rows:
         print(f"{r['step']:<42} {r['seconds']:>9.2f}  {r['note']}")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -13,19 +13,15 @@ only). Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from _common import peak_gib, pick_device, record, time_steps  # this folder is on sys.path when run
 from dermsynth.models import build_gan
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANSchedule
 from dermsynth.train.sampler import BatchSampler
 from dermsynth.train.steps import ProgressiveStep
-from train_throughput import device_name  # the sibling benchmark (this folder is on sys.path when run)
 
 
 def measure(resolution: int, target: int, device: torch.device, fast: bool, compile: bool, steps: int, warmup: int,
@@ -60,14 +56,7 @@ def measure(resolution: int, target: int, device: torch.device, fast: bool, comp
             acc += step(real, None, torch.randn(batch, z_dim, device=device, generator=noise))
         return acc
 
-    run(warmup)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    acc = run(steps)
-    acc.cpu()  # the only host sync: waits for all queued work
-    return steps * batch / (time.perf_counter() - t0), batch
+    return steps * batch / time_steps(run, steps, warmup, device), batch
 
 
 def main() -> None:
@@ -82,8 +71,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = pick_device(args.device)
     on_gpu = device.type == "cuda"
     resolutions = [int(r) for r in (args.resolutions or ("16,32" if args.quick else "64,128,256")).split(",")]
     target = args.target or max(resolutions + ([] if args.quick else [256]))
@@ -95,12 +83,11 @@ def main() -> None:
     for res in resolutions:
         for mode in modes:
             ips, batch = measure(res, target, device, mode == "fast", args.compile, steps, warmup, width)
-            peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if on_gpu else None  # JSON null
             rows.append({"resolution": res, "batch": batch, "mode": mode, "compile": args.compile and mode == "fast",
-                         "img_per_s": round(ips, 1), "peak_gib": peak})
-    result = {"benchmark": "pgan_train_throughput", "device": device_name(device), "torch": torch.__version__,
-              "date": dt.date.today().isoformat(), "target": target, "width": width, "steps": steps,
-              "quick": args.quick, "rows": rows}
+                         "img_per_s": round(ips, 1), "peak_gib": peak_gib(device)})
+    out = args.json or f"benchmarks/results/pgan_throughput{'_quick' if args.quick else ''}.json"
+    result = record("pgan_train_throughput", device, out, target=target, width=width, steps=steps,
+                    quick=args.quick, rows=rows)
     print(f"PGAN training throughput (stable phases, WGAN-GP, built for {target} px, width {width}) on "
           f"{result['device']} (torch {torch.__version__}, {steps} timed steps)")
     print(f"{'res':>5} {'batch':>6} {'mode':>6} {'compile':>8} {'img/s':>10} {'peak GiB':>9}")
@@ -108,9 +95,6 @@ def main() -> None:
         peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
         print(f"{r['resolution']:>5} {r['batch']:>6} {r['mode']:>6} {str(r['compile']):>8} {r['img_per_s']:>10.1f} "
               f"{peak:>9}")
-    out = Path(args.json or f"benchmarks/results/pgan_throughput{'_quick' if args.quick else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 
 

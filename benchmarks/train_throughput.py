@@ -11,24 +11,14 @@ and writes JSON.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from _common import peak_gib, pick_device, record, time_steps  # this folder is on sys.path when run
 from dermsynth.models import build_gan
 from dermsynth.train.sampler import BatchSampler
 from dermsynth.train.trainer import GANStep
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def measure(batch: int, device: torch.device, fast: bool, compile: bool, steps: int, warmup: int,
@@ -55,13 +45,7 @@ def measure(batch: int, device: torch.device, fast: bool, compile: bool, steps: 
             acc += step(real, None, torch.randn(batch, z_dim, device=device, generator=noise))
         return acc
 
-    run(warmup)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    acc = run(steps)
-    acc.cpu()  # the only host sync: waits for all queued work
-    return steps * batch / (time.perf_counter() - t0)
+    return steps * batch / time_steps(run, steps, warmup, device)
 
 
 def main() -> None:
@@ -73,8 +57,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", default="benchmarks/results/train_throughput.json")
     args = ap.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = pick_device(args.device)
     on_gpu = device.type == "cuda"
     steps = args.steps or (200 if on_gpu else 5)
     warmup = args.warmup if args.warmup is not None else (30 if on_gpu else 1)
@@ -83,21 +66,15 @@ def main() -> None:
     for batch in [int(b) for b in args.batches.split(",")]:
         for mode in modes:
             ips = measure(batch, device, mode == "fast", args.compile, steps, warmup)
-            peak = torch.cuda.max_memory_allocated(device) / 2**30 if on_gpu else float("nan")
             rows.append({"batch": batch, "mode": mode, "compile": args.compile and mode == "fast",
-                         "img_per_s": round(ips, 1), "peak_gib": round(peak, 2)})
-            if on_gpu:
-                torch.cuda.reset_peak_memory_stats(device)
-    result = {"benchmark": "dcgan64_train_throughput", "device": device_name(device),
-              "torch": torch.__version__, "date": dt.date.today().isoformat(), "steps": steps, "rows": rows}
+                         "img_per_s": round(ips, 1), "peak_gib": peak_gib(device)})
+    result = record("dcgan64_train_throughput", device, args.json, steps=steps, rows=rows)
     print(f"DCGAN 64x64 training throughput on {result['device']} (torch {torch.__version__}, {steps} timed steps)")
     print(f"{'batch':>6} {'mode':>6} {'compile':>8} {'img/s':>10} {'peak GiB':>9}")
     for r in rows:
-        print(f"{r['batch']:>6} {r['mode']:>6} {str(r['compile']):>8} {r['img_per_s']:>10.1f} {r['peak_gib']:>9.2f}")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+        peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
+        print(f"{r['batch']:>6} {r['mode']:>6} {str(r['compile']):>8} {r['img_per_s']:>10.1f} {peak:>9}")
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,14 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+def labelled_noise(n: int = 64, size: int = 16) -> LesionDataset:
+    """``n`` random images in classes MEL/NV/BCC: the smallest data a conditional GAN trains on."""
+    rng = np.random.default_rng(0)
+    return LesionDataset(images=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                         labels=rng.integers(0, 3, n), class_names=["MEL", "NV", "BCC"],
+                         ids=[str(i) for i in range(n)])
+
+
 @pytest.fixture
 def noise_dataset() -> LesionDataset:
     """100 random 16x16 images in 3 classes: enough to exercise the trainer quickly."""

@@ -7,17 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
-from dermsynth.data.dataset import LesionDataset as DS
 from dermsynth.errors import DermsynthError
 from dermsynth.sample import latent_walk, slerp, truncated_normal, write_samples
 from dermsynth.train import TrainConfig, train
 
+from conftest import labelled_noise
+
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    ds = DS(images=rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8), labels=rng.integers(0, 3, 64),
-            class_names=["MEL", "NV", "BCC"], ids=[str(i) for i in range(64)])
+    ds = labelled_noise()
     root = tmp_path_factory.mktemp("ckpt")
     out = {}
     for conditional in (True, False):

@@ -8,9 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dermsynth.data.dataset import LesionDataset
 from dermsynth.sample import generate, latent_walk, load_generator, write_samples
 from dermsynth.train import TrainConfig, train
+
+from conftest import labelled_noise
 
 COMMON = dict(size=16, z_dim=16, conditional=True, ema_beta=0.5, log_every=2, sample_every=100,
               checkpoint_every=100)
@@ -23,9 +24,7 @@ MODELS = {
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    ds = LesionDataset(images=rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8), labels=rng.integers(0, 3, 64),
-                       class_names=["MEL", "NV", "BCC"], ids=[str(i) for i in range(64)])
+    ds = labelled_noise()
     root = tmp_path_factory.mktemp("models")
     return {name: train(TrainConfig(out=str(root / name), **COMMON, **opts), dataset=ds, progress=False).checkpoint
             for name, opts in MODELS.items()}

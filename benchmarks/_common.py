@@ -1,0 +1,55 @@
+"""What every benchmark script shares: the device, its name, timing a step loop, and the JSON record."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from dermsynth.device import resolve_device
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else the CPU."""
+    return resolve_device(name)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def time_steps(run: Callable[[int], torch.Tensor], steps: int, warmup: int, device: torch.device) -> float:
+    """Seconds that ``run(steps)`` takes after ``run(warmup)``; peak GPU memory is reset before timing.
+
+    ``run`` returns a device tensor accumulated over its steps: reading it is the only host sync, so the
+    time covers all queued work without a sync per step.
+    """
+    run(warmup)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    run(steps).cpu()
+    return time.perf_counter() - t0
+
+
+def peak_gib(device: torch.device) -> float | None:
+    """Peak GPU memory since the last reset, GiB (None on the CPU: JSON null)."""
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
+
+
+def record(name: str, device: torch.device, path: str | Path, **fields: object) -> dict:
+    """Write the benchmark's JSON (name, device, torch version, date and ``fields``); returns it."""
+    result = {"benchmark": name, "device": device_name(device), "torch": torch.__version__,
+              "date": dt.date.today().isoformat(), **fields}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result

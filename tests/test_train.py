@@ -134,3 +134,14 @@ def test_discriminator_overfits_a_tiny_training_set(tmp_path):
     train(cfg, dataset=data, progress=False)
     gaps = [float(r.split(",")[3]) for r in (out / "overfit.csv").read_text().strip().splitlines()[1:]]
     assert gaps[-1] > 0.4 and gaps[-1] > gaps[0] + 0.4  # seen: -0.04 at step 50 -> 0.86 at step 300
+
+
+def test_ema_warm_up_follows_the_generator_early_and_reaches_beta():
+    from dermsynth.train.trainer import ema_beta_at
+
+    assert ema_beta_at(0.999, 0) == pytest.approx(0.1)
+    assert ema_beta_at(0.999, 90) == pytest.approx(0.91)
+    assert ema_beta_at(0.999, 10**6) == 0.999
+    assert ema_beta_at(0.5, 100) == 0.5
+    betas = [ema_beta_at(0.999, t) for t in range(0, 20000, 100)]
+    assert betas == sorted(betas)

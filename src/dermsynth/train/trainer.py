@@ -69,6 +69,17 @@ def load_training_data(cfg: TrainConfig, progress: bool = True) -> LesionDataset
     return load_dataset(spec, size=cfg.size, skip_corrupt=cfg.skip_corrupt, progress=progress)
 
 
+def ema_beta_at(beta: float, step: int) -> float:
+    """The EMA decay used after ``step`` finished steps: ``min(beta, (1 + step) / (10 + step))``.
+
+    The warm-up of TensorFlow's ExponentialMovingAverage(num_updates): early on the average follows the
+    generator closely, so a short run (or a PGAN that changes stage every few thousand images) is not
+    sampled from an average dominated by its random initialisation. A function of the step only, so a
+    resumed run uses the same decays as an uninterrupted one.
+    """
+    return min(beta, (1.0 + step) / (10.0 + step))
+
+
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """ema <- beta * ema + (1 - beta) * model for parameters; buffers (BN statistics) copied."""
     with torch.no_grad():
@@ -205,7 +216,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
             if sync_buffers:
                 dist.broadcast_state(G, buffers_only=True)
             if G_ema is not None:
-                update_ema(G_ema, G, cfg.ema_beta)
+                update_ema(G_ema, G, ema_beta_at(cfg.ema_beta, step))
             step += 1
             images_seen += batch
             # Accumulate on the device; the host reads it only every log_every steps (no per-step sync).

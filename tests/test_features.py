@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from dermsynth.classify.fit import IMAGENET_MEAN, IMAGENET_STD
 from dermsynth.data.prepare import load_dataset
 from dermsynth.errors import DermsynthError
 from dermsynth.metrics.features import (
@@ -144,7 +145,8 @@ def test_classifier_extractor_trains_saves_and_extracts(classifier_ckpt):
     net = ext.network
     with torch.no_grad():
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-        logits = net.classifier((x - net.mean) / net.std)
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+        logits = net.classifier((x - mean) / std)  # the normalisation the classifier was trained with
         torch.testing.assert_close(net.classifier.fc(torch.from_numpy(feats)), logits, rtol=1e-4, atol=1e-4)
     # other sizes are resized to the extractor's
     big = np.repeat(np.repeat(images, 2, axis=1), 2, axis=2)

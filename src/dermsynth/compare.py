@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.device import resolve_device
 from dermsynth.errors import DermsynthError
-from dermsynth.metrics.swd import SWDResult, swd
+from dermsynth.metrics.swd import SWDResult, disjoint_halves, swd
 from dermsynth.models import MODELS, model_spec
 from dermsynth.report.figures import image_grid, save_png
 from dermsynth.report.html import HTMLReport
-from dermsynth.sample import generate, load_generator, sample_labels, truncated_normal
+from dermsynth.sample import load_generator, sample_images
 from dermsynth.train import TrainConfig, train
 from dermsynth.train.trainer import load_training_data
 
@@ -75,10 +74,8 @@ def compare(models: Sequence[str] = PAPER_ORDER, data: str | None = None, size: 
     half = n // 2
     if half < 2:
         raise DermsynthError(f"need at least 4 real images to compare, got {n}")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(dataset))
-    real_a = np.asarray(dataset.images[np.sort(order[:half])])
-    real_b = np.asarray(dataset.images[np.sort(order[half:2 * half])])
+    idx_a, idx_b = disjoint_halves(len(dataset), half, seed)
+    real_a, real_b = np.asarray(dataset.images[idx_a]), np.asarray(dataset.images[idx_b])
     swd_kw = dict(seed=seed, device=str(dev), progress=progress)
     lower = swd(real_a, real_b, **swd_kw)
 
@@ -90,7 +87,7 @@ def compare(models: Sequence[str] = PAPER_ORDER, data: str | None = None, size: 
         result = train(cfg, dataset=dataset, resume=True, progress=progress)
         budget[name] = {"kimg": kimg, "steps": result.step, "batch_size": cfg.batch_size,
                         "batch_schedule": cfg.batch_schedule}
-        fake = _sample(result.checkpoint, 2 * half, seed, dev)
+        fake, _ = sample_images(load_generator(result.checkpoint, dev), 2 * half, seed)
         samples[name] = fake
         scores[name] = _mean_result(swd(real_a, fake[:half], **swd_kw), swd(real_b, fake[half:], **swd_kw))
 
@@ -128,13 +125,6 @@ def zoomed_crops(images: np.ndarray, count: int = 4, zoom: int = 4) -> np.ndarra
     h, w = images.shape[1:3]
     crops = images[:count, h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2]
     return crops.repeat(zoom, axis=1).repeat(zoom, axis=2)
-
-
-def _sample(checkpoint: Path, n: int, seed: int, device: torch.device) -> np.ndarray:
-    model = load_generator(checkpoint, device)
-    gen = torch.Generator().manual_seed(seed)
-    z = truncated_normal(n, model.z_dim, None, gen)
-    return generate(model, z, sample_labels(model, n, None, gen))
 
 
 def _mean_result(a: SWDResult, b: SWDResult) -> SWDResult:

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dermsynth.metrics.swd import SWDResult, swd
+from dermsynth.metrics.swd import SWDResult, disjoint_halves, swd
 from dermsynth.models import build_gan
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.report.html import HTMLReport
-from dermsynth.sample import generate, latent_walk, load_generator, sample_labels, truncated_normal
+from dermsynth.sample import latent_walk, load_generator, sample_images, truncated_normal
 from dermsynth.train import TrainConfig, train
 from dermsynth.device import resolve_device
 from dermsynth.train.trainer import load_training_data, model_options
@@ -52,15 +52,12 @@ def run_demo(data: str | None = None, out: str | Path = "runs/demo", size: int |
 
     # SWD needs equal set sizes: the real set is split into two disjoint halves A and B;
     # lower bound = SWD(A, B); each generator is scored against A with as many samples as B.
-    rng = np.random.default_rng(seed)
     half = min(eval_images, len(dataset)) // 2
-    order = rng.permutation(len(dataset))
-    real_a = np.asarray(dataset.images[np.sort(order[:half])])
-    real_b = np.asarray(dataset.images[np.sort(order[half:2 * half])])
+    idx_a, idx_b = disjoint_halves(len(dataset), half, seed)
+    real_a, real_b = np.asarray(dataset.images[idx_a]), np.asarray(dataset.images[idx_b])
     model = load_generator(result.checkpoint, dev)
-    gen = torch.Generator().manual_seed(seed)
-    z = truncated_normal(half, model.z_dim, None, gen)
-    fake = generate(model, z, sample_labels(model, half, None, gen))
+    fake, _ = sample_images(model, half, seed)
+    z = truncated_normal(half, model.z_dim, None, torch.Generator().manual_seed(seed))  # the same latents
 
     torch.manual_seed(cfg.seed)  # the trainer's initialisation: the "step 0" generator
     untrained, _ = build_gan(cfg.model, **model_options(cfg, dataset.num_classes))

@@ -92,12 +92,9 @@ def _at_most(ds: LesionDataset, n: int | None, seed: int) -> LesionDataset:
 
 def _sample(model, n: int, seed: int) -> LesionDataset:
     """``n`` untruncated samples of a generator, with their classes when it is conditional."""
-    from dermsynth.sample import generate, sample_labels, truncated_normal
+    from dermsynth.sample import sample_images
 
-    gen = torch.Generator().manual_seed(seed)
-    z = truncated_normal(n, model.z_dim, None, gen)
-    labels = sample_labels(model, n, None, gen)
-    images = generate(model, z, labels, seed=seed)
+    images, labels = sample_images(model, n, seed)
     return LesionDataset(images=images, labels=np.full(n, -1) if labels is None else labels.numpy(),
                          class_names=list(model.class_names) if labels is not None else [],
                          ids=[f"sample_{i:06d}" for i in range(n)], source=f"{model.checkpoint} (sampled, seed {seed})")

@@ -100,6 +100,16 @@ def generate(model: LoadedGenerator, z: torch.Tensor, labels: torch.Tensor | Non
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
 
 
+def sample_images(model: LoadedGenerator, n: int, seed: int, truncation: float | None = None,
+                  class_name: str | int | None = None, batch_size: int = 256) -> tuple[np.ndarray, torch.Tensor | None]:
+    """``n`` uint8 images and their labels (None when unconditional), reproducible from ``seed``: latents, then
+    labels, from one generator seeded with it; noise the generator draws itself (LAPGAN) seeded with it too."""
+    gen = torch.Generator().manual_seed(seed)
+    z = truncated_normal(n, model.z_dim, truncation, gen)
+    labels = sample_labels(model, n, class_name, gen)
+    return generate(model, z, labels, batch_size, seed=seed), labels
+
+
 def sample_labels(model: LoadedGenerator, n: int, class_name: str | int | None, generator: torch.Generator) -> torch.Tensor | None:
     """Labels for a batch: the requested class, or (conditional models) uniform over classes."""
     if not model.conditional:

@@ -31,8 +31,8 @@ from dermsynth.classify.evaluate import macro_auc
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.device import resolve_device
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainedClassifier", "class_weights", "predict_proba",
-           "train_classifier"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainedClassifier", "class_weights", "imagenet_normalise",
+           "predict_proba", "train_classifier"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -78,8 +78,13 @@ def _to_input(batch: torch.Tensor, augment: AugmentConfig | None, generator: tor
     x = batch.permute(0, 3, 1, 2).float().div_(255.0)
     if augment is not None:
         x = augment_batch(x, augment, generator)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return imagenet_normalise(x)
+
+
+def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1], (N, 3, H, W) -> normalised with the ImageNet mean/std, as every classifier sees them."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dermsynth.classify.fit import imagenet_normalise
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
 
@@ -103,13 +104,9 @@ class PenultimateFeatures(nn.Module):
 
     def __init__(self, classifier: nn.Module, image_size: int) -> None:
         super().__init__()
-        from dermsynth.classify.fit import IMAGENET_MEAN, IMAGENET_STD
-
         if not isinstance(getattr(classifier, "fc", None), nn.Linear):
             raise DermsynthError(f"{type(classifier).__name__} has no final 'fc' linear layer to take features before")
         self.classifier, self.image_size = classifier, int(image_size)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-2:] != (self.image_size, self.image_size):
@@ -118,7 +115,7 @@ class PenultimateFeatures(nn.Module):
         captured: list[Tensor] = []
         hook = self.classifier.fc.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
         try:
-            self.classifier((x - self.mean) / self.std)
+            self.classifier(imagenet_normalise(x))
         finally:
             hook.remove()
         return captured[0].flatten(1)

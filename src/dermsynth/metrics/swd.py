@@ -522,6 +522,12 @@ def swd(
     )
 
 
+def disjoint_halves(count: int, half: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices of two disjoint random subsets of ``half`` items each out of ``count``."""
+    perm = np.random.default_rng(seed).permutation(count)
+    return np.sort(perm[:half]), np.sort(perm[half : 2 * half])
+
+
 def swd_lower_bound(
     real,
     *,
@@ -546,8 +552,7 @@ def swd_lower_bound(
         raise DataError(
             f"swd_lower_bound needs at least 2 x {max(half, 1)} real images for two disjoint halves; got {a.count}"
         )
-    perm = np.random.default_rng(seed).permutation(a.count)
-    idx_a, idx_b = np.sort(perm[:half]), np.sort(perm[half : 2 * half])
+    idx_a, idx_b = disjoint_halves(a.count, half, seed)
     return _swd_sets(
         a, idx_a, a, idx_b, nhoods_per_image=nhoods_per_image, nhood_size=nhood_size, dir_repeats=dir_repeats,
         dirs_per_repeat=dirs_per_repeat, seed=seed, batch_size=batch_size, device=device, progress=progress,

@@ -104,7 +104,7 @@ def truncation_sweep(
     from dermsynth.device import resolve_device
     from dermsynth.metrics.frechet import fid_from_features, kid
     from dermsynth.metrics.swd import swd
-    from dermsynth.sample import LoadedGenerator, generate, load_generator, sample_labels, truncated_normal
+    from dermsynth.sample import LoadedGenerator, load_generator, sample_images
 
     if metric not in SWEEP_METRICS:
         raise DermsynthError(f"unknown truncation-sweep metric {metric!r}; choose from {', '.join(SWEEP_METRICS)}")
@@ -122,9 +122,7 @@ def truncation_sweep(
         real_features = extractor(real, device=dev, progress=progress)
     values = []
     for t in tqdm(list(thresholds), desc="truncation sweep", unit="threshold", disable=not progress):
-        gen = torch.Generator().manual_seed(int(seed))  # the same draws at every threshold
-        z = truncated_normal(n, model.z_dim, t, gen)
-        fake = generate(model, z, sample_labels(model, n, None, gen), batch_size, seed=int(seed))
+        fake, _ = sample_images(model, n, int(seed), t, batch_size=batch_size)  # the same draws at every threshold
         if fake.shape[1:] != real.shape[1:]:
             raise DataError(f"the generator makes {fake.shape[1]}px images but the real set is {real.shape[1]}px")
         if metric == "swd":

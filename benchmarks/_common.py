@@ -9,14 +9,24 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
+from dermsynth.data.dataset import LesionDataset
 from dermsynth.device import resolve_device
+from dermsynth.train.sampler import BatchSampler
 
 
 def pick_device(name: str) -> torch.device:
     """``auto`` -> CUDA when present, else the CPU."""
     return resolve_device(name)
+
+
+def random_image_sampler(n: int, resolution: int, batch: int, device: torch.device) -> BatchSampler:
+    """A sampler over ``n`` random uint8 images (the content does not change the speed)."""
+    images = np.random.default_rng(0).integers(0, 256, (n, resolution, resolution, 3), np.uint8)
+    data = LesionDataset(images=images, labels=np.zeros(n, np.int64), class_names=[], ids=[str(i) for i in range(n)])
+    return BatchSampler(data, batch, seed=0, device=device, needs=("images",))
 
 
 def device_name(device: torch.device) -> str:

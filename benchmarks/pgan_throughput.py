@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
-from _common import peak_gib, pick_device, record, time_steps  # this folder is on sys.path when run
+from _common import peak_gib, pick_device, random_image_sampler, record, time_steps  # this folder is on sys.path when run
 from dermsynth.models import build_gan
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANSchedule
-from dermsynth.train.sampler import BatchSampler
 from dermsynth.train.steps import ProgressiveStep
 
 
@@ -43,17 +41,16 @@ def measure(resolution: int, target: int, device: torch.device, fast: bool, comp
                            drift=1e-3, noise=noise, schedule=schedule)
     batch = step.begin(images_seen)
     assert step.stage.resolution == resolution and step.stage.alpha == 1.0
-    images = np.random.default_rng(0).integers(0, 256, (max(8 * batch, 64), target, target, 3), np.uint8)
-    sampler = BatchSampler(images, np.zeros(len(images), np.int64), batch, seed=0, device=device)
+    sampler = random_image_sampler(max(8 * batch, 64), target, batch, device)
 
     def run(n: int) -> torch.Tensor:
-        acc = torch.zeros(4, device=device)
+        acc = torch.zeros(len(step.stat_names), device=device)
         for _ in range(n):
             step.begin(images_seen)  # same phase: sets the stage, never resets Adam
-            real, _ = sampler.next()
+            data = sampler.next()
             if use_cl:
-                real = real.contiguous(memory_format=torch.channels_last)
-            acc += step(real, None, torch.randn(batch, z_dim, device=device, generator=noise))
+                data.images = data.images.contiguous(memory_format=torch.channels_last)
+            acc += step(data)
         return acc
 
     return steps * batch / time_steps(run, steps, warmup, device), batch

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
-from _common import peak_gib, pick_device, record, time_steps  # this folder is on sys.path when run
+from _common import peak_gib, pick_device, random_image_sampler, record, time_steps  # this folder is on sys.path when run
 from dermsynth.models import build_gan
-from dermsynth.train.sampler import BatchSampler
-from dermsynth.train.trainer import GANStep
+from dermsynth.train.steps import GANStep
 
 
 def measure(batch: int, device: torch.device, fast: bool, compile: bool, steps: int, warmup: int,
@@ -31,18 +29,18 @@ def measure(batch: int, device: torch.device, fast: bool, compile: bool, steps: 
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
-    step = GANStep(G, D, opt_g, opt_d, bf16=use_cl, compile=compile and fast)
-    images = np.random.default_rng(0).integers(0, 256, (max(4 * batch, 1024), resolution, resolution, 3), np.uint8)
-    sampler = BatchSampler(images, np.zeros(len(images), np.int64), batch, seed=0, device=device)
     noise = torch.Generator(device=device).manual_seed(0)
+    step = GANStep(G, D, opt_g, opt_d, bf16=use_cl, compile=compile and fast, batch_size=batch, noise=noise)
+    sampler = random_image_sampler(max(4 * batch, 1024), resolution, batch, device)
 
     def run(n: int) -> torch.Tensor:
-        acc = torch.zeros(4, device=device)
+        acc = torch.zeros(len(step.stat_names), device=device)
         for _ in range(n):
-            real, _ = sampler.next()
+            step.begin(0)
+            data = sampler.next()
             if use_cl:
-                real = real.contiguous(memory_format=torch.channels_last)
-            acc += step(real, None, torch.randn(batch, z_dim, device=device, generator=noise))
+                data.images = data.images.contiguous(memory_format=torch.channels_last)
+            acc += step(data)
         return acc
 
     return steps * batch / time_steps(run, steps, warmup, device)

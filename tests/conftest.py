@@ -14,6 +14,16 @@ needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data n
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _session_env(tmp_path_factory):
+    """Caches go to a temporary folder, never the user's real ~/.cache/dermsynth, and CLI runs keep one thread
+    (dermsynth.device's policy); CLI subprocesses inherit both."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DERMSYNTH_CACHE", str(tmp_path_factory.mktemp("dermsynth-cache")))
+        mp.setenv("DERMSYNTH_THREADS", "1")
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """Tiny convolutions run fastest, and reproducibly, on one intra-op thread; on a shared or 2-core CPU
     more threads oversubscribe it (seen: a 4 s training test taking 105 s)."""

@@ -53,15 +53,24 @@ def _run_ranks(world: int, cfg: dict, dataset, dump, resume: bool = False) -> li
     return [torch.load(f"{dump}.rank{r}.pt", weights_only=True) for r in range(world)]
 
 
-def _compare(a: dict, b: dict, exact: bool) -> None:
+def _compare(a: dict, b: dict, exact: bool, adam_restart_lr: float | None = None, steps_after: int = 1) -> None:
+    """Equal (bit for bit, or up to float summation order). With ``adam_restart_lr``: two runs that entered a new
+    PGAN phase (Adam restarted) from checkpoints that already differed in the last bits; Adam's first steps are
+    about lr * sign(gradient), so an element whose gradient is ~0 may step +-lr in one run and not the other:
+    allow that (at most 2 lr per step since the restart) as long as the typical element still agrees closely (median difference)."""
     for part in PARTS:
         for name, x in a[part].items():
+            y = b[part][name]
             if not isinstance(x, torch.Tensor):
-                assert x == b[part][name]
+                assert x == y
             elif exact:
-                assert torch.equal(x, b[part][name]), f"{part}.{name} differs"
+                assert torch.equal(x, y), f"{part}.{name} differs"
+            elif adam_restart_lr is None:
+                torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=f"{part}.{name}")
             else:
-                torch.testing.assert_close(x, b[part][name], rtol=1e-4, atol=1e-5, msg=f"{part}.{name}")
+                diff = (x - y).abs()
+                assert diff.max() <= 2 * adam_restart_lr * steps_after, f"{part}.{name}: {diff.max():.2e}"
+                assert diff.median() <= adam_restart_lr / 10, f"{part}.{name}: median {diff.median():.2e}"
 
 
 def test_two_ranks_match_each_other_a_single_process_and_resume_across_world_sizes(tmp_path, noise_dataset):
@@ -90,4 +99,5 @@ def test_two_ranks_match_each_other_a_single_process_and_resume_across_world_siz
     train(TrainConfig(**CFG, out=str(tmp_path / "ddp"), steps=22), dataset=noise_dataset, progress=False,
           resume=True)
     _compare(torch.load(tmp_path / "single" / "latest.pt", weights_only=True),
-             torch.load(tmp_path / "ddp" / "latest.pt", weights_only=True), exact=False)
+             torch.load(tmp_path / "ddp" / "latest.pt", weights_only=True), exact=False, adam_restart_lr=1e-3,
+             steps_after=4)

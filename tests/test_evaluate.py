@@ -15,7 +15,8 @@ from dermsynth.cli import main
 from dermsynth.data.prepare import load_dataset
 from dermsynth.errors import DermsynthError
 from dermsynth.evaluate import evaluate
-from dermsynth.metrics.features import train_feature_extractor
+from dermsynth.classify.extractor import train_feature_extractor
+from dermsynth.metrics.features import SHIPPED_EXTRACTOR
 from dermsynth.metrics.truncation import THRESHOLDS, truncation_sweep
 from dermsynth.sample import load_generator, write_samples
 from dermsynth.train import TrainConfig, train
@@ -55,9 +56,13 @@ def test_report_has_every_section_and_the_json_every_number(run):
         assert numbers[key]["status"] == "ok", (key, numbers[key])
     assert numbers["inputs"]["fake"]["n"] == 48 and numbers["inputs"]["size"] == 16
     swd_, feats = numbers["swd"], numbers["features"]
-    assert swd_["fake_vs_real"]["n_images"] == swd_["lower_bound"]["n_images"] == 24
-    assert swd_["fake_vs_real"]["mean"] > swd_["lower_bound"]["mean"] > 0  # 4 training steps: far from real
-    assert feats["extractor"] == "classifier" and feats["fid"] > 0 and feats["dim"] == 128
+    assert swd_["n_images"] == 24  # generated vs real and the real-vs-real bound at one n
+    assert swd_["swd"] > swd_["swd_lower_bound"] > 0  # 4 training steps: far from real
+    assert len(swd_["per_level"]) == len(swd_["lower_bound_per_level"]) == len(swd_["resolutions"])
+    assert feats["extractor"] == "classifier" and feats["fid"]["fid"] > 0 and feats["dim"] == 128
+    assert feats["extractor_version"].startswith("classifier:extractor.pt@")
+    assert "same extractor version" in feats["extractor_warning"]
+    assert numbers["truncation"]["metric"] == "swd" and numbers["truncation"]["extractor"] is None
     for key in ("precision", "recall", "density", "coverage"):
         assert 0 <= feats["prdc"][key] <= (1 + 1 / 5 if key == "density" else 1)
     assert set(numbers["colour"]["class_statistics"]["real"]) == {f"{c} (real)" for c in run["data"].class_names}
@@ -77,7 +82,7 @@ def test_report_has_every_section_and_the_json_every_number(run):
         assert f"<h2>{heading}" in html
     assert "Not computed" not in html
     assert html.count("data:image/png;base64,") == 7  # 2 grids, colour, memorisation, sweep, walk, over-fitting
-    assert "comparable only within this checkpoint" in html
+    assert "comparable only within this extractor version" in html and feats["extractor_version"] in html
 
 
 def test_sections_that_cannot_be_computed_say_why(run, tmp_path, monkeypatch):
@@ -86,12 +91,17 @@ def test_sections_that_cannot_be_computed_say_why(run, tmp_path, monkeypatch):
     res = evaluate(run["heldout"], fake, out=tmp_path, device="cpu", progress=False)
     numbers = res.numbers
     assert numbers["swd"]["status"] == numbers["colour"]["status"] == "ok"
-    assert "no FID Inception weights" in numbers["features"]["reason"]
+    # no Inception weights, no checkpoint: the shipped network, named with its version and warning
+    feats = numbers["features"]
+    assert feats["status"] == "ok" and feats["extractor"] == "shipped"
+    assert feats["extractor_version"] == SHIPPED_EXTRACTOR and feats["fid"]["fid"] > 0
     assert "--train" in numbers["memorisation"]["reason"]
     for key in ("truncation", "latent_walk", "overfitting"):
         assert "--checkpoint" in numbers[key]["reason"]
     html = res.report.read_text()
-    assert html.count("Not computed") == 5 and "train-extractor" in html
+    assert html.count("Not computed") == 4
+    assert f"value ({SHIPPED_EXTRACTOR})" in html and "no FID Inception weights were given" in html
+    assert f"compare only with numbers from the same extractor version ({SHIPPED_EXTRACTOR})" in html
     with pytest.raises(DermsynthError, match="--fake.*--checkpoint"):
         evaluate(run["heldout"], None, out=tmp_path, device="cpu", progress=False)
     with pytest.raises(DermsynthError, match="FID Inception weights not given"):
@@ -141,7 +151,7 @@ def test_cli_train_extractor_and_evaluate(run, tmp_path, monkeypatch):
     res = runner.invoke(main, ["train-extractor", "--data", "phantom:48", "--size", "16", "--out", str(ckpt),
                                "--epochs", "1", "--device", "cpu", "--quiet"])
     assert res.exit_code == 0, res.output
-    assert "comparable only within this checkpoint" in res.output and ckpt.is_file()
+    assert "comparable only within this extractor version" in res.output and ckpt.is_file()
     write_samples(run["checkpoint"], n=24, out=tmp_path / "fake", progress=False)
     res = runner.invoke(main, ["evaluate", "--real", "phantom:48", "--fake", str(tmp_path / "fake"), "--size", "16",
                                "--extractor-checkpoint", str(ckpt), "--out", str(tmp_path / "ev"), "--device", "cpu",
@@ -164,5 +174,12 @@ def test_cli_truncation_sweep(run, tmp_path):
     assert sweep["thresholds"] == list(THRESHOLDS) and len(sweep["values"]) == 8 and sweep["metric"] == "swd"
     assert (tmp_path / "truncation.png").is_file() and "none" in res.output
     res = CliRunner().invoke(main, ["truncation-sweep", str(run["checkpoint"]), "--real", "phantom:48",
-                                    "--metric", "fid", "--out", str(tmp_path), "--device", "cpu"])
+                                    "--metric", "fid", "--n", "16", "--out", str(tmp_path), "--device", "cpu"])
+    assert res.exit_code == 0, res.output  # FID with the shipped network: no weights needed
+    sweep = json.loads((tmp_path / "truncation.json").read_text())
+    assert sweep["metric"] == "fid" and sweep["extractor"] == sweep["extractor_version"] == SHIPPED_EXTRACTOR
+    assert "same extractor version" in res.output
+    res = CliRunner().invoke(main, ["truncation-sweep", str(run["checkpoint"]), "--real", "phantom:48",
+                                    "--metric", "fid", "--extractor", "inception", "--out", str(tmp_path),
+                                    "--device", "cpu"])
     assert res.exit_code == 2 and "FID Inception weights not given" in res.output, res.output

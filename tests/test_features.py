@@ -7,21 +7,33 @@ pytorch-fid key names, strict reloading of its own state dict, and the error mes
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import tomllib
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from dermsynth.classify.extractor import train_feature_extractor
 from dermsynth.classify.fit import IMAGENET_MEAN, IMAGENET_STD
 from dermsynth.data.prepare import load_dataset
 from dermsynth.errors import DermsynthError
+from dermsynth.metrics import features as features_module
 from dermsynth.metrics.features import (
     EXTRACTORS,
+    SHIPPED_EXTRACTOR,
     FeatureExtractor,
     PenultimateFeatures,
     build_extractor,
     load_classifier_extractor,
+    load_shipped_extractor,
     register_extractor,
-    train_feature_extractor,
+    resolve_extractor,
+    shipped_extractor_card,
+    shipped_extractor_path,
 )
 from dermsynth.metrics.inception import WEIGHTS_ENV, FIDInceptionV3, load_fid_inception
 
@@ -136,7 +148,10 @@ def test_classifier_extractor_trains_saves_and_extracts(classifier_ckpt):
     assert len(state["history"]) == 2 and sum(state["split_sizes"].values()) == len(data)
     ext = build_extractor("classifier", checkpoint=path)
     assert ext.name == "classifier" and ext.dim == 128
-    assert "comparable only within this checkpoint" in ext.description
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert ext.version == f"classifier:extractor.pt@{digest[:12]}"  # another training run: another version
+    assert "comparable only within this extractor version" in ext.description
+    assert ext.provenance()["extractor_version"] == ext.version and "same extractor version" in ext.warning
     images = np.asarray(data.images[:10])
     feats = ext(images, batch_size=4, device="cpu")
     assert feats.shape == (10, 128) and feats.dtype == np.float32
@@ -182,3 +197,75 @@ def test_registry_and_input_checks(monkeypatch):
             ext(bad, device="cpu")
     with pytest.raises(DermsynthError, match="no final 'fc'"):
         PenultimateFeatures(net, 8)
+
+
+# ---------------------------------------------------------------------------------------
+# The shipped extractor (derm-smallcnn-v1) and --extractor auto
+# ---------------------------------------------------------------------------------------
+
+
+def test_shipped_extractor_is_in_the_package_with_its_card():
+    path, card = shipped_extractor_path(), shipped_extractor_card()
+    assert path.is_file() and path.parent.name == "weights" and path.parent.parent.name == "metrics"
+    assert path.stat().st_size < 8 * 2**20  # a few MB
+    assert card["name"] == SHIPPED_EXTRACTOR and card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert card["data_licence"] == "CC BY-NC 4.0" and "Tschandl" in card["data_citation"]
+    assert "dermsynth train-extractor --data" in card["command"] and "lesion" in card["split"]
+    assert 0.5 < card["test_macro_auc"] <= 1
+    notice = (path.parent / "NOTICE").read_text()
+    assert "CC BY-NC 4.0" in notice and SHIPPED_EXTRACTOR in notice
+    # the checkpoint itself agrees with the card
+    state = torch.load(path, weights_only=True)
+    assert state["test_auc"] == pytest.approx(card["test_macro_auc"]) and state["image_size"] == card["image_size"]
+    # and setuptools installs it: the package-data globs cover these files
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["dermsynth.metrics"]
+    for f in (path, path.with_suffix(".json"), path.parent / "NOTICE"):
+        assert any(Path("weights", f.name).match(g) for g in globs), f.name
+
+
+def test_shipped_extractor_features():
+    ext = load_shipped_extractor()
+    assert (ext.name, ext.version, ext.dim) == ("shipped", SHIPPED_EXTRACTOR, 128)
+    assert "CC BY-NC 4.0" in ext.description and SHIPPED_EXTRACTOR in ext.warning
+    images = np.asarray(load_dataset("phantom:8", size=32).images)
+    feats = ext(images, device="cpu")
+    assert feats.shape == (8, 128) and np.isfinite(feats).all() and feats.std(axis=0).max() > 0
+    # deterministic, and images of another size are resized to the network's input
+    np.testing.assert_array_equal(feats, build_extractor("shipped")(images, device="cpu"))
+    assert ext(np.asarray(load_dataset("phantom:8", size=16).images), device="cpu").shape == (8, 128)
+
+
+def test_shipped_extractor_refuses_weights_that_do_not_match_its_card(tmp_path, monkeypatch):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for suffix in (".pt", ".json"):
+        shutil.copy(shipped_extractor_path(suffix), folder / f"{SHIPPED_EXTRACTOR}{suffix}")
+    monkeypatch.setattr(features_module, "shipped_extractor_path",
+                        lambda suffix=".pt": folder / f"{SHIPPED_EXTRACTOR}{suffix}")
+    assert load_shipped_extractor().version == SHIPPED_EXTRACTOR  # the copy is intact
+    card = json.loads((folder / f"{SHIPPED_EXTRACTOR}.json").read_text())
+    card["sha256"] = "0" * 64
+    (folder / f"{SHIPPED_EXTRACTOR}.json").write_text(json.dumps(card))
+    with pytest.raises(DermsynthError, match="do not match its card"):
+        load_shipped_extractor()
+    (folder / f"{SHIPPED_EXTRACTOR}.pt").unlink()
+    with pytest.raises(DermsynthError, match="weights are missing; reinstall"):
+        load_shipped_extractor()
+
+
+def test_auto_prefers_inception_then_a_checkpoint_then_the_shipped_network(inception_file, classifier_ckpt,
+                                                                         monkeypatch):
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    _, weights = inception_file
+    _, ckpt = classifier_ckpt
+    assert resolve_extractor("auto").version == SHIPPED_EXTRACTOR
+    assert resolve_extractor("auto", extractor_checkpoint=ckpt).name == "classifier"
+    both = resolve_extractor("auto", inception_weights=weights, extractor_checkpoint=ckpt)
+    assert both.name == "inception" and both.comparable_with_published and "published" in both.warning
+    monkeypatch.setenv(WEIGHTS_ENV, str(weights))
+    assert resolve_extractor("auto").name == "inception"
+    assert resolve_extractor("shipped").version == SHIPPED_EXTRACTOR  # explicit choices win
+    assert resolve_extractor("none") is None
+    with pytest.raises(DermsynthError, match="unknown --extractor 'nope'; choose from auto, inception, shipped"):
+        resolve_extractor("nope")

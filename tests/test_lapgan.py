@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from dermsynth.models.lapgan import (LAPGANDiscriminator, LAPGANGenerator, blur_downsample, build_lapgan,
-                                     gaussian_pyramid, laplacian_pyramid, level_batches, reconstruct, upsample)
+                                     gaussian_pyramid, laplacian_bands, level_batches, reconstruct, upsample)
 from dermsynth.train.losses import nonsaturating_d, nonsaturating_g
 
 
@@ -23,12 +23,12 @@ def test_pyramid_ops_preserve_constants_and_halve_size() -> None:
 
 def test_laplacian_pyramid_reconstruction_is_exact() -> None:
     x = torch.rand(2, 3, 64, 64) * 2 - 1
-    pyramid = laplacian_pyramid(x, 3)
+    pyramid = laplacian_bands(x, 3)
     assert [p.shape[-1] for p in pyramid] == [8, 16, 32, 64]  # coarsest first
     torch.testing.assert_close(pyramid[0], gaussian_pyramid(x, 3)[0])
     assert (reconstruct(pyramid) - x).abs().max() < 1e-5
     assert pyramid[-1].abs().mean() < x.abs().mean()  # the finest band holds only the detail
-    assert torch.equal(reconstruct(laplacian_pyramid(x, 0)), x)  # zero levels: the image itself
+    assert torch.equal(reconstruct(laplacian_bands(x, 0)), x)  # zero levels: the image itself
 
 
 class _Returns(nn.Module):
@@ -45,7 +45,7 @@ class _Returns(nn.Module):
 def test_sampling_with_the_real_bands_rebuilds_the_image() -> None:
     G, _ = tiny()
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    G.generators = nn.ModuleList([_Returns(band) for band in laplacian_pyramid(x, G.num_levels - 1)])
+    G.generators = nn.ModuleList([_Returns(band) for band in laplacian_bands(x, G.num_levels - 1)])
     assert (G(torch.randn(2, 8)) - x).abs().max() < 1e-5
 
 

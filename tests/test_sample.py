@@ -32,7 +32,8 @@ def test_write_samples_writes_pngs_and_manifest(tmp_path, checkpoints):
     with open(manifest) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 10
-    assert set(rows[0]) == {"file", "class", "seed", "truncation", "checkpoint"}
+    assert set(rows[0]) == {"file", "class", "seed", "truncation", "psi", "checkpoint"}
+    assert {r["psi"] for r in rows} == {""}  # no w-space truncation asked for
     assert {r["class"] for r in rows} == {"MEL"}
     assert {r["truncation"] for r in rows} == {"0.5"} and {r["seed"] for r in rows} == {"3"}
     for r in rows:
@@ -83,3 +84,28 @@ def test_latent_walk_grid(tmp_path, checkpoints):
     a, b = torch.randn(8), torch.randn(8)
     path_points = slerp(a, b, torch.tensor([0.0, 1.0]))
     assert torch.allclose(path_points[0], a, atol=1e-5) and torch.allclose(path_points[1], b, atol=1e-5)
+
+
+def test_tiny_truncation_is_quick_and_exact():
+    import time
+
+    from scipy import stats
+
+    start = time.perf_counter()
+    z = truncated_normal(512, 128, 1e-6, torch.Generator().manual_seed(0))
+    assert time.perf_counter() - start < 5 and z.abs().max() <= 1e-6 and z.unique().numel() > 60000
+    assert stats.kstest(z.double().flatten().numpy(), stats.truncnorm(-1e-6, 1e-6).cdf).pvalue > 1e-3
+
+
+def test_truncation_draws_unchanged_at_sweep_thresholds():
+    def reference(n, dim, t, g):  # the rejection loop of 622980a
+        z = torch.randn(n, dim, generator=g)
+        outside = z.abs() > t
+        while outside.any():
+            z[outside] = torch.randn(int(outside.sum()), generator=g)
+            outside = z.abs() > t
+        return z
+
+    for t in (0.01, 0.05, 0.5, 100.0):
+        assert torch.equal(truncated_normal(64, 128, t, torch.Generator().manual_seed(3)),
+                           reference(64, 128, t, torch.Generator().manual_seed(3)))

@@ -7,13 +7,18 @@ for an interrupted training run whose checkpoint was saved); no tracebacks for b
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 import click
 
+from dermsynth.defaults import DEFAULT_PHANTOM_N, DEFAULT_SIZE
 from dermsynth.errors import DermsynthError
+
+# Registry names the CLI lists as choices (kept in step with dermsynth.metrics by tests/test_registry.py; not
+# imported from there so that `dermsynth --help` does not load torch).
+EXTRACTOR_CHOICES = ("auto", "inception", "shipped", "classifier", "none")
+SWEEP_METRICS = ("swd", "fid", "kid", "colour_jsd")
 
 
 class _Group(click.Group):
@@ -24,59 +29,121 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except TrainingInterrupted as exc:
             click.echo(f"interrupted: {exc}", err=True)
-            sys.exit(130)
+            sys.exit(exc.exit_code)  # 130 after Ctrl-C, 143 after SIGTERM
         except DermsynthError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except OSError as exc:  # last resort: the layers below name the path themselves where they can
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings (skipped images, missing masks ...) as one ``warning:`` line, without source location."""
+    return f"warning: {message}\n"
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dermsynth")
 def main() -> None:
     """dermsynth: synthesize dermatology images with GANs and measure them honestly."""
+    import warnings
+
+    from dermsynth.device import apply_thread_policy
+
+    apply_thread_policy()  # CPU threads that other busy processes leave free (dermsynth.device)
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    click.get_current_context().call_on_close(lambda: setattr(warnings, "formatwarning", previous))
 
 
 @main.command()
 @click.argument("source")
-@click.option("--size", default=64, show_default=True, help="Side of the square images.")
-@click.option("--out", type=click.Path(), default=None, help="Cache folder (default: ~/.cache/dermsynth/...).")
+@click.option("--size", default=DEFAULT_SIZE, show_default=True, help="Side of the square images.")
+@click.option("--out", type=click.Path(), default=None, help="Cache folder (default: $DERMSYNTH_CACHE or "
+              "~/.cache/dermsynth/...).")
 @click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images with a warning instead of failing.")
-def prepare(source: str, size: int, out: str | None, skip_corrupt: bool) -> None:
+@click.option("--skip-missing", is_flag=True, help="Skip label-table rows whose image file is missing (with a count).")
+@click.option("--superpixels", is_flag=True, help="Also compute SLIC superpixels once (the instance maps of "
+              "--model pix2pixhd), cached next to the images.")
+def prepare(source: str, size: int, out: str | None, skip_corrupt: bool, skip_missing: bool,
+            superpixels: bool) -> None:
     """Decode, center-crop and resize SOURCE once into a memory-mapped uint8 cache."""
     from dermsynth.data.prepare import prepare as prepare_source
 
-    ds = prepare_source(source, size=size, out=out, skip_corrupt=skip_corrupt)
+    ds = prepare_source(source, size=size, out=out, skip_corrupt=skip_corrupt, skip_missing=skip_missing,
+                        superpixels=superpixels)
     counts = ", ".join(f"{k} {v}" for k, v in ds.class_counts().items())
     click.echo(f"{len(ds)} images at {size}x{size} from {source}" + (f" ({counts})" if counts else ""))
 
 
-def _train_options(func):
-    """One click option per TrainConfig field, so the CLI can never drift from the config."""
-    from dermsynth.train.config import TrainConfig
+_device_option = click.option("--device", default="auto", show_default=True,
+                              help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
 
+
+def _train_options(func):
+    """One click option per TrainConfig field (its help from the field), so the CLI can never drift from the
+    config; options taking a registry name list the registry."""
+    from dermsynth.models import MODELS
+    from dermsynth.train.config import TrainConfig
+    from dermsynth.metrics.registry import metric_names
+    from dermsynth.train.augment_pipe import AUGMENT_MODES
+    from dermsynth.train.losses import LOSSES
+
+    choices = {"model": sorted(MODELS), "loss": list(LOSSES), "augment": list(AUGMENT_MODES),
+               "metrics": metric_names(better="lower")}
     for f in reversed(dataclasses.fields(TrainConfig)):
         name = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.name in choices:
+            help_text += f" One of: {', '.join(choices[f.name])}."
         if f.type in ("bool", bool):
-            func = click.option(f"{name}/--no-{f.name.replace('_', '-')}", default=f.default, show_default=True)(func)
+            func = click.option(f"{name}/--no-{f.name.replace('_', '-')}", default=f.default, show_default=True,
+                                help=help_text)(func)
         else:
             # "float | None" fields default to None = the model's default (TrainConfig.resolve)
             kind = {"int": int, "float": float}.get(str(f.type).removesuffix(" | None"), str)
-            func = click.option(name, type=kind, default=f.default, show_default=True)(func)
+            aliases = ["--data-a"] if f.name == "data" else []  # two-domain models: --data-a A --data-b B
+            func = click.option(name, *aliases, type=kind, default=f.default, show_default=True,
+                                help=help_text)(func)
     return func
+
+
+def _training_metrics(cfg):
+    """The in-training metrics a resolved config names (``--metrics``), against ``--metric-real`` or the data."""
+    from dermsynth.data.prepare import load_dataset
+    from dermsynth.metrics.registry import TrainingMetrics
+
+    real = cfg.metric_real or cfg.data or f"phantom:{cfg.phantom_n}"
+    return TrainingMetrics(names=cfg.metrics, real=load_dataset(real, size=cfg.size), n_images=cfg.metric_images,
+                           device=cfg.device, seed=cfg.seed)
 
 
 @main.command()
 @_train_options
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest.pt.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(resume: bool, quiet: bool, **options) -> None:
-    """Train a GAN (default DCGAN on the built-in phantom data)."""
+@click.pass_context
+def train(ctx: click.Context, resume: bool, quiet: bool, **options) -> None:
+    """Train a GAN (default DCGAN on the built-in phantom data).
+
+    Stops cleanly on Ctrl-C or SIGTERM (checkpoint saved; exit 130 / 143) and on divergence (NaN/inf, the
+    last good checkpoint kept). On --resume, options that fix the run (model, data, size, architecture) must
+    not change; length, logging cadence and learning rates may, and the change is recorded in config.json.
+    """
     from dermsynth.train import TrainConfig, train as run_training
 
-    result = run_training(TrainConfig(**options), resume=resume, progress=not quiet)
+    given = {k for k in options if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+    if options["model"] in ("unet-translator", "cyclegan"):  # --data PATCHES: its healthy/ and lesion/ sets
+        from dermsynth.data.patches import patch_domains
+
+        first = "lesion" if options["model"] == "unet-translator" and options["direction"] == "remove" else "healthy"
+        options["data"], options["data_b"] = patch_domains(options["data"], options["data_b"], first)
+    result = run_training(TrainConfig(**options), resume=resume, progress=not quiet, given=given,
+                          make_metrics=_training_metrics)
     click.echo(f"step {result.step}: checkpoint {result.checkpoint}")
 
 
@@ -86,54 +153,99 @@ def train(resume: bool, quiet: bool, **options) -> None:
 @click.option("--out", type=click.Path(), required=True, help="Output folder.")
 @click.option("--class", "class_name", default=None, help="Class name or index (conditional models).")
 @click.option("--truncation", type=float, default=None, help="Redraw latent components beyond this |z|.")
+@click.option("--psi", type=float, default=None,
+              help="StyleGAN2: truncation toward the average w, in [0, 1] (1 = none).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--interpolate", is_flag=True, help="Write a latent-walk grid instead of single images.")
-@click.option("--device", default="cpu", show_default=True)
-def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation: float | None, seed: int,
-           interpolate: bool, device: str) -> None:
+@_device_option
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation: float | None, psi: float | None,
+           seed: int, interpolate: bool, device: str, quiet: bool) -> None:
     """Sample PNGs and a manifest.csv from a training CHECKPOINT."""
+    from dermsynth.device import resolve_device
+    from dermsynth.io import check_writable_dir
     from dermsynth.sample import latent_walk, write_samples
 
+    device = str(resolve_device(device))
+    check_writable_dir(out, "--out")
     if interpolate:
         path = latent_walk(checkpoint, Path(out) / "latent_walk.png", class_name=class_name,
-                           truncation=truncation, seed=seed, device=device)
+                           truncation=truncation, seed=seed, device=device, psi=psi)
         click.echo(f"latent walk: {path}")
         return
     manifest = write_samples(checkpoint, n, out, class_name=class_name, truncation=truncation, seed=seed,
-                             device=device)
+                             device=device, progress=not quiet, psi=psi)
     click.echo(f"{n} images; manifest {manifest}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--maps", type=click.Path(), default=None,
+              help="A maps folder: <id>_semantic.png (bit-coded: lesion 1, pigment network 2, negative network 4, "
+                   "streaks 8, milia-like cysts 16, globules 32) [+ <id>_instance.png, maps.csv].")
+@click.option("--from-data", default=None, help="Translate the maps (lesion/attribute masks, superpixels) of this "
+              "data source instead; the grid shows the real images beside them.")
+@click.option("--out", type=click.Path(), required=True, help="Output folder.")
+@click.option("--ids", default=None, help="Comma-separated map / image ids to translate (default: all).")
+@click.option("--n", "n", type=int, default=None, help="At most this many maps.")
+@click.option("--edit", "edits", multiple=True, help="Edit every map, in order (repeatable): flip, vflip, "
+              "rotate:DEG, scale:F, remove:ATTR, add:ATTR:CX,CY,R (a disc, fractions of the side).")
+@click.option("--export-maps", is_flag=True, help="Also write the (edited) maps to OUT/maps, a maps folder.")
+@click.option("--skip-unmasked", is_flag=True, help="--from-data: skip images without a lesion mask (with a count).")
+@click.option("--seed", default=0, show_default=True)
+@_device_option
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def translate(checkpoint: str, maps: str | None, from_data: str | None, out: str, ids: str | None, n: int | None,
+              edits: tuple[str, ...], export_maps: bool, skip_unmasked: bool, seed: int, device: str,
+              quiet: bool) -> None:
+    """Images from semantic (+ instance) maps with a map -> image CHECKPOINT (pix2pixhd): PNGs, manifest.csv
+    (file, source map, class) and grid.png (map | synthetic | real)."""
+    from dermsynth.device import resolve_device
+    from dermsynth.translate import translate as run_translate
+
+    result = run_translate(checkpoint, out, maps=maps, from_data=from_data,
+                           ids=[i.strip() for i in ids.split(",") if i.strip()] if ids else None, n=n, edits=edits,
+                           seed=seed, device=str(resolve_device(device)), skip_unmasked=skip_unmasked,
+                           export_maps=export_maps, progress=not quiet)
+    click.echo(f"{result.count} images; manifest {result.manifest}; grid {result.grid}")
 
 
 @main.command()
 @click.argument("real")
 @click.argument("fake", required=False)
-@click.option("--size", default=64, show_default=True, help="Images are resized to this side first.")
-@click.option("--n", "n", type=int, default=None, help="Images per set (default: the smaller set).")
+@click.option("--size", default=DEFAULT_SIZE, show_default=True, help="Images are resized to this side first.")
+@click.option("--n", "n", type=int, default=None,
+              help="Images per set, the same for the lower bound and FAKE vs REAL (default: the largest both "
+                   "allow, min(len(REAL) // 2, len(FAKE))).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@_device_option
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Also write the numbers here.")
-def swd(real: str, fake: str | None, size: int, n: int | None, seed: int, device: str | None,
+def swd(real: str, fake: str | None, size: int, n: int | None, seed: int, device: str,
         json_out: str | None) -> None:
     """Sliced Wasserstein distance between REAL and FAKE image sets, with the real-vs-real lower bound.
 
     Each argument is an image folder, a prepared cache or a dataset root. Without FAKE, only the lower bound.
+    Both numbers are taken at one set size (SWD shrinks as the sets grow), printed with them.
     """
     import numpy as np
 
     from dermsynth.data.prepare import load_dataset
-    from dermsynth.metrics.swd import swd as swd_fn, swd_lower_bound
+    from dermsynth.io import check_writable_dir, write_json
+    from dermsynth.metrics.swd import swd_with_lower_bound
 
-    real_ds = load_dataset(real, size=size)
-    results = {"lower_bound": swd_lower_bound(np.asarray(real_ds.images), seed=seed, device=device, n=n)}
-    if fake is not None:
-        fake_ds = load_dataset(fake, size=size)
-        count = n or min(len(real_ds), len(fake_ds))
-        results["fake_vs_real"] = swd_fn(np.asarray(real_ds.images), np.asarray(fake_ds.images), n=count,
-                                         seed=seed, device=device)
+    if n is not None and n < 1:
+        raise DermsynthError(f"--n must be >= 1 (images per set), got {n}")
+    if json_out:
+        check_writable_dir(Path(json_out).parent, "--json")  # before the computation, not after
+    real_images = np.asarray(load_dataset(real, size=size).images)
+    fake_images = None if fake is None else np.asarray(load_dataset(fake, size=size).images)
+    lower, score = swd_with_lower_bound(real_images, fake_images, n=n, seed=seed, device=device)
+    results = {"lower_bound": lower} if score is None else {"lower_bound": lower, "fake_vs_real": score}
+    click.echo(f"n = {lower.n_images} images per set" + (" for both" if score is not None else ""))
     for name, res in results.items():
         click.echo(f"{name}:\n{res.table()}")
     if json_out:
-        Path(json_out).write_text(json.dumps({k: v.as_dict() for k, v in results.items()}, indent=2) + "\n")
+        write_json(json_out, {k: v.as_dict() for k, v in results.items()})
 
 
 @main.command()
@@ -141,7 +253,7 @@ def swd(real: str, fake: str | None, size: int, n: int | None, seed: int, device
 @click.option("--out", type=click.Path(), default="runs/demo", show_default=True)
 @click.option("--size", type=int, default=None, help="Default: 32 on CPU, 64 on GPU.")
 @click.option("--steps", type=int, default=None, help="Default: 4000 on CPU, 3000 on GPU.")
-@click.option("--device", default="auto", show_default=True)
+@_device_option
 @click.option("--quiet", is_flag=True)
 def demo(data: str | None, out: str, size: int | None, steps: int | None, device: str, quiet: bool) -> None:
     """The main job: train a small DCGAN, sample, score SWD, write OUT/report.html."""
@@ -156,15 +268,16 @@ def demo(data: str | None, out: str, size: int | None, steps: int | None, device
 @main.command()
 @click.option("--models", default="pgan,dcgan,lapgan", show_default=True, help="Comma-separated model names.")
 @click.option("--data", default=None, help="Real images (default: the built-in phantom data).")
-@click.option("--size", default=64, show_default=True)
+@click.option("--size", default=DEFAULT_SIZE, show_default=True)
 @click.option("--kimg", type=float, default=100.0, show_default=True,
               help="Image budget per model: thousands of real images shown to D.")
 @click.option("--batch-size", type=int, default=None, help="Minibatch (default: each model's own; PGAN's per resolution).")
 @click.option("--width", default=64, show_default=True, help="Base channel width of every model.")
-@click.option("--phantom-n", default=2048, show_default=True, help="Size of the built-in set when no --data.")
+@click.option("--phantom-n", default=DEFAULT_PHANTOM_N, show_default=True,
+              help="Size of the built-in set when no --data.")
 @click.option("--eval-images", type=int, default=None, help="Images per SWD evaluation (default: the training set).")
 @click.option("--out", type=click.Path(), default="runs/compare", show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@_device_option
 @click.option("--seed", default=0, show_default=True)
 @click.option("--quiet", is_flag=True)
 def compare(models: str, data: str | None, size: int, kimg: float, batch_size: int | None, width: int, phantom_n: int,
@@ -185,51 +298,58 @@ def compare(models: str, data: str | None, size: int, kimg: float, batch_size: i
 @click.option("--fake", default=None, help="Generated images (default: sampled from --checkpoint).")
 @click.option("--train", "train_src", default=None, help="The generator's training images (memorisation audit).")
 @click.option("--checkpoint", type=click.Path(), default=None, help="Generator checkpoint (sweep, walks, sampling).")
-@click.option("--extractor", type=click.Choice(["auto", "inception", "classifier", "none"]), default="auto",
-              show_default=True, help="Features for FID/KID/PRDC.")
+@click.option("--extractor", type=click.Choice(EXTRACTOR_CHOICES), default="auto", show_default=True,
+              help="Features for FID/KID/PRDC. auto: inception if its weights are given, else classifier if "
+              "--extractor-checkpoint is given, else shipped (derm-smallcnn-v1, in the package).")
 @click.option("--inception-weights", type=click.Path(), default=None,
               help="Local pt_inception-2015-12-05-6726825d.pth (or $DERMSYNTH_INCEPTION_WEIGHTS).")
 @click.option("--extractor-checkpoint", type=click.Path(), default=None, help="From `dermsynth train-extractor`.")
 @click.option("--size", type=int, default=None,
-              help="Image side (default: the generator's, else a cache's own, else 64).")
+              help=f"Image side (default: the generator's, else a cache's own, else {DEFAULT_SIZE}).")
 @click.option("--max-images", type=int, default=None, help="Subsample every set to at most this many.")
 @click.option("--n-fake", type=int, default=None, help="Images to sample from --checkpoint (default: as many as real).")
-@click.option("--sweep-metric", type=click.Choice(["swd", "fid", "kid"]), default="swd", show_default=True)
+@click.option("--sweep-metric", type=click.Choice(SWEEP_METRICS), default="swd", show_default=True)
 @click.option("--sweep-n", type=int, default=512, show_default=True, help="Images per truncation threshold.")
+@click.option("--stats-cache", type=click.Path(), default=None,
+              help="Folder caching the real set's features (keyed by a hash of the images and the extractor).")
 @click.option("--out", type=click.Path(), default="runs/evaluate", show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@_device_option
 @click.option("--quiet", is_flag=True)
 def evaluate(real: str, fake: str | None, train_src: str | None, checkpoint: str | None, extractor: str,
              inception_weights: str | None, extractor_checkpoint: str | None, size: int | None,
-             max_images: int | None, n_fake: int | None, sweep_metric: str, sweep_n: int, out: str, seed: int,
-             device: str | None, quiet: bool) -> None:
+             max_images: int | None, n_fake: int | None, sweep_metric: str, sweep_n: int, stats_cache: str | None,
+             out: str, seed: int, device: str, quiet: bool) -> None:
     """Every metric in one self-contained OUT/report.html and OUT/metrics.json."""
     from dermsynth.evaluate import evaluate as run_evaluate
 
     res = run_evaluate(real, fake, train=train_src, checkpoint=checkpoint, out=out, extractor=extractor,
                        inception_weights=inception_weights, extractor_checkpoint=extractor_checkpoint, size=size,
-                       max_images=max_images, n_fake=n_fake, sweep_metric=sweep_metric, sweep_n=sweep_n, seed=seed,
-                       device=device, progress=not quiet)
+                       max_images=max_images, n_fake=n_fake, sweep_metric=sweep_metric, sweep_n=sweep_n,
+                       stats_cache=stats_cache, seed=seed, device=device, progress=not quiet)
     for key, value in res.numbers.items():
         if isinstance(value, dict) and value.get("status") == "skipped":
             click.echo(f"{key}: skipped ({value['reason']})")
+    feats = res.numbers.get("features", {})
+    if feats.get("status") == "ok":
+        click.echo(f"FID {feats['fid']['fid']:.4f} ({feats['extractor_warning']})")
     click.echo(f"report: {res.report}\nnumbers: {res.json}")
 
 
 @main.command("train-extractor")
 @click.option("--data", required=True, help="Real labelled images (dataset root, prepared cache, ...).")
-@click.option("--size", default=64, show_default=True)
+@click.option("--size", default=DEFAULT_SIZE, show_default=True)
 @click.option("--out", type=click.Path(), required=True, help="Checkpoint file to write.")
 @click.option("--arch", type=click.Choice(["smallcnn", "resnet18"]), default="smallcnn", show_default=True)
 @click.option("--epochs", default=30, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@_device_option
 @click.option("--quiet", is_flag=True)
-def train_extractor(data: str, size: int, out: str, arch: str, epochs: int, seed: int, device: str | None,
+def train_extractor(data: str, size: int, out: str, arch: str, epochs: int, seed: int, device: str,
                     quiet: bool) -> None:
     """Train the project's own feature extractor (a dermoscopy classifier) for FID/KID without Inception weights."""
-    from dermsynth.metrics.features import load_classifier_extractor, train_feature_extractor
+    from dermsynth.classify.extractor import train_feature_extractor
+    from dermsynth.metrics.features import load_classifier_extractor
 
     path = train_feature_extractor(data, out, size=size, arch=arch, epochs=epochs, seed=seed, device=device,
                                    progress=not quiet)
@@ -275,6 +395,9 @@ def split(data: str, size: int, seed: int, fractions: str, out: str) -> None:
 @click.option("--seeds", default=5, show_default=True, help="Repeats per condition.")
 @click.option("--seed", default=0, show_default=True, help="First seed.")
 @click.option("--baseline", default="real", show_default=True)
+@click.option("--test", default=None, help="External test set (another dataset), scored besides the internal "
+              "test split; classes matched by name, e.g. ISIC 2017 melanoma/nevus/seborrheic_keratosis -> "
+              "mel/nv/bkl (see dermsynth.classify.external).")
 @click.option("--split", "split_file", default=None, help="A saved split (dermsynth split); default: made and saved.")
 @click.option("--split-seed", default=0, show_default=True)
 @click.option("--fractions", default="0.7,0.15,0.15", show_default=True, help="train,val,test fractions.")
@@ -285,12 +408,13 @@ def split(data: str, size: int, seed: int, fractions: str, out: str) -> None:
 @click.option("--patience", default=10, show_default=True, help="Early-stopping patience in epochs (0: none).")
 @click.option("--class-weighting", is_flag=True, help="Class-balanced cross-entropy weights.")
 @click.option("--n-boot", default=2000, show_default=True, help="Bootstrap resamples of the test set.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+@_device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def augment(conditions: str | None, split_file: str | None, fractions: str, patience: int, quiet: bool,
             **options) -> None:
     """Does synthetic data help a classifier? Train each condition over K seeds; tables, plots, report."""
-    from dermsynth.classify.experiment import AugmentExperimentConfig, run_augment_experiment
+    from dermsynth.classify.experiment import run_augment_experiment
+    from dermsynth.classify.experiment_config import AugmentExperimentConfig
 
     if conditions is None:
         conditions = ("real,real+classic,real+synth:1,real+balance,synth:1" if options["synthetic"]
@@ -305,38 +429,112 @@ def augment(conditions: str | None, split_file: str | None, fractions: str, pati
 @main.command("truncation-sweep")
 @click.argument("checkpoint", type=click.Path())
 @click.option("--real", required=True, help="Real images to score against (read at the generator's size).")
-@click.option("--metric", type=click.Choice(["swd", "fid", "kid"]), default="swd", show_default=True)
-@click.option("--extractor", type=click.Choice(["inception", "classifier"]), default=None,
-              help="Features for fid/kid (default: inception if its weights are given, else classifier).")
+@click.option("--metric", type=click.Choice(SWEEP_METRICS), default="swd", show_default=True)
+@click.option("--extractor", type=click.Choice(EXTRACTOR_CHOICES), default="auto", show_default=True,
+              help="Features for fid/kid (auto: inception if its weights are given, else classifier if "
+              "--extractor-checkpoint is given, else the shipped derm-smallcnn-v1).")
 @click.option("--inception-weights", type=click.Path(), default=None)
 @click.option("--extractor-checkpoint", type=click.Path(), default=None)
 @click.option("--n", "n", type=int, default=512, show_default=True, help="Images per threshold.")
 @click.option("--out", type=click.Path(), default="runs/truncation", show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
-def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str | None, inception_weights: str | None,
-                         extractor_checkpoint: str | None, n: int, out: str, seed: int, device: str | None) -> None:
+@_device_option
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str, inception_weights: str | None,
+                         extractor_checkpoint: str | None, n: int, out: str, seed: int, device: str,
+                         quiet: bool) -> None:
     """Seed 003's Table 3: SWD (or FID/KID) of CHECKPOINT at truncation 0.01 ... 1 and none; table, plot, JSON."""
     import numpy as np
 
     from dermsynth.data.prepare import load_dataset
-    from dermsynth.metrics.features import build_extractor
+    from dermsynth.device import resolve_device
+    from dermsynth.io import check_writable_dir, write_json
+    from dermsynth.metrics.features import resolve_extractor
+    from dermsynth.metrics.registry import get_metric
     from dermsynth.metrics.truncation import truncation_sweep
     from dermsynth.sample import load_generator
 
-    model = load_generator(checkpoint, device or "cpu")
+    check_writable_dir(out, "--out")
+    device = resolve_device(device)
+    model = load_generator(checkpoint, device)  # generated and scored on one device
     images = np.asarray(load_dataset(real, size=int(model.generator.resolution)).images)
-    ext = None
-    if metric != "swd":
-        name = extractor or ("classifier" if extractor_checkpoint and not inception_weights else "inception")
-        ext = build_extractor(name, **({"checkpoint": extractor_checkpoint} if name == "classifier"
-                                       else {"weights": inception_weights}))
+    ext = (resolve_extractor(extractor, inception_weights=inception_weights, extractor_checkpoint=extractor_checkpoint)
+           if get_metric(metric).needs_features else None)
     sweep = truncation_sweep(model, images, metric=metric, n=min(n, len(images)), extractor=ext, seed=seed,
-                             device=device, progress=True)
+                             device=device, progress=not quiet)
     click.echo(sweep.table())
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "truncation.json").write_text(json.dumps(sweep.as_dict(), indent=2) + "\n")
+    write_json(Path(out) / "truncation.json", sweep.as_dict())
     click.echo(f"plot: {sweep.plot(Path(out) / 'truncation.png')}")
+
+
+@main.command()
+@click.argument("source")
+@click.option("--out", type=click.Path(), required=True, help="Output folder: OUT/healthy and OUT/lesion caches.")
+@click.option("--size", default=128, show_default=True, help="Patch side in pixels (seed 003: 128).")
+@click.option("--lesion-fraction", default="0.1:0.8", show_default=True,
+              help="LO:HI fraction of lesion pixels of a lesion patch (seed 003: 10-80 %).")
+@click.option("--margin", default=8, show_default=True,
+              help="Healthy patches have no lesion pixel within this many pixels around them.")
+@click.option("--stride", type=int, default=None, help="Grid step in pixels (default: --size, no overlap).")
+@click.option("--max-dark", default=0.05, show_default=True,
+              help="Drop patches with more than this fraction of background (black) pixels: skin only.")
+@click.option("--read-size", type=int, default=None,
+              help="Prepare the source at this square size first (default: each image's native size; "
+                   "phantom: 128).")
+@click.option("--max-per-image", type=int, default=None, help="At most this many patches of each kind per image.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the --max-per-image choice.")
+@click.option("--skip-corrupt", is_flag=True, help="Skip unreadable images or masks with a warning.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def patches(source: str, out: str, size: int, lesion_fraction: str, margin: int, stride: int | None,
+            max_dark: float, read_size: int | None, max_per_image: int | None, seed: int, skip_corrupt: bool,
+            quiet: bool) -> None:
+    """Cut healthy-skin and lesion patches (seed 003) from SOURCE's images and lesion masks."""
+    from dermsynth.data.patches import PatchRule, cut_patches, parse_fraction_range
+
+    rule = PatchRule(size=size, lesion_fraction=parse_fraction_range(lesion_fraction), margin=margin,
+                     stride=stride, max_dark=max_dark)
+    summary = cut_patches(source, out, rule, read_size=read_size, max_per_image=max_per_image, seed=seed,
+                          skip_corrupt=skip_corrupt, progress=not quiet)
+    click.echo(summary.describe())
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--image", type=click.Path(), default=None, help="One photo to edit.")
+@click.option("--mask", type=click.Path(), default=None, help="Its lesion mask (same size; the translator needs it).")
+@click.option("--images", type=click.Path(), default=None, help="A folder of photos to edit.")
+@click.option("--masks", type=click.Path(), default=None,
+              help="Their masks: MASKS/<id>.png (or <id>_segmentation / _mask / _lesion).")
+@click.option("--out", type=click.Path(), required=True, help="OUT.png for --image, a folder for --images.")
+@click.option("--direction", type=click.Choice(["ab", "ba", "add", "remove"]), default=None,
+              help="cyclegan: ab (A -> B, default) or ba; unet-translator: its trained direction (add/remove).")
+@_device_option
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def edit(checkpoint: str, image: str | None, mask: str | None, images: str | None, masks: str | None, out: str,
+         direction: str | None, device: str, quiet: bool) -> None:
+    """Add or remove a lesion with a unet-translator or cyclegan CHECKPOINT; reports the change inside vs
+    outside the mask and writes an input | mask | output (CycleGAN: input | translation | reconstruction) grid."""
+    from dermsynth.edit import edit_folder, edit_image
+
+    if (image is None) == (images is None):
+        raise DermsynthError("give either --image IMG [--mask MASK] --out OUT.png or --images DIR [--masks DIR] "
+                             "--out DIR")
+    if image is not None:
+        if masks is not None:
+            raise DermsynthError("--masks goes with --images; for one --image give --mask")
+        report = edit_image(checkpoint, image, mask, out, direction=direction, device=device)
+    else:
+        if mask is not None:
+            raise DermsynthError("--mask goes with --image; for --images give a --masks folder")
+        report = edit_folder(checkpoint, images, masks, out, direction=direction, device=device,
+                             progress=not quiet)
+    click.echo(report.describe())
+    click.echo(f"grid: {report.grid}")
+
+
+from dermsynth.vtt.cli import vtt_group  # noqa: E402  (the visual Turing test app: its own module)
+
+main.add_command(vtt_group)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ where it stopped: re-run the same command.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -16,8 +15,11 @@ from typing import Sequence
 import numpy as np
 
 from dermsynth.data.dataset import LesionDataset
+from dermsynth.defaults import DEFAULT_SIZE
+from dermsynth.demo import rerun_to_continue
 from dermsynth.device import resolve_device
 from dermsynth.errors import DermsynthError
+from dermsynth.io import write_json, write_text
 from dermsynth.metrics.swd import SWDResult, disjoint_halves, swd
 from dermsynth.models import MODELS, model_spec
 from dermsynth.report.figures import image_grid, save_png
@@ -49,7 +51,7 @@ class CompareResult:
         return "\n".join(lines)
 
 
-def compare(models: Sequence[str] = PAPER_ORDER, data: str | None = None, size: int = 64, kimg: float = 100.0,
+def compare(models: Sequence[str] = PAPER_ORDER, data: str | None = None, size: int = DEFAULT_SIZE, kimg: float = 100.0,
             out: str | Path = "runs/compare", batch_size: int | None = None, eval_images: int | None = None,
             device: str = "auto", seed: int = 0, progress: bool = True,
             **train_options: object) -> CompareResult:
@@ -84,7 +86,8 @@ def compare(models: Sequence[str] = PAPER_ORDER, data: str | None = None, size: 
     budget: dict[str, dict] = {}
     for name in models:
         cfg = budget_config(base, name, kimg, out / name)
-        result = train(cfg, dataset=dataset, resume=True, progress=progress)
+        with rerun_to_continue(f"dermsynth compare --out {out}", cfg.out):
+            result = train(cfg, dataset=dataset, resume=True, progress=progress)
         budget[name] = {"kimg": kimg, "steps": result.step, "batch_size": cfg.batch_size,
                         "batch_schedule": cfg.batch_schedule}
         fake, _ = sample_images(load_generator(result.checkpoint, dev), 2 * half, seed)
@@ -94,9 +97,8 @@ def compare(models: Sequence[str] = PAPER_ORDER, data: str | None = None, size: 
     res = CompareResult(report=out / "report.html", lower_bound=lower, models=scores)
     numbers = {"lower_bound": lower.as_dict(), "models": {m: s.as_dict() for m, s in scores.items()},
                "budget": budget, "images_per_set": half, "size": size, "data": dataset.source, "device": str(dev)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(numbers, indent=2) + "\n")
-    (out / "table1.txt").write_text(res.table() + "\n")
+    write_json(out / "compare.json", numbers)
+    write_text(out / "table1.txt", res.table() + "\n")
     _write_report(res, dataset, real_b, samples, budget, half, out)
     return res
 

@@ -6,21 +6,37 @@ Re-running resumes the training in ``<out>/train`` (an interrupted demo loses no
 
 from __future__ import annotations
 
-import json
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dermsynth.device import resolve_device
+from dermsynth.errors import DermsynthError
+from dermsynth.io import check_writable_dir, read_json, write_json
 from dermsynth.metrics.swd import SWDResult, disjoint_halves, swd
 from dermsynth.models import build_gan
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.report.html import HTMLReport
 from dermsynth.sample import latent_walk, load_generator, sample_images, truncated_normal
-from dermsynth.train import TrainConfig, train
-from dermsynth.device import resolve_device
+from dermsynth.train import TrainConfig, TrainingInterrupted, train
 from dermsynth.train.trainer import load_training_data, model_options
+
+
+@contextlib.contextmanager
+def rerun_to_continue(command: str, run: str | Path) -> Iterator[None]:
+    """For commands that resume their training by themselves (demo, compare: no --resume option): an
+    interrupted run's message says to run ``command`` again instead of the trainer's "--resume"."""
+    try:
+        yield
+    except TrainingInterrupted as exc:
+        where = str(exc).split(";")[0]  # "interrupted at step N"
+        exc.args = (f"{where}; checkpoint saved in {run}; run `{command}` with the same options again to "
+                    f"continue",)
+        raise
 
 
 @dataclass
@@ -43,12 +59,15 @@ def run_demo(data: str | None = None, out: str | Path = "runs/demo", size: int |
     on_gpu = dev.type == "cuda"
     size = size or (64 if on_gpu else 32)
     steps = steps or (3000 if on_gpu else 4000)
+    check_writable_dir(out, "--out")
+    _check_same_size(out, size)
     cfg = TrainConfig(model="dcgan", data=data, out=str(out / "train"), size=size, steps=steps,
                       batch_size=batch_size, width=64 if on_gpu else 32, ema_beta=0.0, seed=seed,
                       device=str(dev), sample_every=max(steps // 5, 1), checkpoint_every=max(steps // 5, 1),
                       log_every=max(steps // 100, 1))
     dataset = load_training_data(cfg, progress)
-    result = train(cfg, dataset=dataset, resume=True, progress=progress)
+    with rerun_to_continue(f"dermsynth demo --out {out}", cfg.out):
+        result = train(cfg, dataset=dataset, resume=True, progress=progress)
 
     # SWD needs equal set sizes: the real set is split into two disjoint halves A and B;
     # lower bound = SWD(A, B); each generator is scored against A with as many samples as B.
@@ -60,7 +79,7 @@ def run_demo(data: str | None = None, out: str | Path = "runs/demo", size: int |
     z = truncated_normal(half, model.z_dim, None, torch.Generator().manual_seed(seed))  # the same latents
 
     torch.manual_seed(cfg.seed)  # the trainer's initialisation: the "step 0" generator
-    untrained, _ = build_gan(cfg.model, **model_options(cfg, dataset.num_classes))
+    untrained, _ = build_gan(cfg.model, **model_options(cfg, dataset))
     untrained = untrained.to(dev).eval()
     with torch.no_grad():
         fake0 = np.concatenate([to_uint8(untrained(zb.to(dev))) for zb in z.split(256)])
@@ -74,7 +93,7 @@ def run_demo(data: str | None = None, out: str | Path = "runs/demo", size: int |
     numbers = {"lower_bound": lower.as_dict(), "untrained": before.as_dict(), "trained": after.as_dict(),
                "images_per_set": half, "steps": result.step, "size": size, "data": dataset.source,
                "device": str(dev)}
-    (out / "swd.json").write_text(json.dumps(numbers, indent=2) + "\n")
+    write_json(out / "swd.json", numbers)
 
     report = HTMLReport("dermsynth demo: DCGAN on " + ("built-in phantom data" if data is None else str(data)))
     if data is None:
@@ -84,7 +103,8 @@ def run_demo(data: str | None = None, out: str | Path = "runs/demo", size: int |
                      + ", ".join(f"{k} {v}" for k, v in dataset.class_counts().items())
                      + f". DCGAN trained for {result.step} steps at batch {batch_size} on {dev}.")
     report.heading("Real vs generated")
-    report.images([("real (held-out half B)", out / "real.png"), (f"generated, step {result.step}", out / "fake.png")])
+    report.images([("real (half B; every real image here was also in the GAN's training set)", out / "real.png"),
+                   (f"generated, step {result.step}", out / "fake.png")])
     report.heading("Training")
     report.images([("losses", result.out / "losses.png"), ("latent walks (slerp)", out / "latent_walk.png")])
     report.heading("Sliced Wasserstein distance (x1e3, Laplacian pyramid, Karras et al. 2018)")
@@ -96,3 +116,14 @@ def run_demo(data: str | None = None, out: str | Path = "runs/demo", size: int |
                  "does not see a global colour cast.")
     report.write(out / "report.html")
     return DemoResult(out / "report.html", lower, before, after)
+
+
+def _check_same_size(out: Path, size: int) -> None:
+    """A re-run resumes ``<out>/train``: refuse another image size, naming the options that work."""
+    config = out / "train" / "config.json"
+    if not config.is_file():
+        return
+    saved_size = read_json(config, "demo training config").get("size")
+    if saved_size is not None and int(saved_size) != int(size):
+        raise DermsynthError(f"{out} holds a demo trained at {saved_size}px; pass --size {saved_size} to continue "
+                             f"it, or choose another --out for a {size}px demo")

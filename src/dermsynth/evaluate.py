@@ -6,12 +6,17 @@ plots, image grids) and ``<out>/metrics.json`` (every number). Sections:
 * SWD (Laplacian pyramid) of real vs generated, with the real-vs-real lower bound at the same set size;
 * FID, KID, precision / recall / density / coverage on the features of an extractor
   (:mod:`dermsynth.metrics.features`): the FID Inception when its weights file is given, else the
-  project's own classifier if its checkpoint is given, else skipped -- the report says which and why;
+  user's classifier if its checkpoint is given, else the dermoscopy network shipped with dermsynth
+  (``derm-smallcnn-v1``) -- the report says which, and every number carries the extractor's version;
 * colour: per-channel histogram Jensen-Shannon divergence and per-class colour statistics (seed 002, Sec. 4);
 * memorisation audit (needs ``train``; ``real`` then serves as the held-out reference, so it must not
   overlap the training images);
 * truncation sweep and latent walk (need ``checkpoint``; without ``fake``, the generated set is sampled from it);
 * discriminator over-fitting curve, when the checkpoint's run folder has ``overfit.csv``.
+
+SWD, the feature metrics and the colour divergence come from the metric registry
+(:mod:`dermsynth.metrics.registry`); the real set's features are extracted once (``stats_cache``: also
+cached on disk, keyed by a hash of the real images and the extractor version) and reused by the sweep.
 
 Sources are anything :func:`~dermsynth.data.prepare.load_dataset` reads (image folders, prepared caches,
 dataset roots, ``phantom:N``) or a :class:`~dermsynth.data.dataset.LesionDataset`. A section that cannot be
@@ -20,8 +25,6 @@ computed is recorded as ``{"status": "skipped", "reason": ...}`` and explained i
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,15 +36,17 @@ import torch
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
-from dermsynth.metrics.features import FeatureExtractor, build_extractor
+from dermsynth.io import check_writable_dir, write_json
+from dermsynth.metrics.features import EXTRACTOR_CHOICES, FeatureExtractor, resolve_extractor
 from dermsynth.metrics.inception import WEIGHTS_ENV
+from dermsynth.metrics.registry import ImageSet, MetricOptions, RealSet, compute_metrics, get_metric
 from dermsynth.metrics.truncation import THRESHOLDS, threshold_label
 from dermsynth.report.figures import image_grid, save_png
 from dermsynth.report.html import HTMLReport
+from dermsynth.train.checkpoint import assert_finite_weights
 
 __all__ = ["EXTRACTOR_CHOICES", "EvaluationResult", "evaluate"]
 
-EXTRACTOR_CHOICES: tuple[str, ...] = ("auto", "inception", "classifier", "none")
 GRID = 64  # images per grid
 
 
@@ -62,6 +67,10 @@ class _Context:
     progress: bool
     report: HTMLReport
     numbers: dict
+
+    def options(self, extractor: FeatureExtractor | None = None) -> MetricOptions:
+        """Metric options of this evaluation (``extractor`` for the feature metrics)."""
+        return MetricOptions(extractor=extractor, device=self.device, seed=self.seed, progress=self.progress)
 
     def skip(self, key: str, title: str, reason: str) -> None:
         self.numbers[key] = {"status": "skipped", "reason": reason}
@@ -102,22 +111,13 @@ def _sample(model, n: int, seed: int) -> LesionDataset:
 
 def _choose_extractor(choice: str, inception_weights, extractor_checkpoint) -> tuple[FeatureExtractor | None, str]:
     """(extractor or None, a sentence on the choice for the report)."""
-    if choice not in EXTRACTOR_CHOICES:
-        raise DermsynthError(f"unknown --extractor {choice!r}; choose from {', '.join(EXTRACTOR_CHOICES)}")
-    if choice == "none":
+    ext = resolve_extractor(choice, inception_weights=inception_weights, extractor_checkpoint=extractor_checkpoint)
+    if ext is None:
         return None, "--extractor none was given"
-    if choice == "inception" or (choice == "auto" and (inception_weights or os.environ.get(WEIGHTS_ENV))):
-        ext = build_extractor("inception", weights=inception_weights)
-        return ext, f"Features: {ext.description}; FIDs are comparable with published ones that use this network."
-    if choice == "classifier" or extractor_checkpoint:
-        ext = build_extractor("classifier", checkpoint=extractor_checkpoint)
-        why = f"no FID Inception weights were given (--inception-weights / ${WEIGHTS_ENV}), so " \
-            if choice == "auto" else ""
-        return ext, (f"Features: {why}{ext.description}. These FID/KID/PRDC numbers compare only with numbers "
-                     f"from the same extractor checkpoint, never with published FIDs.")
-    return None, (f"no FID Inception weights (--inception-weights or ${WEIGHTS_ENV}; nothing is "
-                  "downloaded) and no project classifier (--extractor-checkpoint; train one with "
-                  "`dermsynth train-extractor`)")
+    why = ""
+    if choice == "auto" and ext.name != "inception":
+        why = f"no FID Inception weights were given (--inception-weights / ${WEIGHTS_ENV}), so "
+    return ext, f"Features: {why}{ext.description}. {ext.warning[0].upper()}{ext.warning[1:]}."
 
 
 # ----------------------------------------------------------------------------------------
@@ -135,55 +135,46 @@ def _images_section(ctx: _Context, real: LesionDataset, fake: LesionDataset) -> 
     ctx.report.images(paths)
 
 
-def _swd_section(ctx: _Context, real: np.ndarray, fake: np.ndarray) -> None:
-    from dermsynth.metrics.swd import MIN_SIZE, swd, swd_lower_bound
+def _swd_section(ctx: _Context, real: RealSet, fake: ImageSet) -> None:
+    from dermsynth.metrics.swd import MIN_SIZE
 
     title = "Sliced Wasserstein distance (x1e3, Laplacian pyramid, Karras et al. 2018)"
     n = min(len(real) // 2, len(fake))
-    if n < 1 or real.shape[1] < MIN_SIZE:
+    if n < 1 or real.size < MIN_SIZE:
         return ctx.skip("swd", title, f"SWD needs at least 2 real images and images of >= {MIN_SIZE}px "
-                                      f"(have {len(real)} real at {real.shape[1]}px)")
-    kw = {"n": n, "seed": ctx.seed, "device": ctx.device, "progress": ctx.progress}
-    lower, score = swd_lower_bound(real, **kw), swd(real, fake, **kw)
-    ctx.numbers["swd"] = {"status": "ok", "fake_vs_real": score.as_dict(), "lower_bound": lower.as_dict()}
+                                      f"(have {len(real)} real at {real.size}px)")
+    values = compute_metrics(["swd"], real, fake, ctx.options())["swd"]
+    ctx.numbers["swd"] = {"status": "ok", **values}
     ctx.report.heading(title)
-    rows = [[f"{r}x{r}", lo, v] for r, lo, v in zip(score.resolutions, lower.per_level, score.per_level)]
-    rows.append(["mean", lower.mean, score.mean])
-    ctx.report.table(["level", "lower bound: real vs real", "generated vs real"], rows,
+    ctx.report.table(["level", "lower bound: real vs real", "generated vs real"], get_metric("swd").render(values),
                      caption=f"{n} images per set; lower is better. The lower bound is SWD between two disjoint "
                              "halves of the real set. SWD normalises each set per channel: it does not see a "
                              "global colour cast (see the colour section).")
 
 
-def _feature_section(ctx: _Context, real: np.ndarray, fake: np.ndarray, extractor: FeatureExtractor | None,
-                     why: str) -> None:
-    from dermsynth.metrics.frechet import fid_from_features, kid
-    from dermsynth.metrics.prdc import prdc
+FEATURE_METRICS = ("fid", "kid", "prdc")
 
+
+def _feature_section(ctx: _Context, real: RealSet, fake: ImageSet, extractor: FeatureExtractor | None,
+                     why: str) -> None:
     title = "FID, KID, precision / recall / density / coverage"
     if extractor is None:
         return ctx.skip("features", title, why)
-    k = 5
-    if min(len(real), len(fake)) <= k:
-        return ctx.skip("features", title, f"need more than {k} real and generated images (have {len(real)}, "
-                                           f"{len(fake)})")
-    fr = extractor(real, device=ctx.device, progress=ctx.progress)
-    ff = extractor(fake, device=ctx.device, progress=ctx.progress)
-    fid = fid_from_features(fr, ff, ctx.device)
-    kid_res = kid(fr, ff, subset_size=1000, seed=ctx.seed, device=ctx.device)
-    pr = prdc(fr, ff, k=k, device=ctx.device)
-    ctx.numbers["features"] = {"status": "ok", "extractor": extractor.name,
-                               "extractor_description": extractor.description,
-                               "dim": extractor.dim, "n_real": len(fr), "n_fake": len(ff), "fid": fid,
-                               "kid": kid_res.as_dict(), "prdc": pr.as_dict()}
+    opts = ctx.options(extractor)
+    if min(len(real), len(fake)) <= opts.prdc_k:
+        return ctx.skip("features", title, f"need more than {opts.prdc_k} real and generated images (have "
+                                           f"{len(real)}, {len(fake)})")
+    values = compute_metrics(FEATURE_METRICS, real, fake, opts)
+    ctx.numbers["features"] = {"status": "ok", **extractor.provenance(), "dim": extractor.dim, "n_real": len(real),
+                               "n_fake": len(fake), **values}
     ctx.report.heading(title)
     ctx.report.paragraph(why)
-    ctx.report.table(["metric", "value", "better"], [
-        ["FID", fid, "lower"], ["KID mean", kid_res.mean, "lower"], ["KID std", kid_res.std, ""],
-        ["precision (fidelity)", pr.precision, "higher"], ["recall (diversity)", pr.recall, "higher"],
-        ["density", pr.density, "~1"], ["coverage", pr.coverage, "higher"],
-    ], caption=f"{len(fr)} real, {len(ff)} generated images; KID over {kid_res.num_subsets} subsets of "
-               f"{kid_res.subset_size}; PRDC with k={k}. FID is biased upwards at small N: compare at equal N.")
+    rows = [row for name in FEATURE_METRICS for row in get_metric(name).render(values[name])]
+    ctx.report.table(["metric", f"value ({extractor.version})", "better"], rows,
+                     caption=f"{len(real)} real, {len(fake)} generated images; KID over {values['kid']['num_subsets']}"
+                             f" subsets of {values['kid']['subset_size']}; PRDC with k={opts.prdc_k}. FID is biased "
+                             f"upwards at small N: compare at equal N. Extractor {extractor.version}: "
+                             f"{extractor.warning}.")
 
 
 def _class_colour_summary(df: pd.DataFrame) -> dict:
@@ -193,15 +184,12 @@ def _class_colour_summary(df: pd.DataFrame) -> dict:
             for name, g in df.groupby("class", sort=False)}
 
 
-def _colour_section(ctx: _Context, real: LesionDataset, fake: LesionDataset) -> None:
-    from dermsynth.metrics.colour import (
-        class_colour_statistics,
-        colour_histogram_divergence,
-        plot_class_colour_statistics,
-    )
+def _colour_section(ctx: _Context, real: LesionDataset, fake: LesionDataset, real_set: RealSet,
+                    fake_set: ImageSet) -> None:
+    from dermsynth.metrics.colour import class_colour_statistics, plot_class_colour_statistics
 
-    real_images, fake_images = np.asarray(real.images), np.asarray(fake.images)
-    div = colour_histogram_divergence(real_images, fake_images)
+    real_images, fake_images = real_set.images, fake_set.images
+    jsd = compute_metrics(["colour_jsd"], real_set, fake_set, ctx.options())["colour_jsd"]
     tables = {}
     for tag, ds, images in (("real", real, real_images), ("generated", fake, fake_images)):
         names = ds.class_names if ds.num_classes else []
@@ -211,11 +199,12 @@ def _colour_section(ctx: _Context, real: LesionDataset, fake: LesionDataset) -> 
     both = pd.concat([tables["real"], tables["generated"].assign(label=tables["generated"]["label"] + 1000)])
     fig = plot_class_colour_statistics(both, ctx.out / "colour_classes.png",
                                        title="per-image mean colour by class: real vs generated")
-    ctx.numbers["colour"] = {"status": "ok", "histogram_jsd": div.as_dict(),
+    ctx.numbers["colour"] = {"status": "ok", "histogram_jsd": {"per_channel": jsd["per_channel"],
+                                                                "mean": jsd["colour_jsd"], "bins": jsd["bins"]},
                              "class_statistics": {tag: _class_colour_summary(df) for tag, df in tables.items()}}
     ctx.report.heading("Colour statistics")
-    ctx.report.table(["channel", "JS divergence (bits)"], [*zip(("R", "G", "B"), div.per_channel), ("mean", div.mean)],
-                     caption=f"Jensen-Shannon divergence between the pooled {div.bins}-bin channel histograms "
+    ctx.report.table(["channel", "JS divergence (bits)", "better"], get_metric("colour_jsd").render(jsd),
+                     caption=f"Jensen-Shannon divergence between the pooled {jsd['bins']}-bin channel histograms "
                              "(0 = identical, 1 = disjoint).")
     rows = [[name, s["n"], *(f"{s['mean'][c]:.1f} ± {s['std'][c]:.1f}" for c in ("R", "G", "B", "grey"))]
             for tag in ("real", "generated") for name, s in ctx.numbers["colour"]["class_statistics"][tag].items()]
@@ -252,23 +241,25 @@ def _memorisation_section(ctx: _Context, real: np.ndarray, fake: np.ndarray, tra
                         fig)])
 
 
-def _truncation_section(ctx: _Context, model, real: np.ndarray, extractor: FeatureExtractor | None,
+def _truncation_section(ctx: _Context, model, real: RealSet, extractor: FeatureExtractor | None,
                         metric: str, thresholds: Sequence[float | None], n: int | None) -> None:
     from dermsynth.metrics.truncation import truncation_sweep
 
     title = "Truncation sweep (seed 003, Table 3)"
     if model is None:
         return ctx.skip("truncation", title, "no generator checkpoint given (--checkpoint)")
-    if metric != "swd" and extractor is None:
+    if get_metric(metric).needs_features and extractor is None:
         return ctx.skip("truncation", title, f"a {metric.upper()} sweep needs a feature extractor")
     n = min(len(real), n or len(real))
     sweep = truncation_sweep(model, real, metric=metric, thresholds=thresholds, n=n, extractor=extractor,
                              seed=ctx.seed, device=ctx.device, progress=ctx.progress)
     ctx.numbers["truncation"] = {"status": "ok", **sweep.as_dict()}
     ctx.report.heading(title)
-    ctx.report.table(["threshold", sweep.metric.upper()], sweep.rows(),
+    header = sweep.metric.upper() + (f" ({sweep.extractor})" if sweep.extractor else "")
+    warning = f" Extractor {sweep.extractor}: {extractor.warning}." if sweep.extractor else ""
+    ctx.report.table(["threshold", header], sweep.rows(),
                      caption=f"{n} generated images per threshold, same latent draws; components with |z| above the "
-                             f"threshold are resampled. Lower is better; best: {threshold_label(sweep.best)}.")
+                             f"threshold are resampled. Lower is better; best: {threshold_label(sweep.best)}.{warning}")
     ctx.report.images([("metric against truncation threshold", sweep.plot(ctx.out / "truncation.png"))])
 
 
@@ -336,6 +327,7 @@ def evaluate(
     sweep_metric: str = "swd",
     thresholds: Sequence[float | None] = THRESHOLDS,
     sweep_n: int | None = 512,
+    stats_cache: str | Path | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -345,16 +337,19 @@ def evaluate(
     ``real`` / ``fake`` / ``train``: sources (see the module docstring); ``fake`` may be None when
     ``checkpoint`` is given (``n_fake`` samples, default as many as real images). ``size``: side the sets
     are read at (default: the generator's resolution, else what ``real`` is). ``max_images``: subsample
-    each set to at most this many (seeded). ``extractor``: auto | inception | classifier | none (auto:
-    Inception if its weights are given, else the classifier if its checkpoint is given, else none).
-    ``sweep_metric``: swd | fid | kid for the truncation sweep, over ``sweep_n`` images per threshold.
+    each set to at most this many (seeded). ``extractor``: auto | inception | shipped | classifier | none
+    (auto: Inception if its weights are given, else the classifier if its checkpoint is given, else the
+    shipped ``derm-smallcnn-v1``). ``sweep_metric``: a lower-is-better registered metric (swd, fid, kid,
+    colour_jsd) for the truncation sweep, over ``sweep_n`` images per threshold. ``stats_cache``: a folder
+    where the real set's features are cached on disk (keyed by a hash of the images + extractor version).
     """
     from dermsynth.sample import load_generator
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable_dir(out, "--out")  # before any computation
     dev = resolve_device(device)
     model = load_generator(checkpoint, dev) if checkpoint is not None else None
+    if model is not None:
+        assert_finite_weights(model.generator, model.checkpoint)  # a diverged run's NaN weights: refused
     if fake is None and model is None:
         raise DermsynthError("evaluate needs generated images (--fake) or a generator checkpoint (--checkpoint)")
     if model is not None:
@@ -371,7 +366,9 @@ def evaluate(
     else:
         fake_ds = _sample(model, n_fake or len(real_ds), seed + 1)
     train_ds = _at_most(_load(train, size, "training", progress), max_images, seed + 2) if train is not None else None
-    real_images, fake_images = np.asarray(real_ds.images), np.asarray(fake_ds.images)
+    real_set = RealSet(real_ds.images, cache_dir=stats_cache)
+    fake_set = ImageSet(fake_ds.images, name="generated images")
+    real_images, fake_images = real_set.images, fake_set.images
 
     numbers: dict = {"inputs": {
         "real": {"source": str(real_ds.source or real), "n": len(real_ds)},
@@ -385,14 +382,13 @@ def evaluate(
                      f"{numbers['inputs']['fake']['source']} ({len(fake_ds)} images). All at {size}x{size}; "
                      f"computed on {dev}.")
     _images_section(ctx, real_ds, fake_ds)
-    _swd_section(ctx, real_images, fake_images)
-    _feature_section(ctx, real_images, fake_images, ext, why)
-    _colour_section(ctx, real_ds, fake_ds)
+    _swd_section(ctx, real_set, fake_set)
+    _feature_section(ctx, real_set, fake_set, ext, why)
+    _colour_section(ctx, real_ds, fake_ds, real_set, fake_set)
     _memorisation_section(ctx, real_images, fake_images, train_ds)
-    _truncation_section(ctx, model, real_images, ext, sweep_metric, thresholds, sweep_n)
+    _truncation_section(ctx, model, real_set, ext, sweep_metric, thresholds, sweep_n)
     _latent_walk_section(ctx, checkpoint)
     _overfitting_section(ctx, checkpoint)
 
-    json_path = out / "metrics.json"
-    json_path.write_text(json.dumps(numbers, indent=2, default=_json_default) + "\n")
+    json_path = write_json(out / "metrics.json", numbers, default=_json_default)
     return EvaluationResult(report=report.write(out / "report.html"), json=json_path, numbers=numbers)

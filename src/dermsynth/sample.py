@@ -1,4 +1,9 @@
-"""Sampling from a trained generator (any model in the registry): PNGs with a manifest, truncation, latent walks.
+"""Sampling from a trained generator (any model in the registry): PNGs with a manifest, truncation, latent walks,
+and :func:`translate_images` for map -> image (and image -> image) generators.
+
+A checkpoint records what its generator takes (``generator_inputs``: batch field names in call order):
+noise -> image generators take ``("z", "labels")`` and are *sampled*; the others take maps or images from a
+dataset (``dermsynth.train.batch``) and are *translated*.
 
 Images always come out at the model's full resolution (a PGAN checkpoint taken while it was still growing is
 enlarged nearest-neighbour, as Karras' generator shows it). Generators that draw noise inside (LAPGAN's
@@ -8,20 +13,25 @@ band noise) draw it from a stream seeded by the sampling seed, so samples are re
 from __future__ import annotations
 
 import contextlib
-import csv
+import inspect
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from dermsynth.errors import DermsynthError
-from dermsynth.models import build_gan
+from dermsynth.data.dataset import LesionDataset
+from dermsynth.device import resolve_device
+from dermsynth.errors import CheckpointError, DermsynthError
+from dermsynth.io import check_writable_dir, write_csv
+from dermsynth.progress import tqdm
+from dermsynth.models import NOISE_INPUTS, build_gan
 from dermsynth.models.layers import upsample_to
 from dermsynth.report.figures import image_grid, save_png, to_uint8
-from dermsynth.train.checkpoint import load_checkpoint
+from dermsynth.train.batch import batch_from_dataset
+from dermsynth.train.checkpoint import assert_finite_weights, load_checkpoint
 
 
 @dataclass
@@ -34,6 +44,19 @@ class LoadedGenerator:
     conditional: bool
     checkpoint: Path
     step: int
+    inputs: tuple[str, ...] = NOISE_INPUTS
+    model: str = ""
+
+    @property
+    def samples_noise(self) -> bool:
+        """True for noise -> image generators (sampled from latents), False for translators."""
+        return "z" in self.inputs
+
+    def require_noise(self) -> None:
+        if not self.samples_noise:
+            command = "dermsynth edit" if "images" in self.inputs else "dermsynth translate"
+            raise DermsynthError(f"{self.checkpoint} is a {self.model or 'translation'} model that takes "
+                                 f"{', '.join(self.inputs)}, not latents; use `{command}`")
 
     def class_index(self, name_or_index: str | int | None) -> int | None:
         if name_or_index is None:
@@ -50,41 +73,78 @@ class LoadedGenerator:
         raise DermsynthError(f"unknown class {key!r}; this model knows {', '.join(self.class_names)}")
 
 
-def load_generator(checkpoint: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> LoadedGenerator:
+def load_generator(checkpoint: str | Path, device: str | torch.device = "auto", ema: bool = True) -> LoadedGenerator:
     """Rebuild the generator of a training checkpoint (the EMA copy when it has one and ``ema``)."""
     state = load_checkpoint(checkpoint)
+    assert_finite_weights(state, checkpoint)
     options = state["model_options"]
     G, _ = build_gan(state["model"], **options)
     weights = state["generator_ema"] if ema and state.get("generator_ema") is not None else state["generator"]
-    G.load_state_dict(weights)
-    G.to(device).eval().requires_grad_(False)
-    return LoadedGenerator(G, list(state["class_names"]), int(options["z_dim"]), options["num_classes"] > 0,
-                           Path(checkpoint), int(state["step"]))
+    try:
+        G.load_state_dict(weights)
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{checkpoint}: generator weights do not match {state['model']} "
+                              f"({str(exc).splitlines()[0]})") from None
+    G.to(resolve_device(device)).eval().requires_grad_(False)
+    inputs = tuple(state.get("generator_inputs") or NOISE_INPUTS)  # checkpoints before the step protocol
+    return LoadedGenerator(G, list(state["class_names"]), int(options.get("z_dim", 0)),
+                           options.get("num_classes", 0) > 0, Path(checkpoint), int(state["step"]), inputs,
+                           str(state["model"]))
+
+
+# Rejection redraws take ~1 / P(|z| <= t) rounds; below this acceptance (t < ~0.0063) the components still
+# outside are drawn from the truncated normal's inverse CDF instead: the same distribution, no loop.
+_MIN_ACCEPTANCE = 0.005
 
 
 def truncated_normal(n: int, dim: int, threshold: float | None, generator: torch.Generator) -> torch.Tensor:
     """Standard-normal latents; with ``threshold``, every component with |z| > threshold is redrawn
-    until it falls inside (the resampling truncation trick of seed 003, not clamping)."""
+    until it falls inside (the resampling truncation trick of seed 003, not clamping).
+
+    Components inside are kept as drawn, and the redraws are those of earlier versions (same latents for
+    thresholds >= 0.01). For tiny thresholds, where redrawing would take ~1/P(|z| <= threshold) rounds, the
+    components outside are drawn from the truncated normal directly (inverse CDF).
+    """
     z = torch.randn(n, dim, generator=generator)
     if threshold is None:
         return z
-    if threshold <= 0:
+    if not threshold > 0:  # also NaN
         raise DermsynthError(f"--truncation must be > 0, got {threshold}")
-    outside = z.abs() > threshold
-    while outside.any():
-        z[outside] = torch.randn(int(outside.sum()), generator=generator)
-        outside = z.abs() > threshold
+    flat = z.view(-1)
+    outside = torch.nonzero(flat.abs() > threshold).squeeze(1)  # ascending: the order earlier versions redrew in
+    if math.erf(threshold / math.sqrt(2)) >= _MIN_ACCEPTANCE:
+        while outside.numel():
+            flat[outside] = torch.randn(outside.numel(), generator=generator)
+            outside = outside[flat[outside].abs() > threshold]
+    if outside.numel():
+        low = torch.special.ndtr(torch.tensor(-float(threshold), dtype=torch.float64))
+        u = torch.rand(outside.numel(), generator=generator, dtype=torch.float64)
+        flat[outside] = torch.special.ndtri(low + u * (1 - 2 * low)).clamp_(-threshold, threshold).to(flat.dtype)
     return z
+
+
+def _psi_options(model: LoadedGenerator, psi: float | None) -> dict:
+    """``truncation_psi`` for generators that truncate in their own latent space (StyleGAN2's w)."""
+    if psi is None:
+        return {}
+    if "truncation_psi" not in inspect.signature(model.generator.forward).parameters:
+        raise DermsynthError(f"--psi (truncation in w space) needs a StyleGAN-class model; {model.checkpoint} is "
+                             f"{model.model or 'another model'}: use --truncation (latent resampling)")
+    if not 0.0 <= psi <= 1.0:
+        raise DermsynthError(f"--psi must be in [0, 1], got {psi}")
+    return {"truncation_psi": float(psi)}
 
 
 @torch.no_grad()
 def generate(model: LoadedGenerator, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 256,
-             seed: int | None = None) -> np.ndarray:
+             seed: int | None = None, psi: float | None = None) -> np.ndarray:
     """Run the generator over latents (and labels) in batches; returns uint8 (N, H, W, 3) at full resolution.
 
-    With ``seed``, noise the generator draws itself (LAPGAN) comes from a forked RNG seeded with it, leaving
-    the caller's global RNG untouched; without, from the global RNG.
+    With ``seed``, noise the generator draws itself (LAPGAN, StyleGAN2's noise inputs) comes from a forked RNG
+    seeded with it, leaving the caller's global RNG untouched; without, from the global RNG. ``psi``: StyleGAN2's
+    truncation toward the average w (1 = none).
     """
+    options = _psi_options(model, psi)
     device = next(model.generator.parameters()).device
     resolution = int(model.generator.resolution)
     fork = (torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
@@ -96,18 +156,42 @@ def generate(model: LoadedGenerator, z: torch.Tensor, labels: torch.Tensor | Non
         for i in range(0, len(z), batch_size):
             zb = z[i:i + batch_size].to(device)
             yb = None if labels is None else labels[i:i + batch_size].to(device)
-            out.append(to_uint8(upsample_to(model.generator(zb, yb), resolution)))
+            out.append(to_uint8(upsample_to(model.generator(zb, yb, **options), resolution)))
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
 
 
 def sample_images(model: LoadedGenerator, n: int, seed: int, truncation: float | None = None,
-                  class_name: str | int | None = None, batch_size: int = 256) -> tuple[np.ndarray, torch.Tensor | None]:
+                  class_name: str | int | None = None, batch_size: int = 256,
+                  psi: float | None = None) -> tuple[np.ndarray, torch.Tensor | None]:
     """``n`` uint8 images and their labels (None when unconditional), reproducible from ``seed``: latents, then
     labels, from one generator seeded with it; noise the generator draws itself (LAPGAN) seeded with it too."""
+    model.require_noise()
     gen = torch.Generator().manual_seed(seed)
     z = truncated_normal(n, model.z_dim, truncation, gen)
     labels = sample_labels(model, n, class_name, gen)
-    return generate(model, z, labels, batch_size, seed=seed), labels
+    return generate(model, z, labels, batch_size, seed=seed, psi=psi), labels
+
+
+@torch.no_grad()
+def translate_images(model: LoadedGenerator, data: LesionDataset, index: np.ndarray | None = None,
+                     batch_size: int = 64, seed: int = 0, **generator_options: object) -> np.ndarray:
+    """Run a map -> image (or image -> image) generator over rows of ``data``: uint8 (N, H, W, 3).
+
+    The generator's recorded inputs (e.g. semantic and instance maps, or an image and its mask) are cut from
+    the dataset as during training; ``generator_options`` are passed through (e.g. CycleGAN's direction).
+    Noise the generator draws itself comes from a forked RNG seeded with ``seed``.
+    """
+    if model.samples_noise:
+        raise DermsynthError(f"{model.checkpoint} samples from latents; use `dermsynth sample`")
+    index = np.arange(len(data)) if index is None else np.asarray(index, dtype=np.int64)
+    device = next(model.generator.parameters()).device
+    out = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(index), batch_size):
+            batch = batch_from_dataset(data, index[start:start + batch_size], model.inputs, device)
+            out.append(to_uint8(model.generator(*[batch.get(name) for name in model.inputs], **generator_options)))
+    return np.concatenate(out) if out else np.zeros((0, data.size, data.size, 3), np.uint8)
 
 
 def sample_labels(model: LoadedGenerator, n: int, class_name: str | int | None, generator: torch.Generator) -> torch.Tensor | None:
@@ -123,14 +207,15 @@ def sample_labels(model: LoadedGenerator, n: int, class_name: str | int | None, 
 
 
 def write_samples(checkpoint: str | Path, n: int, out: str | Path, class_name: str | int | None = None,
-                  truncation: float | None = None, seed: int = 0, device: str = "cpu",
-                  batch_size: int = 256, progress: bool = True) -> Path:
-    """Write ``n`` PNGs and ``manifest.csv`` (file, class, seed, truncation, checkpoint) to ``out``."""
+                  truncation: float | None = None, seed: int = 0, device: str = "auto",
+                  batch_size: int = 256, progress: bool = True, psi: float | None = None) -> Path:
+    """Write ``n`` PNGs and ``manifest.csv`` (file, class, seed, truncation, psi, checkpoint) to ``out``."""
     if n < 1:
         raise DermsynthError(f"--n must be >= 1, got {n}")
     model = load_generator(checkpoint, device)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    model.require_noise()
+    _psi_options(model, psi)  # a clear error before any work
+    out = check_writable_dir(out, "--out")
     gen = torch.Generator().manual_seed(seed)
     z = truncated_normal(n, model.z_dim, truncation, gen)
     labels = sample_labels(model, n, class_name, gen)
@@ -138,18 +223,14 @@ def write_samples(checkpoint: str | Path, n: int, out: str | Path, class_name: s
     for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
         stop = min(start + batch_size, n)
         images = generate(model, z[start:stop], None if labels is None else labels[start:stop], batch_size,
-                          seed=seed * 1_000_003 + start)  # one noise stream per batch of the manifest
+                          seed=seed * 1_000_003 + start, psi=psi)  # one noise stream per batch of the manifest
         for i, img in zip(range(start, stop), images):
             name = f"sample_{seed}_{i:06d}.png"
             save_png(img, out / name)
             cls = "" if labels is None else model.class_names[int(labels[i])]
-            rows.append([name, cls, seed, "" if truncation is None else truncation, str(model.checkpoint)])
-    manifest = out / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "class", "seed", "truncation", "checkpoint"])
-        w.writerows(rows)
-    return manifest
+            rows.append([name, cls, seed, "" if truncation is None else truncation, "" if psi is None else psi,
+                         str(model.checkpoint)])
+    return write_csv(out / "manifest.csv", ["file", "class", "seed", "truncation", "psi", "checkpoint"], rows)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -164,9 +245,11 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def latent_walk(checkpoint: str | Path, out: str | Path, rows: int = 4, steps: int = 8,
                 class_name: str | int | None = None, truncation: float | None = None, seed: int = 0,
-                device: str = "cpu") -> Path:
-    """A grid of latent walks (seed 001, Fig. 4): each row interpolates (slerp) between two random latents."""
+                device: str = "auto", psi: float | None = None) -> Path:
+    """A grid of latent walks (seed 001, Fig. 4): each row interpolates (slerp) between two random latents
+    (z; StyleGAN2 maps every point to w, truncated toward the average w by ``psi``)."""
     model = load_generator(checkpoint, device)
+    model.require_noise()
     gen = torch.Generator().manual_seed(seed)
     ends = truncated_normal(2 * rows, model.z_dim, truncation, gen)
     t = torch.linspace(0, 1, steps)
@@ -174,5 +257,5 @@ def latent_walk(checkpoint: str | Path, out: str | Path, rows: int = 4, steps: i
     labels = sample_labels(model, rows, class_name, gen)
     if labels is not None:
         labels = labels.repeat_interleave(steps)  # one class per row
-    images = generate(model, z, labels, seed=seed)
+    images = generate(model, z, labels, seed=seed, psi=psi)
     return save_png(image_grid(images, nrow=steps), Path(out), min_side=256)

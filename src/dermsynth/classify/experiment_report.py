@@ -6,14 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
+from dermsynth.classify.experiment_config import Condition
 from dermsynth.classify.stats import format_mean_std
 from dermsynth.report.html import HTMLReport
 
-__all__ = ["detail_rows", "seed000_table", "write_outputs"]
+__all__ = ["detail_rows", "external_rows", "seed000_table", "write_outputs"]
 
 
-def _runs(cond: dict, key: str) -> list[float]:
-    return [r["metrics"][key] for r in cond["runs"] if r["metrics"][key] is not None]
+def _runs(cond: dict, key: str, test: str = "metrics") -> list[float]:
+    """One metric of every run of a condition on one test set (``metrics``: internal, ``external_metrics``)."""
+    return [r[test][key] for r in cond["runs"] if r[test][key] is not None]
 
 
 def _pct(x: float | None, digits: int = 1) -> str:
@@ -49,13 +51,48 @@ def detail_rows(results: dict) -> list[list[str]]:
         mel = _runs(cond, "melanoma_auc") if results["melanoma_class"] else []
         rows.append([
             cond["label"], str(sum(cond["synthetic_per_class"].values())), _interval(s["ci_low"], s["ci_high"]),
-            "baseline" if vs is None
-            else f"{_pct(paired['mean_diff'], 2)} {_interval(paired['ci_low'], paired['ci_high'])}",
+            "baseline" if vs is None else _difference(paired),
             _p(paired["permutation_p"]) if paired else "", _p(paired["wilcoxon_p"]) if paired else "",
             "" if boot is None else f"{_pct(boot['observed'], 2)} {_interval(boot['ci_low'], boot['ci_high'])}",
             format_mean_std(_runs(cond, "balanced_accuracy")), format_mean_std(_runs(cond, "accuracy")),
             _mean_std(mel)])
     return rows
+
+
+EXTERNAL_HEADER = ["Training data", "macro AUC (%)", "melanoma AUC (%)", "Δ melanoma AUC vs baseline (pp) [95% CI]",
+                   "permutation p", "bootstrap Δ melanoma AUC (pp) [95% CI]", "balanced accuracy (%)"]
+
+
+def external_rows(results: dict) -> list[list[str]]:
+    """One row per condition on the external test set (macro AUC over the classes it has, melanoma AUC)."""
+    rows = []
+    for cond in results["conditions"].values():
+        vs = cond["external"]["vs_baseline"]
+        paired = (vs or {}).get("paired", {}).get("melanoma_auc")
+        boot = (vs or {}).get("bootstrap_seed_mean_probs", {}).get("melanoma_auc")
+        rows.append([
+            cond["label"], _mean_std(_runs(cond, "macro_auc", "external_metrics")),
+            _mean_std(_runs(cond, "melanoma_auc", "external_metrics")) if results["melanoma_class"] else "n/a",
+            "baseline" if vs is None else _difference(paired),
+            "" if paired is None else _p(paired["permutation_p"]),
+            "" if boot is None else f"{_pct(boot['observed'], 2)} {_interval(boot['ci_low'], boot['ci_high'])}",
+            _mean_std(_runs(cond, "balanced_accuracy", "external_metrics"))])
+    return rows
+
+
+def _difference(paired: dict | None) -> str:
+    """"+1.23 [-0.5, 3.0]": a paired mean difference in percentage points with its CI."""
+    if paired is None:
+        return "n/a"
+    return f"{_pct(paired['mean_diff'], 2)} {_interval(paired['ci_low'], paired['ci_high'])}"
+
+
+def _external_caption(results: dict) -> str:
+    ext = results["external_test"]
+    mapping = ", ".join(f"{a} -> {b}" for a, b in ext["mapping"].items())
+    return (f"External test set {ext['source']} ({ext['images']} images; classes mapped {mapping}); scored on "
+            f"{', '.join(ext['classes_scored'])} only: the macro AUC averages the one-vs-rest AUCs of those classes. "
+            f"{ext['ids_also_in_data']} of its image ids also occur in the training data.")
 
 
 def _mean_std(values: list[float | None]) -> str:
@@ -135,8 +172,6 @@ def _plot_confusion(matrix: np.ndarray, names: list[str], title: str, path: Path
 
 def write_outputs(results: dict, out: Path) -> tuple[str, Path]:
     """Write ``table.md``, ``table.txt``, ``auc.png``, ``confusion/*.png`` and ``report.html``."""
-    from dermsynth.classify.experiment import Condition
-
     out = Path(out)
     names = results["data"]["class_names"]
     main_rows = seed000_table(results)
@@ -149,6 +184,9 @@ def write_outputs(results: dict, out: Path) -> tuple[str, Path]:
              + _markdown(DETAIL_HEADER, details) + "\nPer-class recall (%), mean ± std\n\n"
              + _markdown(["Training data"] + names, recall_rows) + "\nPer-class AUC (%), mean ± std\n\n"
              + _markdown(["Training data"] + names, auc_rows))
+    if results.get("external_test"):
+        table += ("\nExternal test set, mean ± std over seeds. " + _external_caption(results) + "\n\n"
+                  + _markdown(EXTERNAL_HEADER, external_rows(results)))
     (out / "table.md").write_text(table)
     (out / "table.txt").write_text("Training data\tAUC (%)\n" + "".join(f"{a}\t{b}\n" for a, b in main_rows))
 
@@ -172,6 +210,9 @@ def write_outputs(results: dict, out: Path) -> tuple[str, Path]:
     rep.table(["Training data", "AUC (%)"], main_rows, caption=f"Macro one-vs-rest AUC, mean ± std over {k} seeds")
     rep.table(DETAIL_HEADER, details, caption="; ".join(results["notes"].values()))
     rep.images([("Macro AUC per condition (mean, 95% CI, seeds)", auc_png)])
+    if results.get("external_test"):
+        rep.heading("External test set")
+        rep.table(EXTERNAL_HEADER, external_rows(results), caption=_external_caption(results))
     rep.heading("Per class")
     rep.table(["Training data"] + names, recall_rows, caption="Recall (%), mean ± std over seeds")
     rep.table(["Training data"] + names, auc_rows, caption="One-vs-rest AUC (%), mean ± std over seeds")

@@ -24,18 +24,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from dermsynth.classify.augment import SEED002_AUGMENT, AugmentConfig, augment_batch
 from dermsynth.classify.evaluate import macro_auc
+from dermsynth.classify.networks import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalise  # re-exported
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.device import resolve_device
+from dermsynth.progress import tqdm
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainedClassifier", "class_weights", "imagenet_normalise",
            "predict_proba", "train_classifier"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MONITORS = ("auc", "loss")
 
 
@@ -67,6 +66,12 @@ def _check_images(images: np.ndarray, labels: np.ndarray | None, what: str,
         raise DataError(f"{what} labels must lie in [0, {num_classes}), got {labels.min()}..{labels.max()}")
 
 
+def _as_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 images as a CPU tensor; read-only arrays (memory-mapped caches) are copied, torch needs writable memory."""
+    arr = np.ascontiguousarray(images)
+    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+
+
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """``n / (C * n_c)`` per class (1 for an absent class)."""
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
@@ -79,13 +84,6 @@ def _to_input(batch: torch.Tensor, augment: AugmentConfig | None, generator: tor
     if augment is not None:
         x = augment_batch(x, augment, generator)
     return imagenet_normalise(x)
-
-
-def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
-    """Float images in [0, 1], (N, 3, H, W) -> normalised with the ImageNet mean/std, as every classifier sees them."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -110,7 +108,7 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 256,
     _check_images(images, None, "prediction")
     device = resolve_device(str(device))
     model.to(device)
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    x = _as_tensor(images).to(device)
     return torch.softmax(_logits(model, x, batch_size, device), dim=1).double().cpu().numpy()
 
 
@@ -145,10 +143,10 @@ def train_classifier(model: nn.Module, train_images: np.ndarray, train_labels: n
 
     device = resolve_device(str(device))
     model.to(device)
-    x_train = torch.from_numpy(np.ascontiguousarray(train_images)).to(device)
+    x_train = _as_tensor(train_images).to(device)
     y_train = torch.from_numpy(train_labels).to(device)
     if has_val:
-        x_val = torch.from_numpy(np.ascontiguousarray(val_images)).to(device)
+        x_val = _as_tensor(val_images).to(device)
         y_val = torch.from_numpy(val_labels).to(device)
     weights = class_weights(train_labels, num_classes) if class_weighting else None
     weight_t = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)

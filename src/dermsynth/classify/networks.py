@@ -15,7 +15,8 @@
     ``small`` stem (3x3 stride 1, no max-pool, as for CIFAR) keeps small inputs from shrinking to
     nothing. ``stem="auto"`` picks ``small`` below 96 px.
 
-Every network maps normalised float images (N, 3, S, S) to logits (N, C) and has ``num_classes``.
+Every network maps normalised float images (N, 3, S, S) (:func:`imagenet_normalise`) to logits (N, C) and has
+``num_classes``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,22 @@ import torch
 from torch import nn
 
 from dermsynth.errors import DermsynthError
+from dermsynth.io import load_torch
+from dermsynth.models.perceptual import PerceptualNet, register_perceptual
 
-__all__ = ["CLASSIFIERS", "ResNet18", "SmallCNN", "build_classifier", "count_parameters", "load_pretrained",
+__all__ = ["CLASSIFIERS", "EXTRACTOR_KIND", "IMAGENET_MEAN", "IMAGENET_STD", "ResNet18", "SmallCNN", "build_classifier",
+           "count_parameters", "imagenet_normalise", "load_pretrained", "load_saved_classifier",
            "register_classifier"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1], (N, 3, H, W) -> normalised with the ImageNet mean/std, as every classifier sees them."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 class SmallCNN(nn.Module):
@@ -212,3 +226,62 @@ def load_pretrained(model: nn.Module, path: str | Path, *, head: str = "fc.",
     merged = {k: (own[k] if k in skipped or k not in state else state[k]) for k in own}
     model.load_state_dict(merged)
     return skipped
+
+
+# --- saved classifiers (the feature-extractor checkpoint format) ------------------------------
+#: Marks the checkpoints of trained classifiers that serve as FID/KID feature extractors
+#: (written by :func:`dermsynth.classify.extractor.train_feature_extractor`, read by
+#: :mod:`dermsynth.metrics.features`).
+EXTRACTOR_KIND = "dermsynth-feature-extractor"
+
+
+def load_saved_classifier(path: str | Path) -> tuple[nn.Module, dict]:
+    """(classifier in eval mode, the checkpoint's metadata) from a feature-extractor checkpoint.
+
+    The metadata is every entry but the weights: ``arch``, ``num_classes``, ``image_size``, ``class_names``,
+    ``source``, ``test_auc``, ... One-line errors for a missing, corrupt or foreign file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DermsynthError(f"{path}: feature-extractor checkpoint not found (train one with "
+                             f"`dermsynth train-extractor --data SRC --out {path}`)")
+    state = load_torch(path, what="feature-extractor checkpoint", error=DermsynthError)
+    if not isinstance(state, dict) or state.get("kind") != EXTRACTOR_KIND:
+        raise DermsynthError(f"{path}: not a dermsynth feature-extractor checkpoint (write one with train-extractor)")
+    try:
+        model = build_classifier(state["arch"], int(state["num_classes"]), int(state["image_size"]))
+        model.load_state_dict(state["state_dict"])
+    except KeyError as exc:
+        raise DermsynthError(f"{path}: feature-extractor checkpoint without {exc}") from None
+    except RuntimeError:
+        raise DermsynthError(f"{path}: weights do not fit a {state['arch']} classifier") from None
+    return model.eval(), {k: v for k, v in state.items() if k != "state_dict"}
+
+
+# --- the classifier as pix2pixHD's perceptual network (dermsynth.models.perceptual) ---------------------------
+def classifier_stages(model: nn.Module) -> list[nn.Module]:
+    """A classifier's convolutional stages in order: SmallCNN's blocks (each ending in its max-pool) or
+    ResNet-18's stem and layer1-4."""
+    if isinstance(model, ResNet18):
+        stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+        return [nn.Sequential(stem, model.layer1), model.layer2, model.layer3, model.layer4]
+    if isinstance(model, SmallCNN):
+        stages, current = [], []
+        for layer in model.features:
+            current.append(layer)
+            if isinstance(layer, nn.MaxPool2d):
+                stages.append(nn.Sequential(*current))
+                current = []
+        return stages
+    raise DermsynthError(f"{type(model).__name__} has no known convolutional stages for a perceptual loss")
+
+
+def load_perceptual_classifier(path: str) -> PerceptualNet:
+    """``--perceptual classifier:CKPT``: a train-extractor checkpoint's stages, weights 1/2^(n-1-k) (deepest 1)."""
+    model, _ = load_saved_classifier(path)
+    stages = classifier_stages(model)
+    weights = [1.0 / 2 ** (len(stages) - 1 - k) for k in range(len(stages))]
+    return PerceptualNet(stages, weights, IMAGENET_MEAN, IMAGENET_STD, f"classifier:{path}")
+
+
+register_perceptual("classifier", load_perceptual_classifier)

@@ -24,6 +24,7 @@ import numpy as np
 
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.errors import DataError
+from dermsynth.io import write_csv, write_json
 
 __all__ = ["SPLIT_NAMES", "Split", "grouped_split", "split_dataset"]
 
@@ -68,17 +69,13 @@ class Split:
     def save(self, path: str | Path) -> Path:
         """Write ``.json`` (everything) or ``.csv`` (``id,split,group,label``)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         rows = zip(self.ids, self.splits, self.groups, self.labels)
         if path.suffix.lower() == ".csv":
-            with open(path, "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["id", "split", "group", "label"])
-                writer.writerows(rows)
+            write_csv(path, ["id", "split", "group", "label"], rows)
         elif path.suffix.lower() == ".json":
             meta = {"names": list(self.names), "fractions": self.fractions, "seed": self.seed,
                     "images": [{"id": i, "split": s, "group": g, "label": int(y)} for i, s, g, y in rows]}
-            path.write_text(json.dumps(meta, indent=1))
+            write_json(path, meta, indent=1)
         else:
             raise DataError(f"{path}: a split is saved as .json or .csv")
         return path

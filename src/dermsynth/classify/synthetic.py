@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from dermsynth.data.images import load_image, preprocess_image
+from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
+from dermsynth.train.checkpoint import assert_finite_weights
 
 __all__ = ["CallableSource", "FolderSource", "GeneratorSource", "SyntheticImages", "SyntheticSource",
            "open_source", "phantom_source"]
@@ -139,13 +141,15 @@ def phantom_source(class_names: Sequence[str] | None = None, hairs: float = 0.3)
 
 
 class GeneratorSource(SyntheticSource):
-    """Samples of a GAN checkpoint; ``class_name`` declares the one class of an unconditional model."""
+    """Samples of a GAN checkpoint; ``class_name`` declares the one class of an unconditional model.
+    ``device``: auto (CUDA when available), cpu, cuda... A checkpoint with non-finite weights is refused."""
 
     def __init__(self, checkpoint: str | Path, *, class_name: str | None = None, truncation: float | None = None,
-                 device: str = "cpu", batch_size: int = 256) -> None:
+                 device: str = "auto", batch_size: int = 256) -> None:
         from dermsynth.sample import load_generator
 
-        self.model = load_generator(checkpoint, device)
+        self.model = load_generator(checkpoint, resolve_device(device))
+        assert_finite_weights(self.model.generator, checkpoint)
         self.name = str(checkpoint)
         self.truncation, self.batch_size = truncation, batch_size
         if self.model.conditional:
@@ -224,7 +228,7 @@ class FolderSource(SyntheticSource):
 
 
 def open_source(spec: str | Path, *, class_name: str | None = None, truncation: float | None = None,
-                device: str = "cpu") -> SyntheticSource:
+                device: str = "auto") -> SyntheticSource:
     """A source from a string: ``phantom``, a checkpoint (``.pt`` file or run folder with ``latest.pt``)
     or a sample folder with ``manifest.csv``."""
     if str(spec).strip().lower() == "phantom" and not Path(spec).exists():

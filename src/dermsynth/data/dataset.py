@@ -8,13 +8,13 @@ so that splits never put one lesion on both sides. Arrays may be NumPy memory ma
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dermsynth.errors import DataError
+from dermsynth.io import atomic_open, ensure_dir, write_json
 
 # ISIC 2018 Task 2 attribute names, in the order attribute masks are stacked.
 ATTRIBUTES: tuple[str, ...] = ("pigment_network", "negative_network", "streaks", "milia_like_cyst", "globules")
@@ -29,6 +29,7 @@ class LesionDataset:
     images: (N, S, S, 3) uint8.  labels: (N,) int64, -1 for unlabelled.
     lesion_masks: (N, S, S) uint8 in {0, 1}, or None.
     attribute_masks: (N, len(attribute_names), S, S) uint8 in {0, 1}, or None.
+    instance_maps: (N, S, S) int32 SLIC superpixel ids (``dermsynth.data.maps``), or None.
     groups: lesion/patient id per image (defaults to the image id: every image its own group).
     """
 
@@ -41,6 +42,7 @@ class LesionDataset:
     attribute_masks: np.ndarray | None = None
     attribute_names: list[str] = field(default_factory=lambda: list(ATTRIBUTES))
     source: str = ""
+    instance_maps: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -53,7 +55,8 @@ class LesionDataset:
             raise DataError(f"{n} images but {len(self.labels)} labels and {len(self.ids)} ids")
         if self.groups is None:
             self.groups = list(self.ids)
-        for name, arr in (("lesion_masks", self.lesion_masks), ("attribute_masks", self.attribute_masks)):
+        for name, arr in (("lesion_masks", self.lesion_masks), ("attribute_masks", self.attribute_masks),
+                          ("instance_maps", self.instance_maps)):
             if arr is not None and (len(arr) != n or arr.shape[-2:] != self.images.shape[1:3]):
                 raise DataError(f"{name} shape {arr.shape} does not match images {self.images.shape}")
 
@@ -98,6 +101,7 @@ class LesionDataset:
             attribute_masks=None if self.attribute_masks is None else np.ascontiguousarray(self.attribute_masks[index]),
             attribute_names=list(self.attribute_names),
             source=self.source,
+            instance_maps=None if self.instance_maps is None else np.ascontiguousarray(self.instance_maps[index]),
         )
 
     # --- cache on disk -------------------------------------------------------------------------
@@ -107,18 +111,18 @@ class LesionDataset:
         Files are written under temporary names and renamed, so an interrupted write never
         leaves a cache that looks complete.
         """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        arrays = {"images": self.images, "lesion_masks": self.lesion_masks, "attribute_masks": self.attribute_masks}
+        directory = ensure_dir(directory)
+        arrays = {"images": self.images, "lesion_masks": self.lesion_masks, "attribute_masks": self.attribute_masks,
+                  "instance_maps": self.instance_maps}
         for name, arr in arrays.items():
             if arr is not None:
-                tmp = directory / f".{name}.tmp.npy"
-                np.save(tmp, np.ascontiguousarray(arr))
-                os.replace(tmp, directory / f"{name}.npy")
+                with atomic_open(directory / f"{name}.npy") as f:
+                    np.save(f, np.ascontiguousarray(arr))
         write_cache_meta(directory, source=self.source, size=self.size, class_names=self.class_names,
                          labels=self.labels.tolist(), ids=self.ids, groups=self.groups,
                          attribute_names=self.attribute_names, has_lesion_masks=self.lesion_masks is not None,
-                         has_attribute_masks=self.attribute_masks is not None, extra=extra_meta)
+                         has_attribute_masks=self.attribute_masks is not None,
+                         has_instance_maps=self.instance_maps is not None, extra=extra_meta)
         return directory
 
     @classmethod
@@ -153,6 +157,7 @@ class LesionDataset:
             attribute_masks=_arr("attribute_masks", meta.get("has_attribute_masks", False)),
             attribute_names=list(meta.get("attribute_names", ATTRIBUTES)),
             source=meta.get("source", str(directory)),
+            instance_maps=_arr("instance_maps", meta.get("has_instance_maps", False)),
         )
 
     @staticmethod
@@ -162,7 +167,7 @@ class LesionDataset:
 
 def write_cache_meta(directory: Path, *, source: str, size: int, class_names: list[str], labels: list[int],
                      ids: list[str], groups: list[str] | None, attribute_names: list[str], has_lesion_masks: bool,
-                     has_attribute_masks: bool, extra: dict | None = None) -> None:
+                     has_attribute_masks: bool, extra: dict | None = None, has_instance_maps: bool = False) -> None:
     """Write a cache folder's ``meta.json`` atomically. Call it last: its presence marks a complete cache."""
     meta = {
         "version": CACHE_VERSION,
@@ -176,8 +181,7 @@ def write_cache_meta(directory: Path, *, source: str, size: int, class_names: li
         "attribute_names": list(attribute_names),
         "has_lesion_masks": has_lesion_masks,
         "has_attribute_masks": has_attribute_masks,
+        "has_instance_maps": has_instance_maps,
         **(extra or {}),
     }
-    tmp = Path(directory) / f".meta.{os.getpid()}.tmp.json"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, Path(directory) / "meta.json")
+    write_json(Path(directory) / "meta.json", meta, indent=1)

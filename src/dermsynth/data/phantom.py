@@ -53,6 +53,7 @@ from typing import Sequence
 import numpy as np
 
 from dermsynth.data.dataset import ATTRIBUTES, LesionDataset
+from dermsynth.defaults import DEFAULT_SIZE
 from dermsynth.errors import DataError
 
 __all__ = ["PHANTOM_CLASSES", "generate_phantom", "render_phantom"]
@@ -527,7 +528,7 @@ def render_phantom(label: int, rng: np.random.Generator, size: int, hairs: float
 
 
 # --- dataset ------------------------------------------------------------------------------------
-def generate_phantom(n: int = 512, size: int = 64, seed: int = 0, class_probs: Sequence[float] | None = None,
+def generate_phantom(n: int = 512, size: int = DEFAULT_SIZE, seed: int = 0, class_probs: Sequence[float] | None = None,
                      classes: Sequence[str] | None = None, hairs: float = 0.3) -> LesionDataset:
     """A :class:`LesionDataset` of ``n`` procedural phantom images (not clinical, see module docs).
 

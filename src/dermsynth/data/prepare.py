@@ -26,7 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from dermsynth.data.dataset import ATTRIBUTES, CACHE_VERSION, LesionDataset, write_cache_meta
 from dermsynth.data.images import (
@@ -37,11 +36,14 @@ from dermsynth.data.images import (
     preprocess_image,
     preprocess_mask,
 )
+from dermsynth.data.maps import SLIC_COMPACTNESS, SLIC_SEGMENTS, superpixels as slic_superpixels
 from dermsynth.data.readers import DataWarning, Record, SourceIndex, read_source
+from dermsynth.defaults import DEFAULT_PHANTOM_N, DEFAULT_SIZE
 from dermsynth.errors import DataError
+from dermsynth.io import check_writable_dir, remove_stale_temp, temp_path, write_error, write_json
+from dermsynth.progress import tqdm
 
 PREPARE_VERSION = 1  # bump when the decoding/cropping/resizing changes, to invalidate old caches
-DEFAULT_PHANTOM_N = 2048
 _CHUNK = 256  # records per thread-pool batch (bounds memory held by finished-but-unwritten results)
 
 
@@ -203,7 +205,7 @@ class _Arrays:
     def _alloc(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         if self.directory is None:
             return np.zeros(shape, np.uint8)
-        path = self.directory / f".{name}.{os.getpid()}.tmp.npy"
+        path = temp_path(self.directory / f"{name}.npy")  # removed on failure, or by the next run if killed
         self.tmp[name] = path
         return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
 
@@ -351,6 +353,7 @@ def prepare(
     skip_missing: bool = False,
     workers: int | None = None,
     force: bool = False,
+    superpixels: bool = False,
 ) -> LesionDataset:
     """Decode ``source`` once at ``size`` px into a cache folder and return it memory-mapped.
 
@@ -360,6 +363,8 @@ def prepare(
     skip_corrupt: unreadable images (and records whose masks are unreadable or misaligned) are skipped with a
     warning and listed in meta.json's ``skipped`` instead of raising :class:`DataError`.
     workers: decoding threads (PIL releases the GIL while decoding/resizing); default min(4, CPUs).
+    superpixels: also compute SLIC superpixels of the prepared images once (``instance_maps.npy``, the instance
+    maps of map -> image models, :mod:`dermsynth.data.maps`); added to an existing cache without decoding again.
     """
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
         raise DataError(f"size must be a positive integer number of pixels, got {size!r}")
@@ -371,19 +376,23 @@ def prepare(
     if not force:
         cached = _reusable(out, fp, size)
         if cached is not None:
-            return cached
+            return _add_superpixels(out, progress) if superpixels and cached.instance_maps is None else cached
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: cache location exists and is not a folder")
+    check_writable_dir(out, "--out")
+    remove_stale_temp(out)  # arrays of a prepare that was killed (up to GBs)
     try:
-        out.mkdir(parents=True, exist_ok=True)
         (out / "meta.json").unlink(missing_ok=True)  # whatever was here is no longer a complete cache
     except OSError as exc:
-        raise DataError(f"{out}: cannot create the cache folder ({exc})") from None
+        raise DataError(f"{out}: cannot write the cache folder ({exc.strerror})") from None
 
-    arrays, kept, skipped, missing_lesion = _fill(index, size, skip_corrupt, progress, workers, out)
-    has_lesion = "lesion_masks" in arrays.arrays
-    has_attrs = "attribute_masks" in arrays.arrays
-    arrays.finish()
+    try:
+        arrays, kept, skipped, missing_lesion = _fill(index, size, skip_corrupt, progress, workers, out)
+        has_lesion = "lesion_masks" in arrays.arrays
+        has_attrs = "attribute_masks" in arrays.arrays
+        arrays.finish()
+    except OSError as exc:  # a full disk while writing the arrays: their temporary files are already removed
+        raise write_error(out, exc) from None
     for name, present in (("lesion_masks", has_lesion), ("attribute_masks", has_attrs)):
         if not present:
             (out / f"{name}.npy").unlink(missing_ok=True)
@@ -402,6 +411,26 @@ def prepare(
                         "errors": [s["error"] for s in skipped]},
             "lesion_mask_missing": {"count": len(missing_lesion), "ids": missing_lesion},
         })
+    return _add_superpixels(out, progress) if superpixels else LesionDataset.load(out)
+
+
+def _add_superpixels(out: Path, progress: bool) -> LesionDataset:
+    """Compute the SLIC superpixels of a complete cache into ``instance_maps.npy`` and record them in meta.json."""
+    images = LesionDataset.load(out).images
+    tmp = temp_path(out / "instance_maps.npy")
+    try:
+        ids = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=images.shape[:3])
+        slic_superpixels(images, out=ids, progress=progress)
+        ids.flush()
+        del ids
+        os.replace(tmp, out / "instance_maps.npy")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    meta = json.loads((out / "meta.json").read_text())
+    meta.update(has_instance_maps=True, superpixels={"method": "skimage.segmentation.slic",
+                                                     "n_segments": SLIC_SEGMENTS, "compactness": SLIC_COMPACTNESS})
+    write_json(out / "meta.json", meta, indent=1)
     return LesionDataset.load(out)
 
 
@@ -418,10 +447,12 @@ def _parse_phantom(spec: str) -> int:
     return value
 
 
-def load_dataset(spec: str | Path | None = None, size: int | None = 64, *, seed: int = 0, **kw) -> LesionDataset:
+def load_dataset(spec: str | Path | None = None, size: int | None = DEFAULT_SIZE, *, seed: int = 0,
+                 **kw) -> LesionDataset:
     """The one data entry for trainers and the CLI.
 
-    spec: None / ``"phantom"`` / ``"phantom:N"`` -> synthetic phantom lesions (N defaults to 2048, ``seed`` used);
+    spec: None / ``"phantom"`` / ``"phantom:N"`` -> synthetic phantom lesions (N defaults to DEFAULT_PHANTOM_N,
+    2048; ``seed`` used);
     a prepared cache folder (has meta.json) -> loaded memory-mapped (DataError if it was prepared at another size;
     ``size=None`` accepts any); a ``.npz`` -> read and built in memory at ``size`` (``split=`` selects a split);
     anything else -> :func:`prepare` into the default cache (``kw`` passed on: kind, skip_corrupt, progress, ...).
@@ -431,7 +462,7 @@ def load_dataset(spec: str | Path | None = None, size: int | None = 64, *, seed:
         n = DEFAULT_PHANTOM_N if spec is None else _parse_phantom(spec.strip())
         from dermsynth.data.phantom import generate_phantom
 
-        return generate_phantom(n=n, size=64 if size is None else int(size), seed=seed)
+        return generate_phantom(n=n, size=DEFAULT_SIZE if size is None else int(size), seed=seed)
     path = Path(spec).expanduser()
     if path.is_dir() and LesionDataset.is_cache(path):
         ds = LesionDataset.load(path)
@@ -445,7 +476,7 @@ def load_dataset(spec: str | Path | None = None, size: int | None = 64, *, seed:
         index = read_source(path, "npz", split=kw.pop("split", "all"))
         if size is None:
             first = index.records[0].image if index.records else None
-            size = int(min(first.shape[:2])) if first is not None else 64
+            size = int(min(first.shape[:2])) if first is not None else DEFAULT_SIZE
         return build_dataset(index, int(size), skip_corrupt=kw.pop("skip_corrupt", False),
                              progress=kw.pop("progress", False), workers=kw.pop("workers", 1))
-    return prepare(path, 64 if size is None else int(size), **kw)
+    return prepare(path, DEFAULT_SIZE if size is None else int(size), **kw)

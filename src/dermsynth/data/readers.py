@@ -203,7 +203,7 @@ def _check_orphan_masks(scan: _Scan, skip_missing: bool) -> None:
     if skip_missing:
         warnings.warn(msg + "; ignoring them", DataWarning, stacklevel=3)
     else:
-        raise DataError(msg + "; fix the name or pass skip_missing=True")
+        raise DataError(msg + "; fix the name or pass --skip-missing (skip_missing=True)")
 
 
 def _record(scan: _Scan, image_id: str, image: Path, label: int, group: str) -> Record:
@@ -240,7 +240,7 @@ def _records_from_table(
             f"(first: {missing[0]}; looked for <id>.jpg/.jpeg/.png/.bmp/.tif anywhere below)"
         )
         if not skip_missing:
-            raise DataError(msg + "; pass skip_missing=True to drop them")
+            raise DataError(msg + "; pass --skip-missing (skip_missing=True) to drop them")
         warnings.warn(msg + "; dropping them", DataWarning, stacklevel=3)
         notes["dropped_missing"] = missing
     _warn_duplicates(scan)

@@ -1,6 +1,6 @@
 """Evaluation metrics, each usable alone: SWD, FID/KID, precision/recall/density/coverage, colour
-statistics, the memorisation audit, feature extractors (FID Inception, the project's classifier) and the
-truncation sweep."""
+statistics, the memorisation audit, feature extractors (FID Inception, the shipped derm-smallcnn-v1, a
+user's classifier), the metric registry (with TrainingMetrics for the trainer) and the truncation sweep."""
 
 from dermsynth.metrics.colour import (
     ColourDivergence,
@@ -14,8 +14,9 @@ from dermsynth.metrics.features import (
     FeatureExtractor,
     build_extractor,
     load_classifier_extractor,
+    load_shipped_extractor,
     register_extractor,
-    train_feature_extractor,
+    resolve_extractor,
 )
 from dermsynth.metrics.frechet import KIDResult, feature_statistics, fid_from_features, frechet_distance, kid
 from dermsynth.metrics.inception import FIDInceptionV3, load_fid_inception
@@ -27,14 +28,18 @@ from dermsynth.metrics.memorisation import (
     ssim,
 )
 from dermsynth.metrics.prdc import PRDCResult, prdc
+from dermsynth.metrics.registry import (METRICS, MetricOptions, RealSet, TrainingMetrics, compute_metrics,
+                                        get_metric, metric_names, register_metric)
 from dermsynth.metrics.swd import SWDResult, swd, swd_lower_bound
 from dermsynth.metrics.truncation import THRESHOLDS, TruncationSweep, truncation_sweep
 
 __all__ = [
-    "EXTRACTORS", "THRESHOLDS", "AuditResult", "ColourDivergence", "FIDInceptionV3", "FeatureExtractor", "KIDResult",
-    "PRDCResult", "SWDResult", "TruncationSweep", "build_extractor", "channel_histograms", "class_colour_statistics",
-    "colour_histogram_divergence", "feature_statistics", "fid_from_features", "frechet_distance", "kid",
-    "load_classifier_extractor", "load_fid_inception", "memorisation_audit", "nearest_neighbours",
-    "plot_class_colour_statistics", "plot_nearest_neighbours", "prdc", "register_extractor", "ssim", "swd",
-    "swd_lower_bound", "train_feature_extractor", "truncation_sweep",
+    "EXTRACTORS", "METRICS", "THRESHOLDS", "AuditResult", "ColourDivergence", "FIDInceptionV3", "FeatureExtractor",
+    "KIDResult", "MetricOptions", "PRDCResult", "RealSet", "SWDResult", "TrainingMetrics", "TruncationSweep",
+    "build_extractor", "channel_histograms", "class_colour_statistics", "colour_histogram_divergence",
+    "compute_metrics", "feature_statistics", "fid_from_features", "frechet_distance", "get_metric", "kid",
+    "load_classifier_extractor", "load_fid_inception", "load_shipped_extractor", "memorisation_audit",
+    "metric_names", "nearest_neighbours", "plot_class_colour_statistics", "plot_nearest_neighbours", "prdc",
+    "register_extractor", "register_metric", "resolve_extractor", "ssim", "swd", "swd_lower_bound",
+    "truncation_sweep",
 ]

@@ -2,23 +2,37 @@
 
 A :class:`FeatureExtractor` maps images -- uint8 (N, H, W, 3) numpy arrays (memmaps fine) or float
 (N, 3, H, W) tensors in [0, 1] -- to float32 features (N, D), in batches, on a device, with a progress bar.
+Every extractor has a ``version``, the identity of its feature space: FID/KID/PRDC numbers compare only
+with numbers of the same version, so every number written carries it (:meth:`FeatureExtractor.provenance`).
 
 ``inception``
     The standard FID Inception-v3 (TF 2015-12-05 graph, 2048-d pool3; :mod:`dermsynth.metrics.inception`).
     Needs the local weights file ``pt_inception-2015-12-05-6726825d.pth`` (``weights=`` or
     ``$DERMSYNTH_INCEPTION_WEIGHTS``); nothing is downloaded. Its FIDs are comparable with published ones.
+``shipped``
+    ``derm-smallcnn-v1``: a compact dermoscopy classifier shipped inside the package
+    (``dermsynth/metrics/weights/``), trained by ``dermsynth train-extractor`` on HAM10000 (CC BY-NC 4.0,
+    Tschandl et al. 2018); its card (``derm-smallcnn-v1.json``) records the command, the lesion-grouped
+    split and the test AUC. Works on a fresh machine with no download; images of any size are resized to
+    its input size.
 ``classifier``
-    Penultimate-layer features of a dermoscopy classifier that this project trains on real data
-    (:func:`train_feature_extractor`, ``dermsynth train-extractor``), loaded from its own checkpoint. It needs
-    no external weights, but its numbers are comparable **only with numbers from the same checkpoint**:
-    another training run, dataset or size gives another feature space and another scale.
+    Penultimate-layer features of a dermoscopy classifier trained by the user
+    (:func:`dermsynth.classify.extractor.train_feature_extractor`, ``dermsynth train-extractor``), loaded
+    from its checkpoint; its version names the file and its SHA-256.
+
+:func:`resolve_extractor` implements ``--extractor auto``: Inception when its weights are given, else an
+explicit classifier checkpoint, else the shipped network.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -26,38 +40,67 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dermsynth.classify.fit import imagenet_normalise
+from dermsynth.classify.networks import imagenet_normalise, load_saved_classifier
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
+from dermsynth.metrics.inception import WEIGHTS_ENV
+from dermsynth.progress import tqdm
 
 __all__ = [
     "EXTRACTORS",
-    "EXTRACTOR_KIND",
+    "EXTRACTOR_CHOICES",
+    "SHIPPED_EXTRACTOR",
     "FeatureExtractor",
     "PenultimateFeatures",
     "build_extractor",
     "load_classifier_extractor",
+    "load_shipped_extractor",
     "register_extractor",
-    "train_feature_extractor",
+    "resolve_extractor",
+    "shipped_extractor_card",
+    "shipped_extractor_path",
 ]
 
-EXTRACTOR_KIND = "dermsynth-feature-extractor"  # marks the checkpoints written by train_feature_extractor
+#: The dermoscopy feature network shipped in ``dermsynth/metrics/weights`` (name and version).
+SHIPPED_EXTRACTOR = "derm-smallcnn-v1"
+#: What ``--extractor`` accepts.
+EXTRACTOR_CHOICES: tuple[str, ...] = ("auto", "inception", "shipped", "classifier", "none")
 
 
 @dataclass
 class FeatureExtractor:
-    """A named network mapping float (B, 3, H, W) in [0, 1] to features (B, ``dim``); call it on whole image sets."""
+    """A named network mapping float (B, 3, H, W) in [0, 1] to features (B, ``dim``); call it on whole image sets.
+
+    ``version`` identifies the feature space (weights included): numbers compare only within one version.
+    """
 
     name: str
     dim: int
     network: nn.Module
     description: str
+    version: str = ""
+    comparable_with_published: bool = False
+
+    def __post_init__(self) -> None:
+        self.version = self.version or self.name
+
+    @property
+    def warning(self) -> str:
+        """The sentence every number from this extractor is reported with."""
+        if self.comparable_with_published:
+            return (f"features of {self.version}: FIDs are comparable with published FIDs that use this network, "
+                    f"and with any other number from it")
+        return (f"features of {self.version}: these FID/KID/PRDC numbers compare only with numbers from the same "
+                f"extractor version ({self.version}), never with published FIDs nor across extractors")
+
+    def provenance(self) -> dict:
+        """What a JSON number produced with this extractor must carry."""
+        return {"extractor": self.name, "extractor_version": self.version, "extractor_description": self.description,
+                "extractor_warning": self.warning}
 
     def __call__(self, images, *, batch_size: int = 64, device: str | torch.device | None = None,
                  progress: bool = False) -> np.ndarray:
         """Features (N, dim) float32 of uint8 (N, H, W, 3) numpy images or float (N, 3, H, W) tensors in [0, 1]."""
-        from tqdm.auto import tqdm
-
         n = _check_input(images)
         if int(batch_size) < 1:
             raise DermsynthError(f"batch_size must be >= 1; got {batch_size}")
@@ -90,8 +133,10 @@ def _batch(images, start: int, stop: int, device: torch.device) -> Tensor:
     return torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+
+
 # ----------------------------------------------------------------------------------------
-# The project's own extractor: penultimate features of a dermoscopy classifier
+# Dermoscopy classifiers as extractors: a user's checkpoint, or the one shipped in the package
 # ----------------------------------------------------------------------------------------
 
 
@@ -121,107 +166,75 @@ class PenultimateFeatures(nn.Module):
         return captured[0].flatten(1)
 
 
-def train_feature_extractor(
-    data,
-    out: str | Path,
-    *,
-    size: int = 64,
-    arch: str = "smallcnn",
-    epochs: int = 30,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    patience: int | None = 8,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    progress: bool = False,
-) -> Path:
-    """Train a dermoscopy classifier on real labelled data and save it as a feature-extractor checkpoint.
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
-    ``data``: a :class:`~dermsynth.data.dataset.LesionDataset` or anything :func:`~dermsynth.data.prepare.load_dataset`
-    accepts (read at ``size``). Split by lesion group (70/15/15); early stopping on validation macro AUC
-    (:func:`dermsynth.classify.train_classifier`, seed 002's augmentation). The checkpoint holds the
-    weights, architecture, size, classes, data source, history and the test macro AUC.
+
+def load_classifier_extractor(checkpoint: str | Path, *, name: str = "classifier",
+                              version: str | None = None) -> FeatureExtractor:
+    """The ``classifier`` extractor from a checkpoint written by ``dermsynth train-extractor``.
+
+    ``version`` defaults to ``classifier:<file name>@<first 12 hex digits of its SHA-256>``.
     """
-    from dermsynth.classify import (
-        build_classifier,
-        evaluate_predictions,
-        predict_proba,
-        split_dataset,
-        train_classifier,
-    )
-    from dermsynth.data.dataset import LesionDataset
-    from dermsynth.data.prepare import load_dataset
-    from dermsynth.train.checkpoint import save_checkpoint
-
-    ds = data if isinstance(data, LesionDataset) else load_dataset(data, size=size, progress=progress)
-    if ds.num_classes < 2 or (ds.labels < 0).any():
-        raise DataError(f"{ds.source or data}: the feature extractor is a classifier; it needs labelled images "
-                        f"of at least 2 classes")
-    parts = split_dataset(ds, seed=seed).apply(ds)
-    dev = resolve_device(device)
-    model = build_classifier(arch, ds.num_classes, ds.size, seed=seed)
-    fit = train_classifier(model, parts["train"].images, parts["train"].labels, parts["val"].images,
-                           parts["val"].labels, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
-                           seed=seed, device=dev, progress=progress)
-    test = parts["test"]
-    test_auc = None
-    if len(test) and len(np.unique(test.labels)) > 1:
-        probs = predict_proba(fit.model, np.asarray(test.images), device=dev)
-        test_auc = float(evaluate_predictions(probs, test.labels, ds.class_names).macro_auc)
-    state = {
-        "kind": EXTRACTOR_KIND, "arch": arch, "num_classes": ds.num_classes, "image_size": ds.size,
-        "class_names": list(ds.class_names), "source": str(ds.source or data), "seed": seed,
-        "state_dict": {k: v.detach().cpu() for k, v in fit.model.state_dict().items()},
-        "history": fit.history, "best_epoch": fit.best_epoch, "val_auc": fit.best_score, "test_auc": test_auc,
-        "split_sizes": {k: len(v) for k, v in parts.items()},
-    }
-    return save_checkpoint(state, out)
-
-
-def load_classifier_extractor(checkpoint: str | Path) -> FeatureExtractor:
-    """The ``classifier`` extractor from a checkpoint written by :func:`train_feature_extractor`."""
-    from dermsynth.classify import build_classifier
-
     path = Path(checkpoint)
-    if not path.is_file():
-        raise DermsynthError(f"{path}: feature-extractor checkpoint not found (train one with "
-                             f"`dermsynth train-extractor --data SRC --out {path}`)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- torch raises many types for corrupt or foreign files
-        raise DermsynthError(f"{path}: not a readable feature-extractor checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("kind") != EXTRACTOR_KIND:
-        raise DermsynthError(f"{path}: not a dermsynth feature-extractor checkpoint (write one with train-extractor)")
-    model = build_classifier(state["arch"], int(state["num_classes"]), int(state["image_size"]))
-    try:
-        model.load_state_dict(state["state_dict"])
-    except RuntimeError:
-        raise DermsynthError(f"{path}: weights do not fit a {state['arch']} classifier") from None
-    net = PenultimateFeatures(model.eval(), int(state["image_size"])).eval()
+    model, meta = load_saved_classifier(path)
+    version = version or f"classifier:{path.name}@{_sha256(path)[:12]}"
     dim = int(model.fc.in_features)
-    auc = state.get("test_auc")
-    desc = (f"penultimate layer ({dim}-d) of a {state['arch']} dermoscopy classifier trained by dermsynth on "
-            f"{state['source']} at {state['image_size']}px ({path.name}"
-            + (f", test macro AUC {auc:.3f}" if auc is not None else "") + "); comparable only within this checkpoint")
-    return FeatureExtractor(name="classifier", dim=dim, network=net, description=desc)
+    auc = meta.get("test_auc")
+    desc = (f"{version}: penultimate layer ({dim}-d) of a {meta['arch']} dermoscopy classifier trained by dermsynth "
+            f"on {meta.get('source', '?')} at {meta['image_size']}px"
+            + (f", test macro AUC {auc:.3f}" if auc is not None else "")
+            + "; comparable only within this extractor version")
+    return FeatureExtractor(name=name, dim=dim, network=PenultimateFeatures(model, int(meta["image_size"])).eval(),
+                            description=desc, version=version)
+
+
+def shipped_extractor_path(suffix: str = ".pt") -> Path:
+    """The shipped network's weights (``.pt``) or card (``.json``) inside the installed package."""
+    return Path(str(resources.files("dermsynth.metrics") / "weights" / f"{SHIPPED_EXTRACTOR}{suffix}"))
+
+
+def shipped_extractor_card() -> dict:
+    """The shipped network's card: data, licence, training command, split, test AUC, SHA-256 of the weights."""
+    path = shipped_extractor_path(".json")
+    if not path.is_file():
+        raise DermsynthError(f"{path}: the shipped extractor's card is missing; reinstall dermsynth")
+    return json.loads(path.read_text())
+
+
+def load_shipped_extractor() -> FeatureExtractor:
+    """``derm-smallcnn-v1``, the dermoscopy feature network shipped with dermsynth (checked against its card)."""
+    path, card = shipped_extractor_path(), shipped_extractor_card()
+    if not path.is_file():
+        raise DermsynthError(f"{path}: the shipped extractor's weights are missing; reinstall dermsynth")
+    if _sha256(path) != card["sha256"]:
+        raise DermsynthError(f"{path}: the shipped extractor's weights do not match its card (SHA-256); reinstall "
+                             f"dermsynth")
+    ext = load_classifier_extractor(path, name="shipped", version=SHIPPED_EXTRACTOR)
+    ext.description = (f"{SHIPPED_EXTRACTOR}: penultimate layer ({ext.dim}-d) of a {card['arch']} dermoscopy "
+                       f"classifier shipped with dermsynth, trained on {card['data']} at {card['image_size']}px "
+                       f"(test macro AUC {card['test_macro_auc']:.3f}; data licence {card['data_licence']})")
+    return ext
 
 
 def _build_inception(weights: str | Path | None = None) -> FeatureExtractor:
     from dermsynth.metrics.inception import FEATURE_DIM, load_fid_inception
 
     return FeatureExtractor(name="inception", dim=FEATURE_DIM, network=load_fid_inception(weights),
-                            description="FID Inception-v3 (TF 2015-12-05), 2048-d pool3 at 299x299")
+                            description="FID Inception-v3 (TF 2015-12-05), 2048-d pool3 at 299x299",
+                            version="inception-v3-tf-2015-12-05", comparable_with_published=True)
 
 
 def _build_classifier(checkpoint: str | Path | None = None) -> FeatureExtractor:
     if checkpoint is None:
         raise DermsynthError("the 'classifier' extractor needs its checkpoint (--extractor-checkpoint); "
-                             "train one with `dermsynth train-extractor`")
+                             "train one with `dermsynth train-extractor`, or use the shipped one (--extractor shipped)")
     return load_classifier_extractor(checkpoint)
 
 
 ExtractorBuilder = Callable[..., FeatureExtractor]
-EXTRACTORS: dict[str, ExtractorBuilder] = {"inception": _build_inception, "classifier": _build_classifier}
+EXTRACTORS: dict[str, ExtractorBuilder] = {"inception": _build_inception, "shipped": load_shipped_extractor,
+                                           "classifier": _build_classifier}
 
 
 def register_extractor(name: str, builder: ExtractorBuilder) -> None:
@@ -230,7 +243,33 @@ def register_extractor(name: str, builder: ExtractorBuilder) -> None:
 
 
 def build_extractor(name: str, **options) -> FeatureExtractor:
-    """The extractor registered as ``name``: ``inception`` (``weights=``), ``classifier`` (``checkpoint=``), ..."""
+    """The extractor registered as ``name``: ``inception`` (``weights=``), ``shipped``, ``classifier``
+    (``checkpoint=``), ..."""
     if name not in EXTRACTORS:
         raise DermsynthError(f"unknown feature extractor {name!r}; available: {', '.join(sorted(EXTRACTORS))}")
     return EXTRACTORS[name](**options)
+
+
+def resolve_extractor(choice: str = "auto", *, inception_weights: str | Path | None = None,
+                      extractor_checkpoint: str | Path | None = None) -> FeatureExtractor | None:
+    """The extractor an ``--extractor`` choice means (None for ``none``).
+
+    ``auto``: Inception when its weights are given (``inception_weights`` or ``$DERMSYNTH_INCEPTION_WEIGHTS``),
+    else the classifier of ``extractor_checkpoint`` when given, else the shipped network. Another registered
+    name is built with the options that apply to it.
+    """
+    if choice == "none":
+        return None
+    if choice == "auto":
+        if inception_weights or os.environ.get(WEIGHTS_ENV):
+            choice = "inception"
+        else:
+            choice = "classifier" if extractor_checkpoint else "shipped"
+    if choice == "inception":
+        return build_extractor("inception", weights=inception_weights)
+    if choice == "classifier":
+        return build_extractor("classifier", checkpoint=extractor_checkpoint)
+    if choice not in EXTRACTORS:
+        raise DermsynthError(f"unknown --extractor {choice!r}; choose from "
+                             f"{', '.join(dict.fromkeys([*EXTRACTOR_CHOICES, *EXTRACTORS]))}")
+    return build_extractor(choice)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dermsynth.errors import DermsynthError
+from dermsynth.io import load_torch
 
 __all__ = ["FEATURE_DIM", "INPUT_SIZE", "WEIGHTS_ENV", "WEIGHTS_FILE", "FIDInceptionV3", "load_fid_inception"]
 
@@ -225,10 +226,7 @@ def load_fid_inception(weights: str | Path | None = None) -> FIDInceptionV3:
     Every parameter and buffer must be in the file with its shape (``num_batches_tracked`` may be absent).
     """
     path = _weights_path(weights)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- torch raises many types for corrupt or foreign files
-        raise DermsynthError(f"{path}: not a readable PyTorch state dict ({type(exc).__name__})") from None
+    state = load_torch(path, what="PyTorch state dict", error=DermsynthError)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise DermsynthError(f"{path}: expected a state dict (parameter name -> tensor) of the FID Inception-v3")
     model = FIDInceptionV3()

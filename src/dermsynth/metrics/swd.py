@@ -47,6 +47,7 @@ from torch import Tensor
 
 from dermsynth.device import full_fp32_matmul, resolve_device
 from dermsynth.errors import DataError, DermsynthError
+from dermsynth.progress import tqdm
 
 __all__ = [
     "SWDResult",
@@ -62,6 +63,7 @@ __all__ = [
     "sliced_wasserstein_distance",
     "swd",
     "swd_lower_bound",
+    "swd_with_lower_bound",
 ]
 
 _BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
@@ -464,8 +466,6 @@ def _swd_sets(
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(int(seed))
     n = len(idx_a)
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=2 * math.ceil(n / batch_size), desc="SWD", unit="batch", disable=not progress)
     with torch.no_grad(), bar:
         desc_a = _set_descriptors(a, idx_a, sizes, nhoods_per_image, nhood_size, gen, batch_size, dev, bar)
@@ -511,7 +511,9 @@ def swd(
         idx_a = idx_b = np.arange(a.count)
     else:
         n = int(n)
-        if n < 1 or n > min(a.count, b.count):
+        if n < 1:
+            raise DataError(f"SWD n={n}: the number of images per set must be >= 1")
+        if n > min(a.count, b.count):
             raise DataError(f"SWD n={n} must be between 1 and the smaller set size (got {a.count} real, {b.count} fake)")
         rng = np.random.default_rng(seed)
         idx_a = np.arange(n) if n == a.count else np.sort(rng.choice(a.count, n, replace=False))
@@ -548,6 +550,8 @@ def swd_lower_bound(
     """
     a = _ImageSet(real, "real")
     half = a.count // 2 if n is None else int(n)
+    if n is not None and half < 1:
+        raise DataError(f"SWD n={n}: the number of images per set must be >= 1")
     if half < 1 or 2 * half > a.count:
         raise DataError(
             f"swd_lower_bound needs at least 2 x {max(half, 1)} real images for two disjoint halves; got {a.count}"
@@ -557,3 +561,23 @@ def swd_lower_bound(
         a, idx_a, a, idx_b, nhoods_per_image=nhoods_per_image, nhood_size=nhood_size, dir_repeats=dir_repeats,
         dirs_per_repeat=dirs_per_repeat, seed=seed, batch_size=batch_size, device=device, progress=progress,
     )
+
+
+def swd_with_lower_bound(real, fake=None, *, n: int | None = None, seed: int = 0, **options
+                         ) -> tuple[SWDResult, SWDResult | None]:
+    """(real-vs-real lower bound, fake-vs-real SWD or None without ``fake``), both at one set size ``n``.
+
+    SWD shrinks as the sets grow, so a score is only comparable with a bound taken at the same ``n``: it
+    defaults to the largest both allow, ``min(len(real) // 2, len(fake))`` (``len(real) // 2`` without
+    ``fake``). ``options`` go to :func:`swd` and :func:`swd_lower_bound` (device, batch_size, progress, ...).
+    """
+    n_real = _ImageSet(real, "real").count
+    if n is None:
+        n_fake = None if fake is None else _ImageSet(fake, "fake").count
+        n = n_real // 2 if fake is None else min(n_real // 2, n_fake)
+        if n < 1:
+            raise DataError(f"SWD with its lower bound needs at least 2 real images"
+                            f"{'' if fake is None else ' and 1 fake image'} (got {n_real} real"
+                            f"{'' if fake is None else f', {n_fake} fake'})")
+    lower = swd_lower_bound(real, n=n, seed=seed, **options)
+    return lower, None if fake is None else swd(real, fake, n=n, seed=seed, **options)

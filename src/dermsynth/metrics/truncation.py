@@ -2,9 +2,10 @@
 
 For each threshold, ``n`` latents are drawn with the same seed and resampled component-wise into
 [-threshold, threshold] (:func:`dermsynth.sample.truncated_normal`; ``None`` = no truncation), the
-generator is run and the images are scored against the real set: SWD (default) or, with a feature
-extractor, FID or KID. Small thresholds trade diversity for typicality; the table shows where a
-generator is best.
+generator is run and the images are scored against the real set with a lower-is-better metric of the
+registry (:mod:`dermsynth.metrics.registry`): SWD (default) or, with a feature extractor, FID or KID. The
+real set's features are extracted once for the whole sweep. Small thresholds trade diversity for
+typicality; the table shows where a generator is best.
 """
 
 from __future__ import annotations
@@ -16,14 +17,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
-from dermsynth.metrics._pairwise import check_images, save_figure
+from dermsynth.metrics._pairwise import save_figure
+from dermsynth.metrics.registry import MetricOptions, RealSet, as_real_set, compute_metrics, get_metric, metric_names
+from dermsynth.sample import LoadedGenerator, load_generator, sample_images
+from dermsynth.progress import tqdm
 
 __all__ = ["SWEEP_METRICS", "THRESHOLDS", "TruncationSweep", "threshold_label", "truncation_sweep"]
 
 #: Seed 003's thresholds; ``None`` is the untruncated normal.
 THRESHOLDS: tuple[float | None, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, None)
-SWEEP_METRICS: tuple[str, ...] = ("swd", "fid", "kid")
+#: The registered lower-is-better metrics (at import time); any later-registered one works too.
+SWEEP_METRICS: tuple[str, ...] = tuple(metric_names(better="lower"))
 
 
 def threshold_label(threshold: float | None) -> str:
@@ -39,7 +45,8 @@ class TruncationSweep:
     thresholds: list[float | None]
     values: list[float]
     n_images: int
-    extractor: str | None = None
+    extractor: str | None = None       # the extractor version for feature metrics
+    provenance: dict | None = None     # the extractor's name, version and comparability warning
 
     @property
     def best(self) -> float | None:
@@ -48,8 +55,8 @@ class TruncationSweep:
 
     def as_dict(self) -> dict:
         """JSON-friendly dict (thresholds as numbers, ``None`` for no truncation)."""
-        return {"metric": self.metric, "thresholds": list(self.thresholds), "values": list(self.values),
-                "n_images": self.n_images, "extractor": self.extractor, "best": self.best}
+        return {**(self.provenance or {}), "metric": self.metric, "thresholds": list(self.thresholds),
+                "values": list(self.values), "n_images": self.n_images, "extractor": self.extractor, "best": self.best}
 
     def rows(self) -> list[list]:
         """Table rows ``[threshold label, value]``."""
@@ -58,7 +65,9 @@ class TruncationSweep:
     def table(self) -> str:
         """Plain-text table."""
         name = self.metric.upper() + (" x1e3 (mean over levels)" if self.metric == "swd" else "")
-        lines = [f"truncation sweep: {name}, n={self.n_images}", f"{'threshold':>10}  {'value':>12}"]
+        lines = [f"truncation sweep: {name}, n={self.n_images}"]
+        lines += [self.provenance["extractor_warning"]] if self.provenance else []
+        lines += [f"{'threshold':>10}  {'value':>12}"]
         lines += [f"{t:>10}  {v:12.4f}" for t, v in self.rows()]
         return "\n".join(lines)
 
@@ -80,56 +89,49 @@ class TruncationSweep:
 
 def truncation_sweep(
     checkpoint,
-    real: np.ndarray,
+    real,
     *,
     metric: str = "swd",
     thresholds: Sequence[float | None] = THRESHOLDS,
     n: int | None = None,
     extractor=None,
-    real_features: np.ndarray | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
     batch_size: int = 256,
     progress: bool = False,
 ) -> TruncationSweep:
-    """Score ``n`` generated images per threshold against ``real`` (uint8 (N, H, W, 3) at the generator's size).
+    """Score ``n`` generated images per threshold against ``real`` (uint8 (N, H, W, 3) at the generator's size,
+    or a :class:`~dermsynth.metrics.registry.RealSet` whose cached features are reused).
 
     ``checkpoint``: a training checkpoint path or a :class:`~dermsynth.sample.LoadedGenerator`.
-    ``metric``: "swd" (images), "fid" or "kid" (need ``extractor``, a
-    :class:`~dermsynth.metrics.features.FeatureExtractor`; ``real_features`` may be passed to skip
-    re-extracting the real set). ``n`` defaults to ``len(real)`` (SWD uses ``n`` real images too).
+    ``metric``: a lower-is-better registered metric: "swd" (images), "fid" or "kid" (need ``extractor``, a
+    :class:`~dermsynth.metrics.features.FeatureExtractor`), ... ``n`` defaults to ``len(real)`` (SWD uses
+    ``n`` real images too).
     """
-    from tqdm.auto import tqdm
-
-    from dermsynth.device import resolve_device
-    from dermsynth.metrics.frechet import fid_from_features, kid
-    from dermsynth.metrics.swd import swd
-    from dermsynth.sample import LoadedGenerator, load_generator, sample_images
-
-    if metric not in SWEEP_METRICS:
-        raise DermsynthError(f"unknown truncation-sweep metric {metric!r}; choose from {', '.join(SWEEP_METRICS)}")
-    if metric != "swd" and extractor is None:
+    choices = metric_names(better="lower")
+    if metric not in choices:
+        raise DermsynthError(f"unknown truncation-sweep metric {metric!r}; choose from {', '.join(choices)}")
+    if get_metric(metric).needs_features and extractor is None:
         raise DermsynthError(f"a {metric.upper()} truncation sweep needs a feature extractor")
     if not thresholds:
         raise DermsynthError("truncation_sweep needs at least one threshold")
-    real = check_images(real, "real images")
+    real_set: RealSet = as_real_set(real)
     dev = resolve_device(device)
     model = checkpoint if isinstance(checkpoint, LoadedGenerator) else load_generator(checkpoint, dev)
-    n = len(real) if n is None else int(n)
-    if n < 2 or (metric == "swd" and n > len(real)):
-        raise DermsynthError(f"truncation sweep n={n} must be >= 2 (and <= {len(real)} real images for SWD)")
-    if metric != "swd" and real_features is None:
-        real_features = extractor(real, device=dev, progress=progress)
+    n = len(real_set) if n is None else int(n)
+    if n < 2 or (metric == "swd" and n > len(real_set)):
+        raise DermsynthError(f"truncation sweep n={n} must be >= 2 (and <= {len(real_set)} real images for SWD)")
+    features = get_metric(metric).needs_features
+    opts = MetricOptions(extractor=extractor if features else None, device=dev, seed=int(seed), progress=False,
+                         swd_lower_bound=False)
+    if features:
+        real_set.features(extractor, dev, progress)  # once, with a progress bar, before the sweep
     values = []
     for t in tqdm(list(thresholds), desc="truncation sweep", unit="threshold", disable=not progress):
         fake, _ = sample_images(model, n, int(seed), t, batch_size=batch_size)  # the same draws at every threshold
-        if fake.shape[1:] != real.shape[1:]:
-            raise DataError(f"the generator makes {fake.shape[1]}px images but the real set is {real.shape[1]}px")
-        if metric == "swd":
-            values.append(swd(real, fake, n=n, seed=seed, device=dev).mean)
-        else:
-            feats = extractor(fake, device=dev)
-            values.append(fid_from_features(real_features, feats, dev) if metric == "fid"
-                          else kid(real_features, feats, num_subsets=100, subset_size=1000, seed=seed, device=dev).mean)
+        if fake.shape[1:] != real_set.images.shape[1:]:
+            raise DataError(f"the generator makes {fake.shape[1]}px images but the real set is {real_set.size}px")
+        values.append(compute_metrics([metric], real_set, fake, opts)[metric][metric])
     return TruncationSweep(metric=metric, thresholds=list(thresholds), values=[float(v) for v in values], n_images=n,
-                           extractor=None if metric == "swd" else extractor.name)
+                           extractor=extractor.version if features else None,
+                           provenance=extractor.provenance() if features else None)

@@ -1,14 +1,16 @@
 """GAN architectures, selected by name from a small registry.
 
 A registry entry (:class:`ModelSpec`) builds ``(generator, discriminator)`` from keyword options and names
-how the shared trainer drives it: a *step* kind (``"gan"``, ``"progressive"``, ``"pyramid"``; see
-``dermsynth.train.steps``) and the model's own training defaults, which fill every ``TrainConfig`` field
-left at ``None``. Every generator takes ``(z, labels)`` and has ``z_dim``, ``resolution`` and
-``num_classes``; every discriminator takes ``(images, labels)`` and returns one logit per image.
+how the shared trainer drives it: a *step* kind (``"gan"``, ``"progressive"``, ``"pyramid"``, ...; see
+``dermsynth.train.steps``), the model's own training defaults, which fill every ``TrainConfig`` field left at
+``None``, and what its generator takes (``inputs``, batch field names in call order; recorded in every
+checkpoint). Noise -> image generators take ``(z, labels)`` and have ``z_dim``, ``resolution`` and
+``num_classes``; map -> image generators take the maps they name (e.g. ``("semantic", "instance")``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,9 +20,24 @@ from torch import nn
 from dermsynth.errors import DermsynthError
 from dermsynth.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from dermsynth.models.lapgan import LAPGANDiscriminator, LAPGANGenerator, build_lapgan
-from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANDiscriminator, PGANGenerator, build_pgan
+from dermsynth.data.maps import masked_subset
+from dermsynth.models.pix2pixhd import MultiScaleDiscriminator, build_pix2pixhd
+from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANDiscriminator, PGANGenerator, build_pgan, pgan_schedule
+from dermsynth.models.stylegan2 import STYLEGAN2_DEFAULTS, build_stylegan2, stylegan2_options
+from dermsynth.models.translator import build_cyclegan, build_unet_translator
 
 GANBuilder = Callable[..., tuple[nn.Module, nn.Module]]
+
+#: what a noise -> image generator takes: a latent batch and (conditional models) class labels
+NOISE_INPUTS: tuple[str, ...] = ("z", "labels")
+
+
+def _fixed_batch_steps(cfg: Any, images: int) -> int:
+    return max(1, math.ceil(images / cfg.batch_size))
+
+
+def _pgan_steps(cfg: Any, images: int) -> int:
+    return max(1, pgan_schedule(cfg).steps_to_show(images))
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,13 @@ class ModelSpec:
     build: GANBuilder
     step: str = "gan"
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    inputs: tuple[str, ...] = NOISE_INPUTS
+    #: optimizer steps that show ``images`` real images under a resolved config (turns --kimg into --steps)
+    steps_for_images: Callable[[Any, int], int] = field(default=lambda cfg, images: _fixed_batch_steps(cfg, images))
+    #: builder options beyond resolution/z_dim/width/num_classes, from (resolved config, training data)
+    extra_options: Callable[[Any, Any], dict[str, Any]] = field(default=lambda cfg, data: {})
+    #: the training data as the model trains on it, from (resolved config, loaded data) (e.g. only masked images)
+    prepare_data: Callable[[Any, Any], Any] = field(default=lambda cfg, data: data)
 
 
 # Radford et al. 2015 (seeds 002/004): Adam 2e-4, betas (0.5, 0.999), batch 64, non-saturating BCE.
@@ -60,24 +84,84 @@ PGAN_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _build_dcgan(resolution: int, z_dim: int, num_classes: int, width: int = 64, **_: object):
-    return (DCGANGenerator(z_dim=z_dim, resolution=resolution, width=width, num_classes=num_classes),
-            DCGANDiscriminator(resolution=resolution, width=width, num_classes=num_classes))
+# Seed 003, sections 3.2 and 4.2 (the minibatch is not given there: ours).
+UNET_TRANSLATOR_DEFAULTS: dict[str, Any] = {"loss": "nonsaturating", "lr_g": 5e-5, "lr_d": 5e-5, "beta1": 0.9,
+                                            "beta2": 0.999, "batch_size": 16, "ema_beta": 0.0, "steps": 2000,
+                                            "relevancy_weight": 10.0}
+# Zhu et al. 2017 (CycleGAN) section 4 / appendix 7.1: LSGAN, Adam 2e-4 betas (0.5, 0.999), minibatch 1, cycle
+# lambda 10, identity loss 0.5 * lambda (the code's default), a pool of 50 generated images per discriminator.
+CYCLEGAN_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 1,
+                                     "ema_beta": 0.0, "steps": 2000, "cycle_weight": 10.0, "identity_weight": 0.5,
+                                     "pool_size": 50}
+
+
+# Wang et al. 2018 (pix2pixHD, seed 000), the code's defaults: LSGAN, Adam 2e-4 betas (0.5, 0.999), ngf = ndf = 64,
+# 4 down-samplings and 9 residual blocks in the global generator, 3 discriminator scales of 3 layers, feature
+# matching and perceptual (VGG) loss weights 10. The paper trains with minibatch 1; ours is 4 (instance norm makes
+# the networks independent of the minibatch, and 4 keeps a GPU busier). No EMA generator (pix2pixHD has none).
+# The perceptual network is off by default: the paper's ImageNet VGG19 cannot be downloaded here.
+PIX2PIXHD_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 4,
+                                      "ema_beta": 0.0, "steps": 2000, "d_scales": 3, "d_layers": 3, "g_downsample": 4,
+                                      "g_blocks": 9, "local_enhancers": 0, "lambda_feat": 10.0,
+                                      "lambda_perceptual": 10.0, "perceptual": "off"}
+
+
+def _build_dcgan(resolution: int, z_dim: int, num_classes: int, width: int = 64, d_scales: int = 1, **_: object):
+    """DCGAN; with ``d_scales`` > 1 its discriminator becomes seed 003's multi-scale one (one DCGAN
+    discriminator per scale, logits averaged)."""
+    G = DCGANGenerator(z_dim=z_dim, resolution=resolution, width=width, num_classes=num_classes)
+    if d_scales == 1:
+        return G, DCGANDiscriminator(resolution=resolution, width=width, num_classes=num_classes)
+    if resolution >> (d_scales - 1) < 8:
+        raise ValueError(f"{d_scales} discriminator scales reduce {resolution} px below 8 px")
+    return G, MultiScaleDiscriminator.build(
+        lambda k: DCGANDiscriminator(resolution=resolution >> k, width=width, num_classes=num_classes), d_scales,
+        average=True)
+
+
+def _dcgan_options(cfg: Any, data: Any) -> dict[str, Any]:
+    # recorded only for a multi-scale D, so single-scale checkpoints keep their former options
+    return {} if cfg.d_scales in (None, 1) else {"d_scales": cfg.d_scales}
+
+
+def _pix2pixhd_options(cfg: Any, data: Any) -> dict[str, Any]:
+    # the lesion channel, and the five ISIC attributes when the data have attribute masks (as
+    # dermsynth.data.maps.semantic_channels; models do not import the data layer)
+    semantic_nc = 6 if data.attribute_masks is not None else 1
+    return {"semantic_nc": semantic_nc, "instance": bool(cfg.instance), "n_downsample": cfg.g_downsample,
+            "n_blocks": cfg.g_blocks, "local_enhancers": cfg.local_enhancers, "d_layers": cfg.d_layers,
+            "d_scales": cfg.d_scales}
 
 
 MODELS: dict[str, ModelSpec] = {
-    "dcgan": ModelSpec(_build_dcgan, "gan", DCGAN_DEFAULTS),
-    "pgan": ModelSpec(build_pgan, "progressive", PGAN_DEFAULTS),
+    "dcgan": ModelSpec(_build_dcgan, "gan", {**DCGAN_DEFAULTS, "d_scales": 1}, extra_options=_dcgan_options),
+    "pgan": ModelSpec(build_pgan, "progressive", PGAN_DEFAULTS, steps_for_images=_pgan_steps),
     # Denton et al. trained each level as a plain GAN; seed 001 gives no other settings, so DCGAN's (without
     # the gradient penalty: its critics judge a band given the coarser image, not an image alone).
     "lapgan": ModelSpec(build_lapgan, "pyramid", {k: v for k, v in DCGAN_DEFAULTS.items() if k != "gp_weight"}),
+    # seed 003 (4.2): Adam 5e-5, betas (0.9, 0.999), relevancy weight 10; its adversarial loss is DCGAN's (BCE);
+    # it gives no minibatch, 16 is ours
+    "unet-translator": ModelSpec(build_unet_translator, "unet-translator", UNET_TRANSLATOR_DEFAULTS,
+                                 inputs=("images", "masks"),
+                                 extra_options=lambda cfg, data: {"direction": cfg.direction}),
+    "cyclegan": ModelSpec(build_cyclegan, "cyclegan", CYCLEGAN_DEFAULTS, inputs=("images",),
+                          extra_options=lambda cfg, data: {"residual": cfg.cycle_residual}),
+    "pix2pixhd": ModelSpec(build_pix2pixhd, "pix2pixhd", PIX2PIXHD_DEFAULTS, inputs=("semantic", "instance"),
+                           extra_options=_pix2pixhd_options,
+                           prepare_data=lambda cfg, data: masked_subset(data, cfg.skip_unmasked)),
+    # Karras et al. 2020 (StyleGAN2-ADA): the reference configuration at the run's resolution
+    "stylegan2": ModelSpec(build_stylegan2, "stylegan2", STYLEGAN2_DEFAULTS, extra_options=stylegan2_options),
 }
 
 
 def register_model(name: str, builder: GANBuilder, step: str = "gan",
-                   defaults: Mapping[str, Any] | None = None) -> None:
+                   defaults: Mapping[str, Any] | None = None, inputs: tuple[str, ...] = NOISE_INPUTS,
+                   steps_for_images: Callable[[Any, int], int] | None = None,
+                   extra_options: Callable[[Any, Any], dict[str, Any]] | None = None) -> None:
     """Add a GAN to the registry; ``defaults`` fall back to DCGAN's for fields it does not name."""
-    MODELS[name] = ModelSpec(builder, step, {**DCGAN_DEFAULTS, **(defaults or {})})
+    extra = {k: v for k, v in (("steps_for_images", steps_for_images), ("extra_options", extra_options))
+             if v is not None}
+    MODELS[name] = ModelSpec(builder, step, {**DCGAN_DEFAULTS, **(defaults or {})}, inputs, **extra)
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -96,5 +180,5 @@ def build_gan(name: str, **options: object) -> tuple[nn.Module, nn.Module]:
         raise DermsynthError(f"cannot build {name}: {exc}") from None
 
 
-__all__ = ["MODELS", "DCGANDiscriminator", "DCGANGenerator", "LAPGANDiscriminator", "LAPGANGenerator",
+__all__ = ["MODELS", "NOISE_INPUTS", "DCGANDiscriminator", "DCGANGenerator", "LAPGANDiscriminator", "LAPGANGenerator",
            "ModelSpec", "PGANDiscriminator", "PGANGenerator", "build_gan", "model_spec", "register_model"]

@@ -44,14 +44,17 @@ def gaussian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
     return pyramid
 
 
-def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
-    """[coarsest low-pass image, band_1, ..., band_levels], coarsest first: band_k = x_k - up(x_{k-1})."""
+def laplacian_bands(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """LAPGAN's pyramid, **coarsest first**: [low-pass image, band_1, ..., band_levels], band_k = x_k - up(x_{k-1}).
+
+    (:func:`dermsynth.metrics.swd.laplacian_pyramid` is SWD's, finest first, with other filters.)
+    """
     gauss = gaussian_pyramid(x, levels)
     return [gauss[0]] + [fine - upsample(coarse) for coarse, fine in zip(gauss[:-1], gauss[1:])]
 
 
 def reconstruct(pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Inverse of :func:`laplacian_pyramid`: x_k = up(x_{k-1}) + band_k."""
+    """Inverse of :func:`laplacian_bands`: x_k = up(x_{k-1}) + band_k."""
     x = pyramid[0]
     for band in pyramid[1:]:
         x = upsample(x) + band

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dermsynth.errors import DermsynthError
 from dermsynth.models.layers import (EqualizedConv2d, EqualizedLinear, LabelEmbedding, MinibatchStdDev, PixelNorm,
                                      ProjectionHead, num_doublings)
 
@@ -252,6 +253,30 @@ class PGANSchedule:
             k = max(1, -(-(limit - seen) // batch))
             steps, seen = steps + k, seen + k * batch
         return steps
+
+
+def parse_batch_schedule(text: str, size: int) -> dict[int, int]:
+    """``"4:16,8:16,16:16"`` -> {4: 16, 8: 16, 16: 16}; every resolution from 4 px to ``size`` must be named."""
+    schedule: dict[int, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            res, batch = (int(v) for v in item.split(":"))
+        except ValueError:
+            raise DermsynthError(f"--batch-schedule: {item!r} is not RESOLUTION:BATCH (e.g. 4:16,8:16)") from None
+        if batch < 1:
+            raise DermsynthError(f"--batch-schedule: batch {batch} for {res} px must be >= 1")
+        schedule[res] = batch
+    needed = [4 * 2 ** level for level in range(size.bit_length() - 2)]
+    missing = [r for r in needed if r not in schedule]
+    if missing:
+        raise DermsynthError(f"--batch-schedule names no minibatch for {', '.join(map(str, missing))} px")
+    return {r: schedule[r] for r in needed}
+
+
+def pgan_schedule(cfg: Any) -> PGANSchedule:
+    """The growth schedule of a resolved PGAN training config."""
+    return PGANSchedule(resolution=cfg.size, stable_kimg=cfg.stable_kimg, fade_kimg=cfg.fade_kimg,
+                        batch_sizes=parse_batch_schedule(cfg.batch_schedule, cfg.size))
 
 
 def build_pgan(resolution: int, z_dim: int, num_classes: int, width: int = 64,

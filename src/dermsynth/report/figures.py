@@ -45,7 +45,8 @@ def plot_curves(csv_path: str | Path, png_path: str | Path, columns: list[str] |
                 ylabel: str = "loss", title: str = "") -> Path | None:
     """Plot columns of a per-step CSV (default: every ``*_loss`` column) against ``step``.
 
-    Returns None when the CSV has no rows yet.
+    Returns None (and draws nothing) while the CSV is missing, empty, only a header or lacks the columns: a
+    checkpoint may come before the first log row.
     """
     import matplotlib
 
@@ -53,11 +54,15 @@ def plot_curves(csv_path: str | Path, png_path: str | Path, columns: list[str] |
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    df = pd.read_csv(csv_path)
-    if df.empty:
+    try:
+        df = pd.read_csv(csv_path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return None
+    columns = [c for c in (columns or [c for c in df.columns if c.endswith("_loss")]) if c in df.columns]
+    if df.empty or "step" not in df.columns or not columns:
         return None
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
-    for col in columns or [c for c in df.columns if c.endswith("_loss")]:
+    for col in columns:
         ax.plot(df["step"], df[col], label=col)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)

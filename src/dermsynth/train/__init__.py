@@ -1,6 +1,12 @@
-"""The shared GAN trainer."""
+"""The shared trainer: one loop, one step protocol (``dermsynth.train.steps``) for every model."""
 
+from dermsynth.train.batch import Batch
 from dermsynth.train.config import TrainConfig
-from dermsynth.train.trainer import TrainingInterrupted, TrainResult, train
+from dermsynth.train.steps import TrainStep, register_step
+from dermsynth.train.trainer import RunLocked, TrainingDiverged, TrainingInterrupted, TrainResult, train
+import dermsynth.train.steps_edit  # noqa: E402,F401  (registers the "unet-translator" and "cyclegan" steps)
+import dermsynth.train.steps_translate  # noqa: E402,F401  (registers "pix2pixhd" and the map batch fields)
+import dermsynth.train.steps_stylegan2  # noqa: E402,F401  (registers "stylegan2")
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingInterrupted", "train"]
+__all__ = ["Batch", "RunLocked", "TrainConfig", "TrainResult", "TrainStep", "TrainingDiverged",
+           "TrainingInterrupted", "register_step", "train"]

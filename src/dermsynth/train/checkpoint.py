@@ -1,38 +1,93 @@
-"""Atomic checkpoints: write to a temporary file in the same folder, then rename over the target."""
+"""Training checkpoints: atomic writes, one-line errors for bad files, and checks before a checkpoint is used.
+
+Writing and reading go through :mod:`dermsynth.io` (a temporary file renamed over the target; a full disk or
+a crash leaves the previous checkpoint intact and no temporary file). :func:`check_checkpoint` names what a
+hand-made or foreign file lacks; :func:`assert_finite_weights` refuses weights of a diverged run.
+"""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dermsynth.errors import CheckpointError
+from dermsynth.io import load_torch, remove_stale_temp, save_torch
+
+__all__ = ["REQUIRED_KEYS", "WEIGHT_KEYS", "assert_finite_weights", "check_checkpoint", "load_checkpoint",
+           "save_checkpoint"]
+
+#: What every sampler and the trainer read from a checkpoint (``generator_ema`` may be None).
+REQUIRED_KEYS: tuple[str, ...] = ("config", "model", "model_options", "class_names", "step", "generator")
+_MODEL_OPTION_KEYS: tuple[str, ...] = ("resolution",)  # z_dim, num_classes: not every model has them
+#: The network weights in a checkpoint, checked by :func:`assert_finite_weights`.
+WEIGHT_KEYS: tuple[str, ...] = ("generator", "generator_ema", "discriminator")
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Save ``state`` to ``path`` so that a crash mid-write never leaves a truncated checkpoint."""
+    """Save ``state`` to ``path`` so that a crash or a full disk mid-write never leaves a truncated checkpoint
+    (nor a temporary file); failures are one :class:`~dermsynth.errors.DermsynthError` line naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    remove_stale_temp(path.parent)  # left by a run killed mid-write
+    return save_torch(state, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`, with one-line errors for bad files."""
+    """Load a checkpoint written by :func:`save_checkpoint` (a run folder means its ``latest.pt``), with
+    one-line :class:`~dermsynth.errors.CheckpointError` s for missing, corrupt and incomplete files."""
     path = Path(path)
     if path.is_dir():
         path = path / "latest.pt"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        # Our checkpoints hold plain tensors, numbers, strings and RNG byte tensors only.
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt/foreign files
-        raise CheckpointError(f"{path}: not a readable dermsynth checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or "generator" not in state or "config" not in state:
-        raise CheckpointError(f"{path}: not a dermsynth checkpoint (no generator/config)")
+    state = load_torch(path, what="dermsynth checkpoint", map_location=map_location)
+    check_checkpoint(state, path)
     return state
+
+
+def check_checkpoint(state: Any, path: str | Path) -> None:
+    """:class:`CheckpointError` naming the first thing a dermsynth checkpoint needs that ``state`` lacks."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: not a dermsynth checkpoint (a {type(state).__name__}, not a dict)")
+    if "generator" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: not a dermsynth checkpoint (no generator/config)")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete dermsynth checkpoint (no {', '.join(missing)}); "
+                              f"use a latest.pt written by `dermsynth train`")
+    options = state["model_options"]
+    if not isinstance(options, Mapping) or any(k not in options for k in _MODEL_OPTION_KEYS):
+        lacking = [k for k in _MODEL_OPTION_KEYS if not isinstance(options, Mapping) or k not in options]
+        raise CheckpointError(f"{path}: incomplete dermsynth checkpoint (model_options lacks "
+                              f"{', '.join(lacking)})")
+    if not isinstance(state["generator"], Mapping):
+        raise CheckpointError(f"{path}: incomplete dermsynth checkpoint (generator is not a state dict)")
+
+
+def _tensors(obj: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            yield from _tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _tensors(value, f"{prefix}.{i}")
+
+
+def assert_finite_weights(state: Mapping[str, Any] | torch.nn.Module, path: str | Path) -> None:
+    """:class:`CheckpointError` naming the first network tensor holding NaN or inf (a diverged run).
+
+    ``state``: a training checkpoint (its generator, EMA generator and discriminator are checked), any
+    state dict, or a module.
+    """
+    if isinstance(state, torch.nn.Module):
+        state = state.state_dict()
+    if any(k in state for k in WEIGHT_KEYS):
+        state = {k: state[k] for k in WEIGHT_KEYS if state.get(k) is not None}
+    for name, tensor in _tensors(state, ""):
+        if tensor.is_floating_point() or tensor.is_complex():
+            if not bool(torch.isfinite(tensor).all()):
+                kind = "NaN" if bool(torch.isnan(tensor).any()) else "inf"
+                raise CheckpointError(f"{path}: {name} holds {kind} weights (the run diverged); use an earlier "
+                                      f"checkpoint or train again with a lower learning rate")

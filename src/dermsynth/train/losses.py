@@ -20,8 +20,20 @@ def nonsaturating_g(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits.float()).mean()
 
 
+def lsgan_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """LSGAN discriminator loss 0.5 * (E(D(x) - 1)^2 + E D(G(z))^2) (Mao et al.; CycleGAN halves it)."""
+    return 0.5 * ((real.float() - 1).square().mean() + fake.float().square().mean())
+
+
+def lsgan_g(fake: torch.Tensor) -> torch.Tensor:
+    """LSGAN generator loss E(D(G(z)) - 1)^2."""
+    return (fake.float() - 1).square().mean()
+
+
 LOSSES: dict[str, tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]] = {
     "nonsaturating": (nonsaturating_d, nonsaturating_g),
     # Wasserstein critic loss; PGAN adds the gradient penalty and drift (TrainConfig gp_weight, drift).
     "wgan": (wgan_d_loss, wgan_g_loss),
+    # least squares (Mao et al. 2017): pix2pixHD's and CycleGAN's
+    "lsgan": (lsgan_d, lsgan_g),
 }

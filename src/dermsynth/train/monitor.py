@@ -7,12 +7,15 @@ is logged; a growing gap means D memorises its training set rather than learning
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
-from torch import nn
 
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.errors import DermsynthError
+from dermsynth.train.batch import BATCH_FIELD_NAMES, Batch, batch_from_dataset
+from dermsynth.train.steps import TrainStep
 
 
 def split_holdout(data: LesionDataset, n: int, seed: int) -> tuple[LesionDataset, LesionDataset]:
@@ -37,30 +40,32 @@ class OverfitMonitor:
     """Mean discriminator output on fixed training and held-out real images."""
 
     def __init__(self, train: LesionDataset, held_out: LesionDataset, device: torch.device,
-                 max_images: int = 256, seed: int = 0) -> None:
+                 needs: Iterable[str] = ("images", "labels"), max_images: int = 256, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
-        pick = lambda d: np.sort(rng.choice(len(d), min(max_images, len(d)), replace=False))  # noqa: E731
-        self.sets = []
-        for d in (train, held_out):
-            idx = pick(d)
-            x = torch.from_numpy(np.asarray(d.images[idx])).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-            self.sets.append((x, torch.from_numpy(d.labels[idx]).to(device)))
+        self.sets = [batch_from_dataset(d, np.sort(rng.choice(len(d), min(max_images, len(d)), replace=False)),
+                                        needs, device) for d in (train, held_out)]
 
     @torch.no_grad()
-    def measure(self, D: nn.Module, conditional: bool, autocast, batch_size: int = 64) -> tuple[float, float]:
-        """(mean D logit on training images, on held-out images).
+    def measure(self, step: TrainStep, batch_size: int = 64) -> tuple[float, float]:
+        """(mean D logit on training images, on held-out images), as ``step.real_logits`` scores them.
 
         D runs in training mode, i.e. on batches of only real images as it sees them during training; its
         batch-norm running statistics are restored afterwards so monitoring never changes training.
         """
+        D = step.D_module
         buffers = {k: v.clone() for k, v in D.named_buffers()}
         means = []
-        for x, y in self.sets:
-            with autocast:
-                logits = torch.cat([D(xb, yb if conditional else None).float()
-                                    for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
+        for batch in self.sets:
+            with step.autocast:
+                logits = torch.cat([step.real_logits(part).float().reshape(-1) for part in _split(batch, batch_size)])
             means.append(logits.mean())
-        with torch.no_grad():
-            for k, v in D.named_buffers():
-                v.copy_(buffers[k])
+        for k, v in D.named_buffers():
+            v.copy_(buffers[k])
         return tuple(torch.stack(means).tolist())
+
+
+def _split(batch: Batch, size: int) -> list[Batch]:
+    """``batch`` cut into consecutive batches of at most ``size`` rows."""
+    n = len(batch)
+    return [Batch(**{f: (None if getattr(batch, f) is None or f == "domain_b" else getattr(batch, f)[i:i + size])
+                     for f in BATCH_FIELD_NAMES}) for i in range(0, n, size)]

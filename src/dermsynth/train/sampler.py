@@ -1,48 +1,57 @@
-"""Mini-batches from a uint8 image array kept on the training device.
+"""Mini-batches cut from a dataset's arrays kept on the training device.
 
-Images stay uint8 (4x smaller than float) and are converted per batch. The order is a fresh permutation
-per epoch drawn from (seed, epoch), so the sampler's whole state is two integers and a resumed run sees
-exactly the batches an uninterrupted run would. Under multi-process training every rank walks the same
+The sampler uploads, once, the arrays of exactly the batch fields a step needs (``dermsynth.train.batch``):
+images stay uint8 (4x smaller than float) and every field is converted per batch. The order is a fresh
+permutation per epoch drawn from (seed, epoch), so the sampler's whole state is two integers and a resumed run
+sees exactly the batches an uninterrupted run would. Under multi-process training every rank walks the same
 permutation and keeps its rows ``rank::world`` of each global batch, so the state does not depend on the
 number of ranks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 
+from dermsynth.data.dataset import LesionDataset
 from dermsynth.errors import DermsynthError
+from dermsynth.train.batch import Batch, data_fields, field_spec
 from dermsynth.train.distributed import DistInfo
 
 
 class BatchSampler:
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
-                 device: torch.device, keep_on_device: bool | None = None, dist: DistInfo | None = None) -> None:
-        n = len(images)
+    """Batches of ``data`` holding the fields ``needs`` names (images always), on ``device``."""
+
+    def __init__(self, data: LesionDataset, batch_size: int, seed: int, device: torch.device,
+                 needs: Iterable[str] = ("images", "labels"), keep_on_device: bool | None = None,
+                 dist: DistInfo | None = None) -> None:
+        n = len(data)
         if n < batch_size:
             raise DermsynthError(f"the dataset has {n} images, fewer than one batch of {batch_size}; "
                                  f"lower --batch-size")
         self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, device
         self.dist = dist or DistInfo()
+        self.names = data_fields(needs)
+        arrays = {name: field_spec(name).array(data) for name in self.names}
         if keep_on_device is None:
-            keep_on_device = device.type != "cuda" or _fits_on_gpu(images.nbytes, device)
+            nbytes = sum(np.asarray(a).nbytes for a in arrays.values())
+            keep_on_device = device.type != "cuda" or _fits_on_gpu(nbytes, device)
         where = device if keep_on_device else torch.device("cpu")
-        # NHWC uint8; permuting a batch to NCHW gives a channels_last tensor for free. np.array copies a
-        # (read-only) memory map into RAM once, so no step ever waits on the disk.
-        self.images = torch.from_numpy(np.array(images)).to(where)
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(where)
+        # np.array copies a (read-only) memory map into RAM once, so no step ever waits on the disk.
+        self.arrays = {name: torch.from_numpy(np.array(a)).to(where) for name, a in arrays.items()}
         if not keep_on_device and device.type == "cuda":
-            self.images = self.images.pin_memory()
+            self.arrays = {name: t.pin_memory() for name, t in self.arrays.items()}
         self.epoch, self.position = 0, 0
         self._perm = self._permutation(0)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=g).to(self.images.device)
+        return torch.randperm(self.n, generator=g).to(self.arrays["images"].device)
 
-    def next(self, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next batch: float images in [-1, 1], (B, 3, H, W), and int64 labels, on the device.
+    def next(self, batch_size: int | None = None) -> Batch:
+        """The next batch (images as float in [-1, 1], (B, 3, H, W), and the other needed fields).
 
         ``batch_size`` (at most the one given at construction) overrides it for this batch: PGAN's minibatch
         changes with the resolution. Both are global: each rank gets ``batch_size / world`` rows.
@@ -56,10 +65,8 @@ class BatchSampler:
             self._perm = self._permutation(self.epoch)
         idx = self.dist.shard(self._perm[self.position:self.position + batch_size])
         self.position += batch_size
-        x = self.images[idx].to(self.device, non_blocking=True)
-        y = self.labels[idx].to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-        return x, y
+        return Batch(**{name: field_spec(name).convert(t[idx].to(self.device, non_blocking=True))
+                        for name, t in self.arrays.items()})
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}

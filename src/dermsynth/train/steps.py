@@ -1,22 +1,39 @@
-"""One training step per model kind: the only model-specific code the shared trainer runs.
+"""The step protocol every model trains through, and the steps of the noise -> image GANs.
 
-:class:`GANStep` is one discriminator update then one generator update on the same generated batch, with the
-loss chosen by name and optional WGAN-GP penalties (gradient penalty, epsilon-drift). Subclasses override
-small hooks only:
+A *step* is everything model-specific the shared trainer runs; the loop itself never knows which model it
+trains. A step
+
+* declares the batch fields it ``needs`` (``dermsynth.train.batch``: images, labels, masks, semantic and
+  instance maps, a second domain), and the sampler builds exactly those;
+* says, in :meth:`~TrainStep.begin`, how large the next global minibatch is (PGAN: by resolution);
+* is called on a :class:`~dermsynth.train.batch.Batch` and returns its statistics as one device tensor in the
+  order of ``stat_names`` (the header of ``losses.csv``), so the loop never forces a host sync;
+* draws its own noise (latents, penalty weights) from ``noise``, the device generator whose state the
+  checkpoint keeps;
+* makes its own preview grid (:meth:`~TrainStep.preview`) and images for in-training metrics
+  (:meth:`~TrainStep.synthesize`), and scores real batches for the over-fitting monitor
+  (:meth:`~TrainStep.real_logits`);
+* keeps in :meth:`~TrainStep.state_dict` whatever else an exact resume needs.
+
+Networks and optimizers are one generator G, one discriminator D (each may be a module holding several
+networks, e.g. CycleGAN's two generators: one optimizer each, as the CycleGAN code has), their Adam
+optimizers and an optional EMA copy of G, built by the trainer from the model registry.
+
+Steps here: :class:`GANStep` is one discriminator update then one generator update on the same generated
+batch, with the loss chosen by name and optional WGAN-GP penalties (gradient penalty, epsilon-drift).
+Subclasses override small hooks only:
 
 * :class:`ProgressiveStep` (PGAN): ``begin`` sets the growth stage and minibatch from the number of real
   images shown and resets Adam at every phase change; ``prepare_real`` pools/blends the reals to the stage.
 * :class:`PyramidStep` (LAPGAN): the losses are taken over every Laplacian-pyramid level at once, each G_k
   conditioned on the *real* coarser image.
 
-Every step returns its statistics (d_loss, g_loss, mean real logit, mean fake logit) as one device tensor,
-so the caller never forces a host sync. The trainer and the throughput benchmarks share these classes.
+The trainer and the throughput benchmarks share these classes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any
 
 import torch
@@ -24,77 +41,200 @@ from torch import nn
 
 from dermsynth.errors import DermsynthError
 from dermsynth.models.lapgan import LevelBatch, level_batches
-from dermsynth.models.pgan import PGANSchedule, real_images_at
-from dermsynth.train.config import TrainConfig, parse_batch_schedule
+from dermsynth.models.layers import upsample_to
+from dermsynth.models.pgan import PGANSchedule, pgan_schedule, real_images_at
+from dermsynth.train.augment_pipe import Augmentation, augmentation_from_config
+from dermsynth.train.batch import Batch
+from dermsynth.train.config import TrainConfig
 from dermsynth.train.distributed import DistInfo
 from dermsynth.train.losses import LOSSES
 from dermsynth.train.penalties import epsilon_drift, gradient_penalty
 
+PREVIEW_SIZE = 64  # images in every preview grid (8 x 8)
 
-class GANStep:
-    """One D update then one G update on the same generated batch.
 
-    ``noise`` (a device ``torch.Generator``) draws the gradient penalty's interpolation weights, so they are
-    part of the checkpointed RNG state; ``ema`` is the EMA generator, which hooks that change the generator's
-    stage must follow. With ``dist`` (multi-process training) the batches given to the step are this rank's
-    rows of the global batch; random draws are made for the global batch and sharded the same way, and
-    gradients are averaged over ranks before each optimizer step.
+def ema_beta_at(beta: float, step: int) -> float:
+    """The EMA decay used after ``step`` finished steps: ``min(beta, (1 + step) / (10 + step))``.
+
+    The warm-up of TensorFlow's ExponentialMovingAverage(num_updates): early on the average follows the
+    generator closely, so a short run (or a PGAN that changes stage every few thousand images) is not
+    sampled from an average dominated by its random initialisation. A function of the step only, so a
+    resumed run uses the same decays as an uninterrupted one.
+    """
+    return min(beta, (1.0 + step) / (10.0 + step))
+
+
+class TrainStep:
+    """The protocol (see the module docstring) with the parts every step shares.
+
+    ``G``/``D`` are the plain modules (``G_module``/``D_module``; ``G``/``D`` may be their compiled
+    versions), ``opt_g``/``opt_d`` their optimizers, ``ema`` the EMA generator or None, ``noise`` the
+    checkpointed device generator for every random draw of the step, ``dist`` this process's place in a
+    multi-process job: batches given to the step are this rank's rows of the global batch, random draws are
+    made for the global batch and sharded the same way, and gradients are averaged over ranks before each
+    optimizer step.
     """
 
+    #: batch fields the sampler must fill (``images`` is always there)
+    needs: frozenset[str] = frozenset({"images"})
+    #: names of the statistics ``__call__`` returns, in order: the columns of losses.csv
+    stat_names: tuple[str, ...] = ("d_loss", "g_loss", "d_real", "d_fake")
+    #: what G takes, recorded in checkpoints, when it depends on the config (else the registry's ``inputs``)
+    generator_inputs: tuple[str, ...] | None = None
+
     def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-                 loss: str = "nonsaturating", bf16: bool = False, compile: bool = False, *, batch_size: int = 64,
-                 gp_weight: float = 0.0, drift: float = 0.0, noise: torch.Generator | None = None,
-                 ema: nn.Module | None = None, dist: DistInfo | None = None) -> None:
-        if loss not in LOSSES:
-            raise DermsynthError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
+                 bf16: bool = False, compile: bool = False, *, batch_size: int = 64, ema_beta: float = 0.0,
+                 noise: torch.Generator | None = None, ema: nn.Module | None = None,
+                 dist: DistInfo | None = None) -> None:
         self.G_module, self.D_module = G, D  # the plain modules, for their methods and attributes
         self.G, self.D = (torch.compile(G), torch.compile(D)) if compile else (G, D)
         self.opt_g, self.opt_d = opt_g, opt_d
-        self.loss_d, self.loss_g = LOSSES[loss]
-        self.batch_size, self.gp_weight, self.drift = batch_size, gp_weight, drift
+        self.batch_size, self.ema_beta = batch_size, ema_beta
         self.noise, self.ema, self.dist = noise, ema, dist or DistInfo()
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext())
+        self.global_batch = batch_size
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
                     opt_d: torch.optim.Optimizer, *, bf16: bool, noise: torch.Generator | None = None,
-                    ema: nn.Module | None = None, dist: DistInfo | None = None) -> "GANStep":
+                    ema: nn.Module | None = None, dist: DistInfo | None = None) -> "TrainStep":
         """The step a resolved config asks for."""
-        return cls(G, D, opt_g, opt_d, cfg.loss, bf16, cfg.compile, batch_size=cfg.batch_size or 1,
-                   gp_weight=cfg.gp_weight or 0.0, drift=cfg.drift or 0.0, noise=noise, ema=ema, dist=dist,
-                   **cls.config_options(cfg))
+        return cls(G, D, opt_g, opt_d, bf16, cfg.compile, batch_size=cfg.batch_size or 1,
+                   ema_beta=cfg.ema_beta or 0.0, noise=noise, ema=ema, dist=dist, **cls.config_options(cfg))
 
     @classmethod
     def config_options(cls, cfg: TrainConfig) -> dict[str, Any]:
         """Extra constructor options a subclass takes from the config."""
         return {}
 
-    @classmethod
-    def steps_to_show(cls, cfg: TrainConfig, images: int) -> int:
-        """Steps needed to show ``images`` real images (used to turn --kimg into --steps)."""
-        return max(1, math.ceil(images / cfg.batch_size))
-
     # --- hooks ---------------------------------------------------------------------------------------------
 
     def begin(self, images_seen: int) -> int:
-        """Called before every step with the real images shown so far; returns this step's minibatch size."""
+        """Called before every step with the real images shown so far; returns this step's global minibatch."""
+        self.global_batch = self.batch_size
         return self.batch_size
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        """One training step on this rank's rows of the global batch; statistics in ``stat_names`` order."""
+        raise NotImplementedError
+
+    def ema_decay(self, step: int, images_seen: int) -> float:
+        """The EMA decay after ``step`` finished steps (``images_seen`` real images shown)."""
+        return ema_beta_at(self.ema_beta, step)
+
+    def preview(self, generator: nn.Module, fixed: Batch) -> tuple[torch.Tensor, int]:
+        """(images in [-1, 1], images per row) for the sample grid; ``fixed`` is the same real batch of
+        :data:`PREVIEW_SIZE` images at every call. Runs under no_grad, autocast and a forked, seeded RNG."""
+        raise NotImplementedError
+
+    def synthesize(self, generator: nn.Module, n: int, seed: int, source: Batch | None) -> torch.Tensor:
+        """``n`` generated images in [-1, 1] for in-training metrics, reproducible by ``seed``; map-conditioned
+        steps translate ``source`` (real batch of ``n`` rows) instead of drawing latents."""
+        raise NotImplementedError
+
+    def real_logits(self, batch: Batch) -> torch.Tensor:
+        """D's logits for a real batch as D sees it in training (the over-fitting monitor)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Step state that a checkpoint must keep for an exact resume (none here)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def set_lr(self, opt: torch.optim.Optimizer, lr: float) -> None:
+        """A learning rate changed on ``--resume`` (steps that scale their rates override this)."""
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+    # --- shared helpers ------------------------------------------------------------------------------------
+
+    def draw(self, *shape: int, kind: str = "normal", like: torch.Tensor | None = None) -> torch.Tensor:
+        """A random tensor for the *global* batch (leading dimension), drawn from the checkpointed ``noise``
+        generator, and this rank's rows of it."""
+        device = like.device if like is not None else (self.noise.device if self.noise is not None else "cpu")
+        dtype = like.dtype if like is not None else torch.float32
+        fn = torch.randn if kind == "normal" else torch.rand
+        return self.dist.shard(fn(*shape, generator=self.noise, device=device, dtype=dtype))
+
+    def _update(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.dist.active:
+            self.dist.sync_grads(opt)
+        opt.step()
+
+
+class GANStep(TrainStep):
+    """Noise -> image: one D update then one G update on the same generated batch.
+
+    G takes ``(z, labels)``, D ``(images, labels)``; labels only when ``conditional``. ``noise`` also draws
+    the gradient penalty's interpolation weights. ``augment`` (``--augment``, see
+    ``dermsynth.train.augment_pipe``) transforms every image D sees -- reals and fakes, in D's and G's losses
+    and in the penalties -- and adds the column ``aug_p``; ADA adjusts its p from D's logits on the reals.
+    The over-fitting monitor (:meth:`real_logits`) scores un-augmented reals.
+    """
+
+    def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                 loss: str = "nonsaturating", bf16: bool = False, compile: bool = False, *, batch_size: int = 64,
+                 gp_weight: float = 0.0, drift: float = 0.0, conditional: bool = False, z_dim: int | None = None,
+                 preview_seed: int = 2, ema_beta: float = 0.0, noise: torch.Generator | None = None,
+                 ema: nn.Module | None = None, dist: DistInfo | None = None,
+                 augment: Augmentation | None = None) -> None:
+        if loss not in LOSSES:
+            raise DermsynthError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
+        super().__init__(G, D, opt_g, opt_d, bf16, compile, batch_size=batch_size, ema_beta=ema_beta,
+                         noise=noise, ema=ema, dist=dist)
+        self.loss_d, self.loss_g = LOSSES[loss]
+        self.gp_weight, self.drift = gp_weight, drift
+        self.conditional = conditional
+        self.needs = frozenset({"images", "labels"}) if conditional else frozenset({"images"})
+        self.z_dim = int(z_dim if z_dim is not None else G.z_dim)
+        # the preview latents: the same every call (and the same as before the step protocol existed)
+        num_classes = max(int(getattr(G, "num_classes", 0)), 1)
+        self.preview_z = torch.randn(PREVIEW_SIZE, self.z_dim, generator=torch.Generator().manual_seed(preview_seed))
+        self.preview_y = torch.arange(PREVIEW_SIZE) % num_classes
+        self.augment = augment
+        if augment is not None:
+            self.stat_names = (*self.stat_names, "aug_p")
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
+                    opt_d: torch.optim.Optimizer, *, bf16: bool, noise: torch.Generator | None = None,
+                    ema: nn.Module | None = None, dist: DistInfo | None = None) -> "GANStep":
+        return cls(G, D, opt_g, opt_d, cfg.loss, bf16, cfg.compile, batch_size=cfg.batch_size or 1,
+                   gp_weight=cfg.gp_weight or 0.0, drift=cfg.drift or 0.0, conditional=cfg.conditional,
+                   z_dim=cfg.z_dim, preview_seed=cfg.seed + 2, ema_beta=cfg.ema_beta or 0.0, noise=noise,
+                   ema=ema, dist=dist, augment=augmentation_from_config(
+                       cfg, noise.device if noise is not None else "cpu", (dist or DistInfo()).mean),
+                   **cls.config_options(cfg))
+
+    # --- hooks ---------------------------------------------------------------------------------------------
 
     def prepare_real(self, real: torch.Tensor) -> torch.Tensor:
         """The real batch as D sees it."""
         return real
 
+    def seen(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` augmented as D sees them (themselves without ``--augment``); random draws from ``noise``."""
+        if self.augment is None:
+            return images
+        world, like = self.dist.world, images.new_empty(0, dtype=torch.float32)  # float32 draws on the images' device
+        return self.augment(images, lambda kind, n, *shape: self.draw(n * world, *shape, kind=kind, like=like))
+
     def discriminator_loss(self, real: torch.Tensor, labels: torch.Tensor | None,
                            z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
         """(D loss, real logits, fake logits, what :meth:`generator_loss` needs: here the fake batch)."""
         fake = self.G(z, labels)
-        real_logits = self.D(real, labels)
-        fake_logits = self.D(fake.detach(), labels)
-        d_loss = self.loss_d(real_logits, fake_logits) + self.penalties(real, fake, labels, real_logits)
+        real_seen, fake_seen = self.seen(real), self.seen(fake.detach())
+        real_logits = self.D(real_seen, labels)
+        fake_logits = self.D(fake_seen, labels)
+        d_loss = self.loss_d(real_logits, fake_logits) + self.penalties(real_seen, fake_seen, labels, real_logits)
         return d_loss, real_logits, fake_logits, fake
 
     def generator_loss(self, fake: Any, labels: torch.Tensor | None) -> torch.Tensor:
-        return self.loss_g(self.D(fake, labels))
+        return self.loss_g(self.D(self.seen(fake), labels))
 
     def penalties(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None,
                   real_logits: torch.Tensor) -> torch.Tensor | float:
@@ -107,46 +247,61 @@ class GANStep:
         """
         extra: torch.Tensor | float = 0.0
         if self.gp_weight:
-            eps = self.dist.shard(torch.rand(real.shape[0] * self.dist.world, 1, 1, 1, generator=self.noise,
-                                             device=real.device, dtype=real.dtype))
+            eps = self.draw(real.shape[0] * self.dist.world, 1, 1, 1, kind="uniform", like=real)
             # the eager D: torch.compile does not support the double backward (create_graph) of a compiled graph
             extra = self.gp_weight * gradient_penalty(self.D_module, real, fake, labels, eps=eps)
         if self.drift:
             extra = extra + epsilon_drift(real_logits, self.drift)
         return extra
 
-    def state_dict(self) -> dict[str, Any]:
-        """Step state that a checkpoint must keep for an exact resume (none here)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
     # --- the step ------------------------------------------------------------------------------------------
 
-    def __call__(self, real: torch.Tensor, labels: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
-        real = self.prepare_real(real)
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        labels = batch.labels if self.conditional else None
+        z = self.draw(self.global_batch, self.z_dim, like=batch.images)
+        real = self.prepare_real(batch.images)
         with self.autocast:
             d_loss, real_logits, fake_logits, fake = self.discriminator_loss(real, labels, z)
         self._update(self.opt_d, d_loss)
+        if self.augment is not None:
+            self.augment.observe(real_logits, self.global_batch)
         with self.autocast:
             g_loss = self.generator_loss(fake, labels)
         self._update(self.opt_g, g_loss)
-        return torch.stack([d_loss.detach(), g_loss.detach(),
-                            real_logits.detach().float().mean(), fake_logits.detach().float().mean()])
+        stats = [d_loss.detach(), g_loss.detach(), real_logits.detach().float().mean(),
+                 fake_logits.detach().float().mean()]
+        if self.augment is not None:
+            stats.append(self.augment.p.float())
+        return torch.stack(stats)
 
-    def _update(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.dist.active:
-            self.dist.sync_grads(opt)
-        opt.step()
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.augment is None else {"augment": self.augment.state_dict()}
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.augment is not None and "augment" in state:
+            self.augment.load_state_dict(state["augment"])
 
-def pgan_schedule(cfg: TrainConfig) -> PGANSchedule:
-    """The growth schedule of a resolved PGAN config."""
-    return PGANSchedule(resolution=cfg.size, stable_kimg=cfg.stable_kimg, fade_kimg=cfg.fade_kimg,
-                        batch_sizes=parse_batch_schedule(cfg.batch_schedule, cfg.size))
+    def _labels_for(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        return torch.randint(int(self.G_module.num_classes), (n,), generator=generator)
+
+    def preview(self, generator: nn.Module, fixed: Batch) -> tuple[torch.Tensor, int]:
+        device = fixed.images.device
+        labels = self.preview_y.to(device) if self.conditional else None
+        images = generator(self.preview_z.to(device), labels)
+        return upsample_to(images, fixed.images.shape[-1]), 8  # PGAN while growing: enlarged to full size
+
+    def synthesize(self, generator: nn.Module, n: int, seed: int, source: Batch | None) -> torch.Tensor:
+        device = next(generator.parameters()).device
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.z_dim, generator=gen)
+        labels = self._labels_for(n, gen)
+        images = generator(z.to(device), None if labels is None else labels.to(device))
+        return upsample_to(images, int(generator.resolution))
+
+    def real_logits(self, batch: Batch) -> torch.Tensor:
+        return self.D(self.prepare_real(batch.images), batch.labels if self.conditional else None)
 
 
 class ProgressiveStep(GANStep):
@@ -169,10 +324,6 @@ class ProgressiveStep(GANStep):
     def config_options(cls, cfg: TrainConfig) -> dict[str, Any]:
         return {"schedule": pgan_schedule(cfg)}
 
-    @classmethod
-    def steps_to_show(cls, cfg: TrainConfig, images: int) -> int:
-        return max(1, pgan_schedule(cfg).steps_to_show(images))
-
     def begin(self, images_seen: int) -> int:
         self.stage = self.schedule.stage_at(images_seen)
         phase = self.schedule.phase_at(images_seen)
@@ -183,15 +334,17 @@ class ProgressiveStep(GANStep):
         for net in (self.G_module, self.D_module, self.ema):
             if net is not None:
                 net.set_stage(self.stage.level, self.stage.alpha)
-        return self.stage.batch_size
+        self.global_batch = self.stage.batch_size
+        return self.global_batch
 
     def prepare_real(self, real: torch.Tensor) -> torch.Tensor:
         return real_images_at(real, self.stage.level, self.stage.alpha)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"phase": self.phase}
+        return {**super().state_dict(), "phase": self.phase}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         self.phase = state.get("phase")
 
 
@@ -207,6 +360,10 @@ class PyramidStep(GANStep):
         if self.gp_weight:
             raise DermsynthError("--gp-weight is not supported for --model lapgan (its critics are conditional "
                                  "per level); use --gp-weight 0")
+        if self.augment is not None:
+            raise DermsynthError("--augment is not supported for --model lapgan (its discriminators judge a band "
+                                 "given the coarser image, which would need one transform for both); use "
+                                 "--augment none")
 
     def discriminator_loss(self, real: torch.Tensor, labels: torch.Tensor | None,
                            z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[LevelBatch]]:
@@ -223,10 +380,15 @@ class PyramidStep(GANStep):
         return self.loss_g(self.D_module.pyramid_logits(batches, labels, fake=True))
 
 
-STEPS: dict[str, type[GANStep]] = {"gan": GANStep, "progressive": ProgressiveStep, "pyramid": PyramidStep}
+STEPS: dict[str, type[TrainStep]] = {"gan": GANStep, "progressive": ProgressiveStep, "pyramid": PyramidStep}
 
 
-def step_class(name: str) -> type[GANStep]:
+def register_step(name: str, cls: type[TrainStep]) -> None:
+    """Make a step class available to registry entries as ``ModelSpec.step = name``."""
+    STEPS[name] = cls
+
+
+def step_class(name: str) -> type[TrainStep]:
     if name not in STEPS:
         raise DermsynthError(f"unknown training step {name!r}; available: {', '.join(STEPS)}")
     return STEPS[name]

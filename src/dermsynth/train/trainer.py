@@ -1,13 +1,18 @@
-"""The one training loop every GAN in the registry shares.
+"""The one training loop every model in the registry shares.
 
-Per step: one discriminator update on a real batch and a generated batch, then one generator update on the
-same generated batch. What differs between models lives in the model's step class
-(``dermsynth.train.steps``: GANStep for DCGAN, ProgressiveStep for PGAN, PyramidStep for LAPGAN), named by
-its registry entry; the loop only asks the step for the minibatch size before each step and counts the real
-images shown. Around it: EMA of the generator, fixed-noise sample grids, loss curves (CSV + PNG), atomic
-checkpoints with every RNG state and the number of real images shown (so ``resume=True`` continues exactly
-as an uninterrupted run, also across PGAN phase changes), a checkpoint on Ctrl-C so an interrupted run loses
-no work, and data-parallel training when started by ``torchrun`` (``dermsynth.train.distributed``).
+The loop knows nothing of the model it trains: the registry entry names a *step* (``dermsynth.train.steps``)
+that declares the batch fields it needs, draws its own noise, updates its networks and returns named
+statistics. Around it: EMA of the generator, preview grids the step draws, loss curves (CSV + PNG with the
+step's column names), optional in-training metrics with a ``best.pt`` snapshot, atomic checkpoints with every
+RNG state and the number of real images shown (so ``resume=True`` continues exactly as an uninterrupted
+run, also across PGAN phase changes), and data-parallel training when started by ``torchrun``
+(``dermsynth.train.distributed``).
+
+Reliability: a run holds a lock on its folder (a second run into the same ``out`` is refused; a killed
+run's lock dies with it); Ctrl-C or SIGTERM (``timeout``, SLURM, Kubernetes) finish the current step, save
+a checkpoint and stop; a non-finite loss or weight stops the run with an error naming the step and never
+overwrites the last good checkpoint; ``--resume`` refuses options that cannot change and records the ones
+that may.
 """
 
 from __future__ import annotations
@@ -15,37 +20,74 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
-import json
+import fcntl
+import math
+import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from dermsynth.data.dataset import LesionDataset
+from dermsynth.data.prepare import load_dataset
 from dermsynth.device import resolve_device
 from dermsynth.errors import CheckpointError, DermsynthError
+from dermsynth.io import append_csv_row, check_writable_dir, read_csv_rows, write_csv, write_json
+from dermsynth.progress import tqdm
 from dermsynth.models import build_gan, model_spec
-from dermsynth.models.layers import upsample_to
 from dermsynth.report.figures import image_grid, plot_curves, save_png, to_uint8
+from dermsynth.train.batch import batch_from_dataset
 from dermsynth.train.checkpoint import load_checkpoint, save_checkpoint
 from dermsynth.train.config import TrainConfig, parse_batch_schedule
 from dermsynth.train.distributed import init_distributed
 from dermsynth.train.monitor import OverfitMonitor, split_holdout
 from dermsynth.train.sampler import BatchSampler
-from dermsynth.train.steps import GANStep, step_class
+from dermsynth.train.steps import PREVIEW_SIZE, GANStep, TrainStep, ema_beta_at, step_class
 
-LOSS_COLUMNS = ["d_loss", "g_loss", "d_real", "d_fake"]
-GRID_SIZE = 64
+__all__ = ["GANStep", "MetricsHook", "RunLocked", "TrainResult", "TrainingDiverged", "TrainingInterrupted",
+           "ema_beta_at", "load_training_data", "model_options", "train", "update_ema"]
+
+#: options ``--resume`` may change (applied, and recorded in config.json with the step); every other option
+#: is fixed by the run (model, data, size, architecture, schedule, seed) and a different value is an error
+RESUME_MUTABLE = ("steps", "kimg", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "device",
+                  "lr_g", "lr_d", "bf16", "channels_last", "compile", "metrics", "metric_every", "metric_real",
+                  "metric_images", "tensorboard")
 
 
 class TrainingInterrupted(DermsynthError):
-    """Raised after Ctrl-C once the checkpoint of the last finished step is on disk."""
+    """Raised after Ctrl-C or SIGTERM once the checkpoint of the last finished step is on disk.
+
+    ``exit_code`` is the shell convention for the signal: 130 (SIGINT) or 143 (SIGTERM)."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class TrainingDiverged(DermsynthError):
+    """A loss or weight became NaN/inf; the last good checkpoint was kept."""
+
+
+class RunLocked(DermsynthError):
+    """Another training run is writing into the same output folder."""
+
+
+class MetricsHook(Protocol):
+    """In-training metrics (built above the trainer, e.g. ``dermsynth.metrics.registry.TrainingMetrics``).
+
+    ``names``: the metrics, lower is better, the first decides ``best.pt``; called with ``sample_fn(n, seed)``
+    returning ``n`` uint8 (N, H, W, 3) images of the current (EMA) generator, it returns ``{name: value}``."""
+
+    names: list[str]
+
+    def __call__(self, sample_fn: Callable[[int, int], np.ndarray]) -> Mapping[str, float]: ...
 
 
 @dataclass
@@ -55,29 +97,17 @@ class TrainResult:
     step: int
 
 
-def model_options(cfg: TrainConfig, num_classes: int) -> dict:
+def model_options(cfg: TrainConfig, data: LesionDataset) -> dict:
     """Keyword options for the model builder; stored in checkpoints so samplers can rebuild G."""
+    spec = model_spec(cfg.model)
     return {"resolution": cfg.size, "z_dim": cfg.z_dim, "width": cfg.width,
-            "num_classes": num_classes if cfg.conditional else 0}
+            "num_classes": data.num_classes if cfg.conditional else 0, **spec.extra_options(cfg, data)}
 
 
-def load_training_data(cfg: TrainConfig, progress: bool = True) -> LesionDataset:
-    """The dataset a config names: built-in phantom data when ``cfg.data`` is None."""
-    from dermsynth.data.prepare import load_dataset
-
-    spec = cfg.data if cfg.data is not None else f"phantom:{cfg.phantom_n}"
+def load_training_data(cfg: TrainConfig, progress: bool = True, source: str | None = None) -> LesionDataset:
+    """The dataset a config names (``source`` overrides ``cfg.data``): built-in phantom data when None."""
+    spec = source if source is not None else (cfg.data if cfg.data is not None else f"phantom:{cfg.phantom_n}")
     return load_dataset(spec, size=cfg.size, skip_corrupt=cfg.skip_corrupt, progress=progress)
-
-
-def ema_beta_at(beta: float, step: int) -> float:
-    """The EMA decay used after ``step`` finished steps: ``min(beta, (1 + step) / (10 + step))``.
-
-    The warm-up of TensorFlow's ExponentialMovingAverage(num_updates): early on the average follows the
-    generator closely, so a short run (or a PGAN that changes stage every few thousand images) is not
-    sampled from an average dominated by its random initialisation. A function of the step only, so a
-    resumed run uses the same decays as an uninterrupted one.
-    """
-    return min(beta, (1.0 + step) / (10.0 + step))
 
 
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
@@ -89,46 +119,53 @@ def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
             b_ema.copy_(b)
 
 
-def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool = False,
-          progress: bool = True) -> TrainResult:
-    """Train the GAN that ``cfg.model`` names; see :class:`TrainConfig` for every option.
+def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool = False, progress: bool = True,
+          *, dataset_b: LesionDataset | None = None, metrics: MetricsHook | None = None,
+          make_metrics: Callable[[TrainConfig], MetricsHook] | None = None,
+          given: set[str] | None = None) -> TrainResult:
+    """Train the model that ``cfg.model`` names; see :class:`TrainConfig` for every option.
 
     ``cfg`` is resolved against the model's defaults first (:meth:`TrainConfig.resolve`). With
     ``resume=True`` training continues from ``<out>/latest.pt`` (if present) up to the new ``steps``/``kimg``
-    (the model's default length when neither is given). Under ``torchrun`` every rank runs this function;
-    rank 0 alone writes files.
+    (the model's default length when neither is given); ``given`` names the options the user set
+    explicitly (default: those that differ from :class:`TrainConfig`'s defaults): an option that cannot
+    change on resume is an error, one that may (:data:`RESUME_MUTABLE`) is applied and recorded.
+    ``dataset_b`` is the second domain of two-domain models (else ``cfg.data_b`` is loaded); ``metrics``
+    scores the generator every ``cfg.metric_every`` kimg (``cfg.metrics`` names them), or ``make_metrics``
+    builds it from the final config (after a resume has merged the checkpoint's). Under ``torchrun``
+    every rank runs this function; rank 0 alone writes files.
     """
     out = Path(cfg.out)
     ckpt_path = out / "latest.pt"
-    state = None
+    state, changes = None, []
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
-        saved = TrainConfig.from_dict(state["config"])
-        # The architecture, data and schedule come from the checkpoint; only the length and logging may change.
-        for key in ("steps", "kimg", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "device"):
-            setattr(saved, key, getattr(cfg, key))
-        cfg = saved
+        cfg, changes = _resume_config(cfg, state, given)
     elif not resume and ckpt_path.exists():
         raise DermsynthError(f"{out} already holds a run (latest.pt); pass --resume to continue it "
                              f"or choose another --out")
     cfg = cfg.resolve()
+    if cfg.metrics and metrics is None and make_metrics is not None:
+        metrics = make_metrics(cfg)
+    if cfg.metrics and metrics is None:
+        raise DermsynthError("--metrics needs the metric objects the CLI builds (pass metrics= to train())")
 
     dist = init_distributed(cfg.device)
     device = resolve_device(cfg.device)
     if dist.active and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (LOCAL_RANK)
+    if dist.is_main:
+        check_writable_dir(out, "--out")  # before any data is loaded
     torch.manual_seed(cfg.seed)
+    spec = model_spec(cfg.model)
     data = dataset if dataset is not None else load_training_data(cfg, progress and dist.is_main)
-    if data.size != cfg.size:
-        raise DermsynthError(f"data is {data.size}px but the model is configured for {cfg.size}px")
-    if cfg.conditional and data.num_classes < 1:
-        raise DermsynthError("--conditional needs labelled data; this dataset has no classes")
-
+    _check_data(data, cfg, "--data")
+    data = spec.prepare_data(cfg, data)
     held_out = None
     if cfg.overfit_holdout:
         data, held_out = split_holdout(data, cfg.overfit_holdout, cfg.seed)
 
-    options = model_options(cfg, data.num_classes)
+    options = model_options(cfg, data)
     G, D = build_gan(cfg.model, **options)
     G, D = G.to(device), D.to(device)
     use_cuda = device.type == "cuda"
@@ -139,19 +176,35 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(float(cfg.beta1), float(cfg.beta2)))
 
     noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    gan_step = step_class(model_spec(cfg.model).step).from_config(
+    gan_step: TrainStep = step_class(spec.step).from_config(
         cfg, G, D, opt_g, opt_d, bf16=use_cuda and cfg.bf16, noise=noise, ema=G_ema, dist=dist)
+    if cfg.augment != "none" and getattr(gan_step, "augment", None) is None:
+        raise DermsynthError(f"--augment {cfg.augment} does not apply to --model {cfg.model}; use --augment none")
     # Batch sizes are global (all ranks together); the sampler validates the largest one.
     max_batch = max(parse_batch_schedule(cfg.batch_schedule, cfg.size).values()) if cfg.batch_schedule \
         else cfg.batch_size
-    sampler = BatchSampler(data.images, data.labels, max_batch, cfg.seed, device, dist=dist)
-    grid_gen = torch.Generator().manual_seed(cfg.seed + 2)
-    fixed_z = torch.randn(GRID_SIZE, cfg.z_dim, generator=grid_gen).to(device)
-    fixed_y = (torch.arange(GRID_SIZE) % max(data.num_classes, 1)).to(device)
-    step, images_seen = 0, 0
+    sampler = BatchSampler(data, max_batch, cfg.seed, device, needs=gan_step.needs, dist=dist)
+    sampler_b = None
+    if "domain_b" in gan_step.needs:
+        data_b = dataset_b
+        if data_b is None:
+            if cfg.data_b is None:
+                raise DermsynthError(f"--model {cfg.model} trains on two domains: give --data-b (and --data)")
+            data_b = load_training_data(cfg, progress and dist.is_main, source=cfg.data_b)
+        _check_data(data_b, cfg, "--data-b")
+        sampler_b = BatchSampler(data_b, max_batch, cfg.seed + 7, device,
+                                 needs=getattr(gan_step, "needs_b", frozenset({"images"})), dist=dist)
+    preview_rows = np.sort(np.random.default_rng(cfg.seed + 2).permutation(len(data))[:PREVIEW_SIZE])
+    fixed = batch_from_dataset(data, preview_rows, gan_step.needs, device)
+    step, images_seen, best = 0, 0, math.inf
     if state is not None:
-        _restore(state, G, D, G_ema, opt_g, opt_d, sampler, noise, gan_step)
+        _restore(state, G, D, G_ema, opt_g, opt_d, sampler, sampler_b, noise, gan_step)
         step, images_seen = int(state["step"]), int(state.get("images_seen", 0))
+        best = float(state.get("best_metric", math.inf))
+        for change in changes:  # learning rates given on resume replace the checkpoint's
+            if change["option"] in ("lr_g", "lr_d"):
+                gan_step.set_lr(opt_g if change["option"] == "lr_g" else opt_d, change["to"])
+        changes = list(state.get("config_changes", [])) + [{**c, "step": step} for c in changes]
     # Every rank starts from rank 0's weights (as DDP does), whatever its own initialisation was; batch-norm
     # statistics (computed from each rank's own rows) are re-broadcast every step, as DDP's broadcast_buffers.
     if dist.active:
@@ -159,147 +212,325 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     sync_buffers = dist.active and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in G.modules())
 
     main = dist.is_main
-    losses_csv, overfit_csv = out / "losses.csv", out / "overfit.csv"
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "samples").mkdir(exist_ok=True)
-        cfg.save(out / "config.json")
-        (out / "data.json").write_text(json.dumps(_data_summary(data), indent=2) + "\n")
-        for log in (losses_csv, overfit_csv):
-            _truncate_log(log, step)
-        if state is None:
-            _save_real_grid(data, out / "real.png")
+    losses_csv, overfit_csv, metrics_csv = out / "losses.csv", out / "overfit.csv", out / "metrics.csv"
+    lock = _RunLock(out) if main else contextlib.nullcontext()
+    with lock:
+        if main:
+            (out / "samples").mkdir(exist_ok=True)
+            _save_config(cfg, changes, out / "config.json")
+            write_json(out / "data.json", _data_summary(data))
+            for log in (losses_csv, overfit_csv, metrics_csv):
+                _truncate_log(log, step)
+            if state is None:
+                _save_real_grid(data, out / "real.png")
+        inputs = getattr(gan_step, "generator_inputs", None) or spec.inputs  # e.g. pix2pixHD --no-instance
+        return _loop(cfg, out, ckpt_path, device, dist, data, held_out, options, inputs, G, D, G_ema,
+                     opt_g, opt_d, noise, gan_step, sampler, sampler_b, fixed, step, images_seen, best, changes,
+                     metrics, sync_buffers, losses_csv, overfit_csv, metrics_csv, progress)
 
+
+def _loop(cfg, out, ckpt_path, device, dist, data, held_out, options, inputs, G, D, G_ema, opt_g, opt_d, noise,
+          gan_step, sampler, sampler_b, fixed, step, images_seen, best, changes, metrics, sync_buffers,
+          losses_csv, overfit_csv, metrics_csv, progress) -> TrainResult:
+    main = dist.is_main
+    use_cuda = device.type == "cuda"
     autocast = gan_step.autocast
-    conditional = cfg.conditional
-    monitor = OverfitMonitor(data, held_out, device, seed=cfg.seed) if held_out is not None and main else None
+    stat_names = list(gan_step.stat_names)
+    monitor = (OverfitMonitor(data, held_out, device, needs=gan_step.needs, seed=cfg.seed)
+               if held_out is not None and main else None)
+    metric_every = round(cfg.metric_every * 1000) if metrics is not None else 0
+    board = _tensorboard(out / "tensorboard", step) if cfg.tensorboard and main else None
+    last_good = {"step": int(step)}
+    log_sum = torch.zeros(len(stat_names), device=device)
+
+    def checkpoint_state() -> dict:
+        return _state(cfg, step, images_seen, options, inputs, data, G, D, G_ema, opt_g, opt_d, sampler, sampler_b,
+                      noise, gan_step, best, changes)
 
     def checkpoint() -> Path:
-        state = _state(cfg, step, images_seen, options, data, G, D, G_ema, opt_g, opt_d, sampler, noise, gan_step)
+        _check_finite(log_sum, stat_names, step, (G, D, G_ema), ckpt_path, last_good["step"])
+        state = checkpoint_state()
         path = save_checkpoint(state, ckpt_path)
+        last_good["step"] = step
         if cfg.keep_checkpoints:
             save_checkpoint(state, out / f"ckpt-{step:07d}.pt")
         plot_curves(losses_csv, out / "losses.png")
+        if "aug_p" in stat_names:
+            plot_curves(losses_csv, out / "aug_p.png", ["aug_p"], ylabel="augmentation probability p",
+                        title="discriminator augmentation (ADA) p")
         if monitor is not None:
             plot_curves(overfit_csv, out / "overfit.png", ["d_train", "d_heldout", "gap"], ylabel="mean D logit",
                         title="discriminator over-fitting: training vs held-out real images")
         return path
 
-    def sample_grid() -> None:
-        g = G_ema if G_ema is not None else G
+    def eval_generator() -> nn.Module:
+        return G_ema if G_ema is not None else G
+
+    @contextlib.contextmanager
+    def frozen(g: nn.Module, seed: int):
+        # eval mode, no grad, a forked RNG: models that draw noise inside (LAPGAN's bands) give comparable
+        # images and leave the training's random stream untouched
         was_training = g.training
         g.eval()
-        # A forked RNG: models that draw noise inside (LAPGAN's bands) give comparable grids and leave the
-        # training's random stream untouched.
-        with torch.no_grad(), autocast, torch.random.fork_rng(devices=[device] if use_cuda else []):
-            torch.manual_seed(cfg.seed + 3)
-            imgs = upsample_to(g(fixed_z, fixed_y if conditional else None), cfg.size)  # PGAN while growing
-        g.train(was_training)
-        save_png(image_grid(to_uint8(imgs), nrow=8), out / "samples" / f"step-{step:07d}.png")
+        try:
+            with torch.no_grad(), autocast, torch.random.fork_rng(devices=[device] if use_cuda else []):
+                torch.manual_seed(seed)
+                yield
+        finally:
+            g.train(was_training)
 
-    log_sum = torch.zeros(len(LOSS_COLUMNS), device=device)
-    log_n, log_images, t_log = 0, 0, time.perf_counter()
+    def sample_grid() -> None:
+        g = eval_generator()
+        with frozen(g, cfg.seed + 3):
+            images, nrow = gan_step.preview(g, fixed)
+        grid = image_grid(to_uint8(images), nrow=nrow)
+        save_png(grid, out / "samples" / f"step-{step:07d}.png")
+        if board is not None:
+            board.add_image("samples", grid, step, dataformats="HWC")
+
+    def score() -> None:
+        nonlocal best
+        g = eval_generator()
+
+        def sample_fn(n: int, seed: int) -> np.ndarray:
+            chunks = []
+            for start in range(0, n, 64):
+                k = min(64, n - start)
+                source = (batch_from_dataset(data, np.arange(start, start + k) % len(data), gan_step.needs, device)
+                          if "z" not in inputs else None)
+                with frozen(g, seed * 1_000_003 + start):
+                    chunks.append(to_uint8(gan_step.synthesize(g, k, seed * 1_000_003 + start, source).float()))
+            return np.concatenate(chunks)
+
+        values = dict(metrics(sample_fn))
+        names = list(metrics.names)
+        append_csv_row(metrics_csv, ["step", "kimg", *names], [step, f"{images_seen / 1000:.3f}",
+                                                            *[f"{values[k]:.6g}" for k in names]])
+        plot_curves(metrics_csv, out / "metrics.png", names, ylabel="metric (lower is better)",
+                    title="metrics during training")
+        if board is not None:
+            for k in names:
+                board.add_scalar(f"metrics/{k}", values[k], step)
+        if values[names[0]] < best:
+            best = float(values[names[0]])
+            _check_finite(log_sum, stat_names, step, (G, D, G_ema), ckpt_path, last_good["step"])
+            save_checkpoint(checkpoint_state(), out / "best.pt")
+
+    log_n, log_images, t_log, log_from = 0, 0, time.perf_counter(), step + 1
     bar = tqdm(total=cfg.steps, initial=step, unit="step", disable=not (progress and main), dynamic_ncols=True)
     with (open(losses_csv, "a", newline="") if main else contextlib.nullcontext()) as log_file, \
-            _StopOnInterrupt() as stop:
+            _StopOnSignal() as stop:
         writer = csv.writer(log_file) if main else None
         if main and log_file.tell() == 0:
-            writer.writerow(["step", *LOSS_COLUMNS, "img_per_s"])
+            writer.writerow(["step", *stat_names, "img_per_s"])
         stopping = False
         while step < cfg.steps and not stopping:
-            batch = gan_step.begin(images_seen)  # the global minibatch; PGAN: sets the stage
-            real, labels = sampler.next(batch)   # this rank's rows of it
+            batch_size = gan_step.begin(images_seen)  # the global minibatch; PGAN: sets the stage
+            batch = sampler.next(batch_size)           # this rank's rows of it
+            if sampler_b is not None:
+                batch.domain_b = sampler_b.next(batch_size)
             if use_cuda and cfg.channels_last:
-                real = real.contiguous(memory_format=torch.channels_last)
-            z = dist.shard(torch.randn(batch, cfg.z_dim, device=device, generator=noise))
-            stats = gan_step(real, labels if conditional else None, z)
+                batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+            stats = gan_step(batch)
             if sync_buffers:
                 dist.broadcast_state(G, buffers_only=True)
             if G_ema is not None:
-                update_ema(G_ema, G, ema_beta_at(cfg.ema_beta, step))
+                update_ema(G_ema, G, gan_step.ema_decay(step, images_seen))
             step += 1
-            images_seen += batch
+            before = images_seen
+            images_seen += batch_size
             # Accumulate on the device; the host reads it only every log_every steps (no per-step sync).
             log_sum += stats
             log_n += 1
-            log_images += batch
+            log_images += batch_size
             bar.update(1)
             at_log = step % cfg.log_every == 0 or step == cfg.steps
             if at_log:
                 values = (dist.mean(log_sum) / log_n).tolist()
                 now = time.perf_counter()
                 ips = log_images / max(now - t_log, 1e-9)
-                log_sum.zero_()
-                log_n, log_images, t_log = 0, 0, now
                 if main:
                     writer.writerow([step, *[f"{v:.5f}" for v in values], f"{ips:.1f}"])
                     log_file.flush()
-                    bar.set_postfix(d=f"{values[0]:.3f}", g=f"{values[1]:.3f}", img_s=f"{ips:.0f}",
-                                    kimg=f"{images_seen / 1000:.1f}")
+                    bar.set_postfix({**{k: f"{v:.3f}" for k, v in zip(stat_names[:2], values)},
+                                     "img_s": f"{ips:.0f}", "kimg": f"{images_seen / 1000:.1f}"})
+                    if board is not None:
+                        for k, v in zip(stat_names, values):
+                            board.add_scalar(f"train/{k}", v, step)
+                        board.add_scalar("train/img_per_s", ips, step)
+                        board.flush()
+                bad = [k for k, v in zip(stat_names, values) if not math.isfinite(v)]
+                if bad:
+                    raise TrainingDiverged(_diverged(bad, log_from, step, ckpt_path, last_good["step"]))
+                log_sum.zero_()
+                log_n, log_images, t_log, log_from = 0, 0, now, step + 1
                 if monitor is not None:
-                    d_train, d_held = monitor.measure(_SeesRealsAsTrained(D, gan_step), conditional, autocast)
-                    _append_row(overfit_csv, ["step", "d_train", "d_heldout", "gap"],
+                    d_train, d_held = monitor.measure(gan_step)
+                    append_csv_row(overfit_csv, ["step", "d_train", "d_heldout", "gap"],
                                 [step, f"{d_train:.5f}", f"{d_held:.5f}", f"{d_train - d_held:.5f}"])
             if main and (step % cfg.sample_every == 0 or step == cfg.steps):
                 sample_grid()
+            if main and metric_every and (images_seen // metric_every > before // metric_every or step == cfg.steps):
+                score()
             if main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
                 checkpoint()
             # Under torchrun the ranks agree on stopping where they read the logs anyway (no extra host sync),
             # so every rank stops after the same step; a single process stops after the current step.
             stopping = (at_log and dist.any(stop.requested, device)) if dist.active else stop.requested
     bar.close()
-    if step < cfg.steps:  # stopped by Ctrl-C
+    if board is not None:
+        board.close()
+    if step < cfg.steps:  # stopped by Ctrl-C or SIGTERM
         if main:
             checkpoint()
-        raise TrainingInterrupted(f"interrupted at step {step}; checkpoint saved to {ckpt_path}; "
-                                  f"continue with --resume")
+        name = "SIGTERM" if stop.signum == signal.SIGTERM else "Ctrl-C"
+        raise TrainingInterrupted(f"{name} at step {step}; checkpoint saved to {ckpt_path}; continue with "
+                                  f"the same command and --resume", exit_code=128 + int(stop.signum or 2))
     return TrainResult(out=out, checkpoint=ckpt_path, step=step)
 
 
-class _SeesRealsAsTrained(nn.Module):
-    """D fed real images the way the step shows them (PGAN: pooled and blended to the current stage)."""
+def _tensorboard(path: Path, step: int):
+    """A TensorBoard writer for ``--tensorboard`` (an optional dependency, imported only when asked for).
 
-    def __init__(self, D: nn.Module, gan_step: GANStep) -> None:
-        super().__init__()
-        self.D, self.prepare = D, gan_step.prepare_real
+    ``purge_step`` drops events a crashed run logged past its last checkpoint, as ``_truncate_log`` does."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415  (optional dependency)
+    except ImportError:
+        raise DermsynthError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(path), purge_step=step + 1 if step else None)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        return self.D(self.prepare(images), labels)
+
+def _check_data(data: LesionDataset, cfg: TrainConfig, option: str) -> None:
+    if data.size != cfg.size:
+        raise DermsynthError(f"{option}: data is {data.size}px but the model is configured for {cfg.size}px")
+    if cfg.conditional and data.num_classes < 1:
+        raise DermsynthError(f"--conditional needs labelled data; {option} has no classes")
 
 
-class _StopOnInterrupt:
-    """Turn the first Ctrl-C into a request to stop after the current step (so the checkpoint written
-    then is a consistent state that resumes exactly); a second Ctrl-C interrupts at once."""
+def _diverged(bad: list[str], first: int, last: int, ckpt_path: Path, good_step: int) -> str:
+    where = f"step {last}" if first >= last else f"steps {first}-{last}"
+    kept = (f"the last good checkpoint {ckpt_path} (step {good_step}) is kept" if good_step and ckpt_path.exists()
+            else "no checkpoint was written")
+    return (f"training diverged: {', '.join(bad)} not finite at {where}; {kept}; lower --lr-g/--lr-d "
+            f"(or change the loss) and --resume")
+
+
+def _check_finite(log_sum: torch.Tensor, stat_names: list[str], step: int, modules, ckpt_path: Path,
+                  good_step: int) -> None:
+    """Refuse to checkpoint a diverged state: statistics since the last log, then every weight."""
+    bad = [k for k, ok in zip(stat_names, torch.isfinite(log_sum).tolist()) if not ok]
+    for m in modules:
+        if m is not None and bad == []:
+            params = [t for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()]
+            if params and not torch.stack([torch.isfinite(t).all() for t in params]).all():
+                bad = ["weights"]
+    if bad:
+        raise TrainingDiverged(_diverged(bad, step, step, ckpt_path, good_step))
+
+
+def _resume_config(cfg: TrainConfig, state: dict, given: set[str] | None) -> tuple[TrainConfig, list[dict]]:
+    """The checkpoint's config with the options the user may change applied; errors for the others."""
+    saved = TrainConfig.from_dict(state["config"])
+    defaults = TrainConfig()
+    if given is None:
+        given = {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) != getattr(defaults, f.name)}
+    fixed = [f.name for f in fields(TrainConfig)
+             if f.name in given and f.name not in RESUME_MUTABLE and f.name != "out"
+             and getattr(cfg, f.name) != getattr(saved, f.name)]
+    if fixed:
+        diffs = ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k)} (the run has {getattr(saved, k)})" for k in fixed)
+        raise DermsynthError(f"--resume cannot change {diffs}; drop the option(s) or start a new --out")
+    changes = []
+    for key in RESUME_MUTABLE:
+        new, old = getattr(cfg, key), getattr(saved, key)
+        if key in given and new != old:
+            changes.append({"option": key, "from": old, "to": new})
+        # the length is always the command's (the model's default when neither is given); others only if given
+        if key in ("steps", "kimg") or key in given:
+            setattr(saved, key, new)
+    return saved, changes
+
+
+def _save_config(cfg: TrainConfig, changes: list[dict], path: Path) -> None:
+    """config.json: the resolved options, and every change made on --resume with the step it took effect."""
+    write_json(path, {**cfg.to_dict(), **({"resume_changes": changes} if changes else {})})
+
+
+class _RunLock:
+    """An exclusive lock on ``out/.lock`` held for the whole run (``flock``: released by the kernel when
+    the process dies, so a killed run never leaves a stale lock behind)."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / ".lock"
+        self._file = None
+
+    def __enter__(self) -> "_RunLock":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(self.path, "a+")
+        except OSError as exc:
+            raise DermsynthError(f"cannot write to --out {self.path.parent}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise RunLocked(f"{self.path.parent} is in use by another training run (pid {holder}); wait for it "
+                            f"to finish or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+
+
+class _StopOnSignal:
+    """Turn the first Ctrl-C (SIGINT) or SIGTERM into a request to stop after the current step (so the
+    checkpoint written then is a consistent state that resumes exactly); a second one interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
 
-    def __enter__(self) -> "_StopOnInterrupt":
+    def __enter__(self) -> "_StopOnSignal":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
-def _state(cfg, step, images_seen, options, data, G, D, G_ema, opt_g, opt_d, sampler, noise, gan_step) -> dict:
+def _state(cfg, step, images_seen, options, inputs, data, G, D, G_ema, opt_g, opt_d, sampler, sampler_b, noise,
+           gan_step, best, changes) -> dict:
     return {
-        "format": "dermsynth-gan-1",
+        "format": "dermsynth-gan-2",
         "config": cfg.to_dict(),
+        "config_changes": changes,
         "model": cfg.model,
         "model_options": options,
+        "generator_inputs": list(inputs),  # batch fields G takes, in call order ("z", "labels") or maps
         "class_names": list(data.class_names),
         "data": _data_summary(data),
         "step": step,
         "images_seen": images_seen,  # real images shown: PGAN's growth stage and phase derive from it
+        "best_metric": best,
         "step_state": gan_step.state_dict(),
         "generator": G.state_dict(),
         "discriminator": D.state_dict(),
@@ -307,13 +538,14 @@ def _state(cfg, step, images_seen, options, data, G, D, G_ema, opt_g, opt_d, sam
         "opt_g": opt_g.state_dict(),
         "opt_d": opt_d.state_dict(),
         "sampler": sampler.state_dict(),
+        "sampler_b": None if sampler_b is None else sampler_b.state_dict(),
         "noise_rng": noise.get_state(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
-def _restore(state, G, D, G_ema, opt_g, opt_d, sampler, noise, gan_step) -> None:
+def _restore(state, G, D, G_ema, opt_g, opt_d, sampler, sampler_b, noise, gan_step) -> None:
     try:
         G.load_state_dict(state["generator"])
         D.load_state_dict(state["discriminator"])
@@ -324,6 +556,8 @@ def _restore(state, G, D, G_ema, opt_g, opt_d, sampler, noise, gan_step) -> None
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"checkpoint does not match the model: {str(exc).splitlines()[0]}") from None
     sampler.load_state_dict(state["sampler"])
+    if sampler_b is not None and state.get("sampler_b") is not None:
+        sampler_b.load_state_dict(state["sampler_b"])
     gan_step.load_state_dict(state.get("step_state", {}))
     noise.set_state(state["noise_rng"])
     torch.set_rng_state(state["torch_rng"])
@@ -338,24 +572,11 @@ def _data_summary(data: LesionDataset) -> dict:
 
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log rows past ``step``: a crashed run may have logged beyond its last checkpoint."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows(kept)
+    rows = read_csv_rows(path)
+    if rows:
+        write_csv(path, None, rows[:1] + [r for r in rows[1:] if int(r[0]) <= step])
 
 
-def _append_row(path: Path, header: list[str], row: list) -> None:
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(header)
-        w.writerow(row)
-
-
-def _save_real_grid(data: LesionDataset, path: Path, n: int = GRID_SIZE) -> None:
+def _save_real_grid(data: LesionDataset, path: Path, n: int = PREVIEW_SIZE) -> None:
     idx = np.random.default_rng(0).choice(len(data), size=min(n, len(data)), replace=False)
     save_png(image_grid(np.asarray(data.images[np.sort(idx)]), nrow=8), path)

@@ -1,0 +1,214 @@
+"""Image -> image generators for lesion editing: seed 003's U-Net translator and CycleGAN (Zhu et al. 2017).
+
+* :class:`UNetTranslator` (seed 003, section 3.2.2): photo + lesion mask in, a *residual* out that is added
+  to the photo. Encoder: a 7x7 stem and 2 strided convolutions; 4 residual blocks at a quarter of the input
+  size (32x32 for 128 px patches, as in the paper); decoder: 2 transposed convolutions, each followed by
+  concatenation with the encoder features of the same size (skip connections as in Isola et al.). Instance
+  normalisation (the paper does not name one; it is the usual choice for translators).
+* :class:`Seed003Discriminator` (seed 003, section 3.2.3): two discriminators, on the image and on a 2x
+  downscaled copy, each strided 3x3 convolutions with batch norm and LeakyReLU, doubling the features, four
+  of them for patches, then a dense layer to one logit; the two logits are averaged.
+* :class:`ResnetGenerator` / :class:`PatchDiscriminator`: CycleGAN's networks (Johnson et al.'s ResNet
+  generator c7s1-64, d128, d256, 6 residual blocks for 128 px and below, 9 above, u128, u64, c7s1-3 with
+  reflection padding, instance norm and tanh; the 70x70 PatchGAN C64-C128-C256-C512), channels scaled by
+  ``width`` (64 in the paper). The generator's body is pix2pixHD's
+  :class:`~dermsynth.models.pix2pixhd.GlobalGenerator` with two downsamplings (the same network), and the
+  residual blocks here and in the U-Net are its :class:`~dermsynth.models.pix2pixhd.ResnetBlock`.
+  :class:`CycleGANGenerator` holds both generators (one Adam for both, as the CycleGAN code) and
+  :class:`CycleGANDiscriminator` both discriminators. ``residual=True`` (not in the paper) makes each generator
+  output input + residual, as seed 003's translator does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dermsynth.models.pix2pixhd import GlobalGenerator, ResnetBlock
+
+#: the edit directions of each model: the U-Net's is fixed at training, CycleGAN's chosen per call
+UNET_DIRECTIONS = ("add", "remove")
+CYCLE_DIRECTIONS = ("ab", "ba")
+
+
+def _norm(channels: int) -> nn.Module:
+    return nn.InstanceNorm2d(channels, affine=False)
+
+
+def _conv_block(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    """conv, instance norm, ReLU; reflection padding at stride 1, zero padding when downsampling (CycleGAN)."""
+    if stride == 1:
+        conv = [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(c_in, c_out, kernel)]
+    else:
+        conv = [nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2)]
+    return nn.Sequential(*conv, _norm(c_out), nn.ReLU(inplace=True))
+
+
+def _up_block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1), _norm(c_out),
+                         nn.ReLU(inplace=True))
+
+
+def _check_side(x: torch.Tensor, multiple: int, what: str) -> None:
+    h, w = x.shape[-2:]
+    if h % multiple or w % multiple:
+        raise ValueError(f"{what} takes images whose sides are multiples of {multiple}, got {w}x{h}")
+
+
+class UNetTranslator(nn.Module):
+    """Seed 003's image-modification generator: ``G(photo, mask) = photo + residual(photo, mask)``.
+
+    ``photo`` (B, 3, H, W) in [-1, 1], ``mask`` (B, 1, H, W) in {0, 1}; H and W multiples of 4. The output is
+    not clamped (the residual may push it a little outside [-1, 1]; images are clamped when saved).
+    ``direction`` ("add" or "remove") records what the model was trained to do.
+    """
+
+    def __init__(self, resolution: int, width: int = 64, blocks: int = 4, direction: str = "add") -> None:
+        super().__init__()
+        if direction not in UNET_DIRECTIONS:
+            raise ValueError(f"--direction must be one of {', '.join(UNET_DIRECTIONS)}, got {direction!r}")
+        self.resolution, self.direction = resolution, direction
+        w = width
+        self.stem = _conv_block(4, w, 7)
+        self.down1 = _conv_block(w, 2 * w, 3, stride=2)
+        self.down2 = _conv_block(2 * w, 4 * w, 3, stride=2)
+        self.blocks = nn.Sequential(*[ResnetBlock(4 * w) for _ in range(blocks)])
+        self.up1 = _up_block(4 * w, 2 * w)
+        self.up2 = _up_block(4 * w, w)  # input: up1 output concatenated with down1's features
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(2 * w, 3, 7))
+
+    def residual(self, photo: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        _check_side(photo, 4, "the U-Net translator")
+        e0 = self.stem(torch.cat([photo, mask.to(photo.dtype)], dim=1))
+        e1 = self.down1(e0)
+        u1 = self.up1(self.blocks(self.down2(e1)))
+        u2 = self.up2(torch.cat([u1, e1], dim=1))
+        return self.head(torch.cat([u2, e0], dim=1))
+
+    def forward(self, photo: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return photo + self.residual(photo, mask)
+
+
+class ScaleDiscriminator(nn.Module):
+    """One scale of seed 003's discriminator: ``layers`` strided 3x3 convolutions doubling the features (batch
+    norm from the second on, LeakyReLU 0.2), then a dense layer to one logit per image."""
+
+    def __init__(self, resolution: int, width: int, layers: int = 4) -> None:
+        super().__init__()
+        convs, c_in = [], 3
+        for i in range(layers):
+            c_out = width * 2 ** i
+            convs += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)]
+            if i > 0:  # DCGAN: no batch norm on the first layer
+                convs += [nn.BatchNorm2d(c_out)]
+            convs += [nn.LeakyReLU(0.2, inplace=True)]
+            c_in = c_out
+        self.features = nn.Sequential(*convs)
+        side = resolution
+        for _ in range(layers):
+            side = (side + 1) // 2
+        self.dense = nn.Linear(c_in * side * side, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense(self.features(x).flatten(1)).squeeze(1)
+
+
+class Seed003Discriminator(nn.Module):
+    """Seed 003's discriminator (3.2.3): the mean logit of a :class:`ScaleDiscriminator` on the image and one
+    on the image reduced 2x (2x2 average pooling)."""
+
+    def __init__(self, resolution: int, width: int = 64, layers: int = 4) -> None:
+        super().__init__()
+        self.resolution = resolution
+        self.full = ScaleDiscriminator(resolution, width, layers)
+        self.coarse = ScaleDiscriminator(resolution // 2, width, layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.full(x) + self.coarse(F.avg_pool2d(x, 2)))
+
+
+class ResnetGenerator(nn.Module):
+    """CycleGAN's generator: c7s1-w, d2w, d4w, ``blocks`` x R4w, u2w, uw, c7s1-3, tanh (Zhu et al. appx. 7.2).
+
+    ``residual``: no tanh, the output is added to the input (seed 003's image modification). The instance
+    norm after the first layer removes each feature map's mean, so a plain generator cannot see the overall
+    colour of a nearly uniform skin patch and must guess it; the residual form keeps it by construction.
+    """
+
+    def __init__(self, width: int = 64, blocks: int = 6, residual: bool = False) -> None:
+        super().__init__()
+        self.residual = residual
+        # pix2pixHD's global generator with two downsamplings is this network layer for layer (Wang et al. took
+        # it from Johnson et al. as CycleGAN did); its body, then the c7s1-3 head with or without the tanh
+        self.body = GlobalGenerator(3, 3, width, n_downsample=2, n_blocks=blocks, head=False)
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(width, 3, 7), *([] if residual else [nn.Tanh()]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_side(x, 4, "the CycleGAN generator")
+        out = self.head(self.body(x))
+        return x + out if self.residual else out
+
+
+class PatchDiscriminator(nn.Module):
+    """The 70x70 PatchGAN: C64-C128-C256-C512 (4x4 convs, the last stride 1), then a 1-channel 4x4 conv:
+    one logit per 70x70 receptive field (Isola et al.; instance norm as in CycleGAN)."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        w = width
+        layers: list[nn.Module] = [nn.Conv2d(3, w, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        for c_in, c_out, stride in ((w, 2 * w, 2), (2 * w, 4 * w, 2), (4 * w, 8 * w, 1)):
+            layers += [nn.Conv2d(c_in, c_out, 4, stride, 1), _norm(c_out), nn.LeakyReLU(0.2, inplace=True)]
+        layers += [nn.Conv2d(8 * w, 1, 4, 1, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def cyclegan_blocks(resolution: int) -> int:
+    """Residual blocks of CycleGAN's generator: 6 for 128x128 training images and below, 9 above (the paper)."""
+    return 6 if resolution <= 128 else 9
+
+
+class CycleGANGenerator(nn.Module):
+    """Both CycleGAN generators: ``g_ab`` (A -> B) and ``g_ba`` (B -> A); ``forward(images, direction)``."""
+
+    def __init__(self, resolution: int, width: int = 64, blocks: int | None = None, residual: bool = False) -> None:
+        super().__init__()
+        self.resolution = resolution
+        blocks = cyclegan_blocks(resolution) if blocks is None else blocks
+        self.g_ab, self.g_ba = ResnetGenerator(width, blocks, residual), ResnetGenerator(width, blocks, residual)
+
+    def translator(self, direction: str) -> nn.Module:
+        if direction not in CYCLE_DIRECTIONS:
+            raise ValueError(f"CycleGAN direction must be one of {', '.join(CYCLE_DIRECTIONS)}, got {direction!r}")
+        return self.g_ab if direction == "ab" else self.g_ba
+
+    def forward(self, images: torch.Tensor, direction: str = "ab") -> torch.Tensor:
+        return self.translator(direction)(images)
+
+
+class CycleGANDiscriminator(nn.Module):
+    """Both CycleGAN discriminators: ``d_a`` judges domain A images, ``d_b`` domain B."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.d_a, self.d_b = PatchDiscriminator(width), PatchDiscriminator(width)
+
+
+def build_unet_translator(resolution: int, z_dim: int = 0, num_classes: int = 0, width: int = 64,
+                          direction: str = "add", **_: object) -> tuple[nn.Module, nn.Module]:
+    """(U-Net translator, multi-scale discriminator) for the registry (``z_dim``/``num_classes`` unused)."""
+    if resolution < 32:
+        raise ValueError(f"the U-Net translator's discriminators need --size >= 32, got {resolution}")
+    return UNetTranslator(resolution, width, direction=direction), Seed003Discriminator(resolution, width)
+
+
+def build_cyclegan(resolution: int, z_dim: int = 0, num_classes: int = 0, width: int = 64, residual: bool = False,
+                   **_: object) -> tuple[nn.Module, nn.Module]:
+    """(both generators, both discriminators) for the registry (``z_dim``/``num_classes`` unused)."""
+    if resolution < 32:
+        raise ValueError(f"the 70x70 PatchGAN needs --size >= 32, got {resolution}")
+    return CycleGANGenerator(resolution, width, residual=residual), CycleGANDiscriminator(width)

@@ -1,0 +1,133 @@
+"""The pix2pixHD step (Wang et al. 2018; seed 000): semantic (+ instance-boundary) maps -> image.
+
+One step, as NVIDIA/pix2pixHD ``train.py``/``pix2pixHD_model.py``: G translates the batch's maps; the
+multi-scale discriminator judges (map, image) pairs. Losses, summed over the discriminator scales:
+
+* D: LSGAN, 0.5 * (E(D(map, real) - 1)^2 + E D(map, fake)^2) per scale;
+* G: LSGAN E(D(map, fake) - 1)^2, plus ``lambda_feat`` x the feature-matching loss (L1 between D's
+  intermediate features of the fake and of the real pair, every layer but the output, weighted
+  4 / (n_layers + 1) per layer and 1 / num_D per scale), plus ``lambda_perceptual`` x the perceptual loss of
+  the network ``--perceptual`` names (``dermsynth.models.perceptual``; off by default here).
+
+G is updated first, then D, with losses from the same forward passes (the reference's order). The step needs
+no noise. It also teaches the sampler the batch fields ``semantic`` (bit-coded maps unpacked into channels on
+the device) and ``instance`` (superpixel ids turned into the boundary map on the device); see
+``dermsynth.data.maps``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dermsynth.data.maps import instance_edges, instance_ids, render_maps, semantic_codes, unpack_semantic
+from dermsynth.errors import DermsynthError
+from dermsynth.models.perceptual import PerceptualNet, load_perceptual
+from dermsynth.train.batch import Batch, BatchField, register_batch_field
+from dermsynth.train.config import TrainConfig
+from dermsynth.train.distributed import DistInfo
+from dermsynth.train.steps import TrainStep, register_step
+from dermsynth.train.losses import lsgan_d, lsgan_g
+
+register_batch_field("semantic", BatchField(semantic_codes, unpack_semantic))
+register_batch_field("instance", BatchField(instance_ids, instance_edges))
+
+PREVIEW_ROWS = 16  # map | synthetic | real triplets in a preview grid (two per row)
+
+
+def feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]], n_layers: int) -> torch.Tensor:
+    """pix2pixHD's discriminator feature-matching loss (before lambda_feat): sum over scales and layers (the
+    output layer excluded) of L1(fake feature, real feature detached) * 4 / (n_layers + 1) / num_D."""
+    weight = 4.0 / (n_layers + 1) / len(fake)
+    return sum(weight * F.l1_loss(f.float(), r.detach().float())
+               for scale_f, scale_r in zip(fake, real) for f, r in zip(scale_f[:-1], scale_r[:-1]))
+
+
+class Pix2PixHDStep(TrainStep):
+    """pix2pixHD: LSGAN over the scales + feature matching + optional perceptual loss (see module docstring)."""
+
+    stat_names = ("d_loss", "g_loss", "d_real", "d_fake", "g_gan", "g_feat", "g_perceptual")
+
+    def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                 bf16: bool = False, compile: bool = False, *, batch_size: int = 4, ema_beta: float = 0.0,
+                 noise: torch.Generator | None = None, ema: nn.Module | None = None, dist: DistInfo | None = None,
+                 lambda_feat: float = 10.0, lambda_perceptual: float = 10.0,
+                 perceptual: PerceptualNet | None = None) -> None:
+        super().__init__(G, D, opt_g, opt_d, bf16, compile, batch_size=batch_size, ema_beta=ema_beta, noise=noise,
+                         ema=ema, dist=dist)
+        self.instance = bool(G.instance)
+        self.needs = frozenset({"images", "semantic", "instance"} if self.instance else {"images", "semantic"})
+        self.generator_inputs = ("semantic", "instance") if self.instance else ("semantic",)
+        self.lambda_feat, self.lambda_perceptual = float(lambda_feat), float(lambda_perceptual)
+        self.perceptual = perceptual
+        self.n_layers = int(D.n_layers)
+
+    @classmethod
+    def config_options(cls, cfg: TrainConfig) -> dict[str, Any]:
+        if getattr(cfg, "augment", "none") != "none":
+            raise DermsynthError("--augment is not supported for --model pix2pixhd (its discriminators judge "
+                                 "(map, image) pairs); use --augment none")
+        if cfg.conditional:
+            raise DermsynthError("--conditional does not apply to --model pix2pixhd (it is conditioned on maps; "
+                                 "the class of a synthetic image is its source map's)")
+        return {"lambda_feat": cfg.lambda_feat, "lambda_perceptual": cfg.lambda_perceptual,
+                "perceptual": load_perceptual(cfg.perceptual or "off")}
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
+                    opt_d: torch.optim.Optimizer, *, bf16: bool, noise: torch.Generator | None = None,
+                    ema: nn.Module | None = None, dist: DistInfo | None = None) -> "Pix2PixHDStep":
+        step = super().from_config(cfg, G, D, opt_g, opt_d, bf16=bf16, noise=noise, ema=ema, dist=dist)
+        if step.perceptual is not None:
+            step.perceptual.to(next(G.parameters()).device)
+        return step  # type: ignore[return-value]
+
+    def _losses(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        cond = self.G_module.condition(batch.semantic, batch.instance)
+        fake = self.G(batch.semantic, batch.instance)
+        pred_fake_d = self.D(cond, fake.detach())
+        pred_real = self.D(cond, batch.images)
+        d_loss = sum(lsgan_d(r[-1], f[-1]) for r, f in zip(pred_real, pred_fake_d))
+        pred_fake = self.D(cond, fake)
+        g_gan = sum(lsgan_g(f[-1]) for f in pred_fake)
+        g_feat = self.lambda_feat * feature_matching(pred_fake, pred_real, self.n_layers) if self.lambda_feat \
+            else torch.zeros((), device=fake.device)
+        g_perc = (self.lambda_perceptual * self.perceptual.loss(fake, batch.images)
+                  if self.perceptual is not None and self.lambda_perceptual else torch.zeros((), device=fake.device))
+        d_real = torch.stack([r[-1].detach().float().mean() for r in pred_real]).mean()
+        d_fake = torch.stack([f[-1].detach().float().mean() for f in pred_fake_d]).mean()
+        return d_loss, g_gan + g_feat + g_perc, d_real, d_fake, g_gan, g_feat, g_perc
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        with self.autocast:
+            d_loss, g_loss, *stats = self._losses(batch)
+        # G first, then D, as pix2pixHD's train.py (D's loss was taken before either update; G's backward also
+        # leaves gradients in D, which D's update clears first)
+        self._update(self.opt_g, g_loss)
+        self._update(self.opt_d, d_loss)
+        return torch.stack([d_loss.detach().float(), g_loss.detach().float(), *[s.detach().float() for s in stats]])
+
+    def preview(self, generator: nn.Module, fixed: Batch) -> tuple[torch.Tensor, int]:
+        """Rows of map | synthetic | real, two triplets per row."""
+        n = min(PREVIEW_ROWS, len(fixed))
+        semantic = fixed.semantic[:n]
+        instance = None if fixed.instance is None else fixed.instance[:n]
+        fake = generator(semantic, instance).float()
+        maps = render_maps(semantic[:, :generator.semantic_nc], instance)
+        return torch.stack([maps, fake, fixed.images[:n].float()], dim=1).flatten(0, 1), 6
+
+    def synthesize(self, generator: nn.Module, n: int, seed: int, source: Batch | None) -> torch.Tensor:
+        if source is None:
+            raise DermsynthError("pix2pixhd translates maps; it needs a source batch")
+        return generator(source.semantic[:n], None if source.instance is None else source.instance[:n])
+
+    def real_logits(self, batch: Batch) -> torch.Tensor:
+        """Per image: the patch logits of the real pair averaged over patches and scales."""
+        cond = self.G_module.condition(batch.semantic, batch.instance)
+        return torch.stack([p[-1].float().flatten(1).mean(1) for p in self.D(cond, batch.images)]).mean(0)
+
+
+register_step("pix2pixhd", Pix2PixHDStep)

@@ -1,0 +1,120 @@
+"""``dermsynth vtt ...``: create a study, invite raters, serve it, report it."""
+
+from __future__ import annotations
+
+import click
+
+from dermsynth.errors import DermsynthError
+
+
+def _links(study, raters, base_url: str) -> list[str]:
+    prog = study.progress()
+    base = base_url.rstrip("/")
+    return [f"{r.name:<20} {r.group:<16} {prog.get(r.id, (0, 0))[0]:>4}/{prog.get(r.id, (0, 0))[1]:<4} "
+            f"{base}/r/{r.token}" for r in raters]
+
+
+@click.group("vtt")
+def vtt_group() -> None:
+    """Visual Turing test: a reader study of real vs synthetic images in the browser."""
+
+
+@vtt_group.command("create")
+@click.option("--real", required=True, help="Real images: folder, prepared cache, dataset root or phantom:N.")
+@click.option("--fake", required=True, help="Synthetic images: such a source, or a training checkpoint to sample.")
+@click.option("--n-real", default=50, show_default=True, help="Real images in the study (seed 001: 50).")
+@click.option("--n-fake", default=30, show_default=True, help="Fake images in the study (seed 001: 30).")
+@click.option("--out", type=click.Path(), required=True, help="The study file to write (.sqlite).")
+@click.option("--size", type=int, default=None,
+              help="Image side (default: the generator's; else a cache's own, else 64).")
+@click.option("--per-rater-order", is_flag=True, help="A new random order for every rater (default: one for all).")
+@click.option("--images-per-rater", type=int, default=None,
+              help="Show each rater only a random K-image subset, real/fake in the study's proportion (seed 003: 20).")
+@click.option("--time-limit", type=float, default=None, help="Seconds each image stays visible (seed 003: 2-3).")
+@click.option("--allow-revise", is_flag=True, help="Raters may go back and change answers (seed 001).")
+@click.option("--confidence", is_flag=True, help="Ask for a 1-5 confidence with every answer.")
+@click.option("--title", default=None, help="Shown on the rating page.")
+@click.option("--truncation", type=float, default=None, help="Latent truncation when --fake is a checkpoint.")
+@click.option("--seed", default=0, show_default=True, help="Which images are drawn (orders and ids are always random).")
+@click.option("--device", default="auto", show_default=True, help="For sampling a checkpoint (auto: CUDA when present).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing study file.")
+def create_cmd(out: str, **options) -> None:
+    """Draw real and fake images into one study file behind random ids."""
+    from dermsynth.vtt.create import create_study
+
+    study = create_study(out, **options)
+    s = study.settings
+    click.echo(f"study {study.path}: {study.n_images()} images ({options['n_real']} real, {options['n_fake']} fake)"
+               f", {'per-rater' if s.per_rater_order else 'shared'} order"
+               f"{f', {s.images_per_rater} per rater' if s.images_per_rater else ''}"
+               f"{f', {s.time_limit:g} s per image' if s.time_limit else ''}"
+               f"{', revising allowed' if s.allow_revise else ''}{', confidence 1-5' if s.confidence else ''}")
+    click.echo(f"next: dermsynth vtt invite {study.path} --group dermatologist --n 3")
+
+
+@vtt_group.command("invite")
+@click.argument("study", type=click.Path())
+@click.option("--group", default="rater", show_default=True,
+              help='Rater group, e.g. "dermatologist", "ML expert", "lay" (reported per group).')
+@click.option("--n", "n", default=1, show_default=True, help="How many raters to invite.")
+@click.option("--names", default=None, help="Comma-separated rater names (instead of GROUP-1, GROUP-2, ...).")
+@click.option("--base-url", default="http://127.0.0.1:8000", show_default=True,
+              help="Where `dermsynth vtt serve` will be reached, for the printed links.")
+def invite_cmd(study: str, group: str, n: int, names: str | None, base_url: str) -> None:
+    """Add raters and print one personal link each (keep them private: a link is the rater's login)."""
+    from dermsynth.vtt.store import Study
+
+    st = Study(study)
+    added = st.add_raters(group, n, names=None if names is None else names.split(","))
+    click.echo("\n".join(_links(st, added, base_url)))
+
+
+@vtt_group.command("raters")
+@click.argument("study", type=click.Path())
+@click.option("--base-url", default="http://127.0.0.1:8000", show_default=True)
+def raters_cmd(study: str, base_url: str) -> None:
+    """List the raters: name, group, progress and link."""
+    from dermsynth.vtt.store import Study
+
+    st = Study(study)
+    raters = st.raters()
+    click.echo("\n".join(_links(st, raters, base_url)) if raters else "no raters yet: dermsynth vtt invite ...")
+
+
+@vtt_group.command("serve")
+@click.argument("study", type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True)
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve_cmd(study: str, host: str, port: int, log_level: str) -> None:
+    """Serve the rating pages (Ctrl-C stops; answers are saved as they are given)."""
+    import uvicorn
+
+    from dermsynth.vtt.server import create_app
+    from dermsynth.vtt.store import Study
+
+    st = Study(study)
+    if not st.raters():
+        raise DermsynthError(f"{study}: no raters yet; add some with `dermsynth vtt invite {study} --group ...`")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo("note: plain HTTP; put it behind an HTTPS reverse proxy before sending links outside", err=True)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    click.echo(f"serving {st.path} ({st.n_images()} images) on http://{shown}:{port}; rater links:")
+    click.echo("\n".join(_links(st, st.raters(), f"http://{shown}:{port}")))
+    uvicorn.run(create_app(st), host=host, port=port, log_level=log_level)
+
+
+@vtt_group.command("report")
+@click.argument("study", type=click.Path())
+@click.option("--out", type=click.Path(), required=True, help="Folder for report.html, report.json and the CSVs.")
+def report_cmd(study: str, out: str) -> None:
+    """Per rater, per group and pooled metrics, Fleiss' kappa, per-image table, grids and plots."""
+    from dermsynth.vtt.report import write_report
+
+    rep = write_report(study, out)
+    for g in rep.numbers["groups"]:
+        rates = "  ".join(f"{label} {'n/a' if g[key] is None else format(g[key], '.3f')}"
+                          for label, key in (("accuracy", "accuracy"), ("TPR", "tpr"), ("TNR", "tnr"), ("F1", "f1")))
+        click.echo(f"{g['group']:<16} raters {g['raters']:>3}  {rates}")
+    click.echo(f"report: {rep.html}\nnumbers: {rep.json}")

@@ -1,0 +1,83 @@
+"""Making studies: from two image sources or a generator checkpoint; one size; plain PNGs; clear errors."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+
+from dermsynth.errors import DermsynthError
+from dermsynth.sample import load_generator, sample_images
+from dermsynth.train import TrainConfig, train
+from dermsynth.vtt.create import create_study, is_checkpoint
+from dermsynth.vtt.server import create_app
+
+from _vtt_study import make_study
+from conftest import SHARED_DATA, labelled_noise, needs_shared
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    cfg = TrainConfig(out=str(tmp_path_factory.mktemp("gan")), size=16, width=8, z_dim=16, batch_size=16, steps=2)
+    return train(cfg, dataset=labelled_noise(), progress=False).checkpoint
+
+
+def _pixels(study) -> dict[str, np.ndarray]:
+    return {i: np.asarray(Image.open(io.BytesIO(study.png(i)))) for i in study.images_frame().image_id}
+
+
+def test_study_from_two_sources(tmp_path):
+    study = make_study(tmp_path / "s.sqlite", n_real=5, n_fake=3)
+    images = study.images_frame()
+    assert (images.is_real == 1).sum() == 5 and (images.is_real == 0).sum() == 3
+    assert images.origin_id.is_unique  # two phantom sets drawn with different seeds
+    pixels = _pixels(study)
+    assert {p.shape for p in pixels.values()} == {(16, 16, 3)}
+    assert len({p.tobytes() for p in pixels.values()}) == 8
+    assert study.settings.sources["size"] == 16 and study.settings.sources["n_real"] == 5
+
+
+def test_study_from_a_checkpoint_samples_the_generator(tmp_path, checkpoint):
+    assert is_checkpoint(checkpoint) and is_checkpoint(checkpoint.parent) and not is_checkpoint(tmp_path)
+    study = create_study(tmp_path / "g.sqlite", real="phantom:10", fake=str(checkpoint.parent), n_real=4, n_fake=3,
+                         seed=5)
+    images = study.images_frame()
+    fakes = images[images.is_real == 0].sort_values("origin_id")
+    assert fakes.origin_id.tolist() == ["sample_000000", "sample_000001", "sample_000002"]
+    expected, _ = sample_images(load_generator(checkpoint), 3, seed=5)
+    got = _pixels(study)
+    for row, img in zip(fakes.itertuples(), expected, strict=True):
+        assert np.array_equal(got[row.image_id], img)  # exactly the generator's samples, losslessly stored
+    assert {p.shape for p in got.values()} == {(16, 16, 3)}  # real images read at the generator's size
+
+
+def test_creation_errors(tmp_path, checkpoint):
+    with pytest.raises(DermsynthError, match="differs from the generator"):
+        create_study(tmp_path / "a.sqlite", real="phantom:10", fake=str(checkpoint), n_real=2, n_fake=2, size=32)
+    with pytest.raises(DermsynthError, match="--truncation applies only"):
+        create_study(tmp_path / "b.sqlite", real="phantom:10", fake="phantom:10", n_real=2, n_fake=2, truncation=0.5)
+    with pytest.raises(DermsynthError, match="--n-fake must be >= 1"):
+        create_study(tmp_path / "c.sqlite", real="phantom:10", fake="phantom:10", n_real=2, n_fake=0)
+    with pytest.raises(DermsynthError, match="nowhere: no such file"):
+        create_study(tmp_path / "d.sqlite", real=str(tmp_path / "nowhere"), fake="phantom:10", n_real=2, n_fake=2)
+    assert not any(tmp_path.glob("*.sqlite"))  # nothing half-written
+
+
+@needs_shared
+def test_study_from_real_images_keeps_their_ids_out_of_the_browser(tmp_path):
+    study = create_study(tmp_path / "ph2.sqlite", real=str(SHARED_DATA / "ph2"), fake="phantom:6", n_real=5,
+                         n_fake=3, size=32)
+    images = study.images_frame()
+    real_ids = images[images.is_real == 1].origin_id.tolist()
+    assert len(real_ids) == 5 and all(i.startswith("IMD") for i in real_ids)
+    assert {p.shape for p in _pixels(study).values()} == {(32, 32, 3)}
+    (rater,) = study.add_raters("dermatologist", 1)
+    client = TestClient(create_app(study))
+    seen = client.get(f"/r/{rater.token}").text
+    for _ in range(8):
+        state = client.get(f"/api/{rater.token}/state").json()
+        image_id = state["items"][state["current"]]["id"]
+        seen += client.get(f"/api/{rater.token}/image/{image_id}").headers.get("content-type", "")
+        seen += client.post(f"/api/{rater.token}/answer", json={"image": image_id, "answer": "real"}).text
+    assert not any(i in seen for i in real_ids) and "ph2" not in seen

@@ -29,6 +29,28 @@ def random_image_sampler(n: int, resolution: int, batch: int, device: torch.devi
     return BatchSampler(data, batch, seed=0, device=device, needs=("images",))
 
 
+def step_loop(step, sampler: BatchSampler, channels_last: bool, images_seen: int = 0,
+              advance: bool = False) -> Callable[[int], torch.Tensor]:
+    """``run(n)``: ``n`` training steps of ``step`` on ``sampler``'s batches, statistics summed on the device (for
+    :func:`time_steps`). ``images_seen`` is what ``step.begin`` is told (PGAN: the phase to time); with
+    ``advance`` it grows by each minibatch (StyleGAN2's lazy regularisation and ADA follow it)."""
+    shown = [images_seen]
+
+    def run(n: int) -> torch.Tensor:
+        acc = torch.zeros(len(step.stat_names), device=sampler.device)
+        for _ in range(n):
+            batch = step.begin(shown[0])
+            data = sampler.next()
+            if channels_last:
+                data.images = data.images.contiguous(memory_format=torch.channels_last)
+            acc += step(data)
+            if advance:
+                shown[0] += batch
+        return acc
+
+    return run
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from _common import peak_gib, pick_device, random_image_sampler, record, time_steps  # this folder is on sys.path when run
+from _common import peak_gib, pick_device, random_image_sampler, record, step_loop, time_steps  # this folder is on sys.path when run
 from dermsynth.models import build_gan
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANSchedule
 from dermsynth.train.steps import ProgressiveStep
@@ -43,15 +43,7 @@ def measure(resolution: int, target: int, device: torch.device, fast: bool, comp
     assert step.stage.resolution == resolution and step.stage.alpha == 1.0
     sampler = random_image_sampler(max(8 * batch, 64), target, batch, device)
 
-    def run(n: int) -> torch.Tensor:
-        acc = torch.zeros(len(step.stat_names), device=device)
-        for _ in range(n):
-            step.begin(images_seen)  # same phase: sets the stage, never resets Adam
-            data = sampler.next()
-            if use_cl:
-                data.images = data.images.contiguous(memory_format=torch.channels_last)
-            acc += step(data)
-        return acc
+    run = step_loop(step, sampler, use_cl, images_seen)  # same phase: sets the stage, never resets Adam
 
     return steps * batch / time_steps(run, steps, warmup, device), batch
 

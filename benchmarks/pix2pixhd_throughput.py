@@ -19,7 +19,7 @@ import argparse
 import numpy as np
 import torch
 
-from _common import peak_gib, pick_device, record, time_steps  # this folder is on sys.path when run
+from _common import peak_gib, pick_device, record, step_loop, time_steps  # this folder is on sys.path when run
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.models import build_gan
 from dermsynth.models.perceptual import VGG19Features
@@ -56,14 +56,7 @@ def measure(resolution: int, batch: int, device: torch.device, fast: bool, compi
                          perceptual=net)
     sampler = map_sampler(max(4 * batch, 8), resolution, batch, device)
 
-    def run(n: int) -> torch.Tensor:
-        acc = torch.zeros(len(step.stat_names), device=device)
-        for _ in range(n):
-            data = sampler.next()
-            if use_cl:
-                data.images = data.images.contiguous(memory_format=torch.channels_last)
-            acc += step(data)
-        return acc
+    run = step_loop(step, sampler, use_cl)
 
     return steps * batch / time_steps(run, steps, warmup, device)
 

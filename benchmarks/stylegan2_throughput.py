@@ -20,7 +20,7 @@ import argparse
 
 import torch
 
-from _common import peak_gib, pick_device, random_image_sampler, record, time_steps  # this folder is on sys.path
+from _common import peak_gib, pick_device, random_image_sampler, record, step_loop, time_steps  # this folder is on sys.path
 from dermsynth.models import build_gan
 from dermsynth.models.stylegan2 import config_for, stylegan2_options
 from dermsynth.train.config import TrainConfig
@@ -45,19 +45,7 @@ def measure(resolution: int, device: torch.device, fast: bool, compile: bool, st
                                      noise=torch.Generator(device=device).manual_seed(0))
     batch = cfg.batch_size
     sampler = random_image_sampler(max(8 * batch, 64), resolution, batch, device)
-    shown = [0]
-
-    def run(n: int) -> torch.Tensor:
-        acc = torch.zeros(len(step.stat_names), device=device)
-        for _ in range(n):
-            step.begin(shown[0])
-            data = sampler.next()
-            if use_cl:
-                data.images = data.images.contiguous(memory_format=torch.channels_last)
-            acc += step(data)
-            shown[0] += batch
-        return acc
-
+    run = step_loop(step, sampler, use_cl, advance=True)
     return steps * batch / time_steps(run, steps, warmup, device), batch
 
 

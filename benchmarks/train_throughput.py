@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from _common import peak_gib, pick_device, random_image_sampler, record, time_steps  # this folder is on sys.path when run
+from _common import peak_gib, pick_device, random_image_sampler, record, step_loop, time_steps  # this folder is on sys.path when run
 from dermsynth.models import build_gan
 from dermsynth.train.steps import GANStep
 
@@ -33,15 +33,7 @@ def measure(batch: int, device: torch.device, fast: bool, compile: bool, steps: 
     step = GANStep(G, D, opt_g, opt_d, bf16=use_cl, compile=compile and fast, batch_size=batch, noise=noise)
     sampler = random_image_sampler(max(4 * batch, 1024), resolution, batch, device)
 
-    def run(n: int) -> torch.Tensor:
-        acc = torch.zeros(len(step.stat_names), device=device)
-        for _ in range(n):
-            step.begin(0)
-            data = sampler.next()
-            if use_cl:
-                data.images = data.images.contiguous(memory_format=torch.channels_last)
-            acc += step(data)
-        return acc
+    run = step_loop(step, sampler, use_cl)
 
     return steps * batch / time_steps(run, steps, warmup, device)
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from dermsynth.data import images as images_mod
-from dermsynth.data import prepare as prepare_mod
+from dermsynth.data import decode as decode_mod, prepare as prepare_mod
 from dermsynth.data.dataset import ATTRIBUTES, LesionDataset
 from dermsynth.data.images import (
     center_crop_square,
@@ -185,7 +185,7 @@ def test_prepare_reuses_cache(tmp_path, monkeypatch):
     def no_decoding(path):
         raise AssertionError(f"decoded {path} again")
 
-    monkeypatch.setattr(prepare_mod, "load_image", no_decoding)
+    monkeypatch.setattr(decode_mod, "load_image", no_decoding)  # the decoder (data.decode) is never reached
     second = prepare(src, 16, progress=False)
     assert (folder / "images.npy").stat().st_mtime_ns == stamp
     assert np.array_equal(first.images, second.images) and isinstance(second.images, np.memmap)

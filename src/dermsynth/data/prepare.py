@@ -1,10 +1,9 @@
-"""Decode a data source once into a memory-mapped cache of square uint8 images (+ masks).
+"""Decode a data source once into a memory-mapped cache of square uint8 images (+ masks): the cache's side.
 
-``prepare(source, size)`` reads the source's index (:func:`~dermsynth.data.readers.read_source`), decodes every
-image, centre-crops it to a square and resizes it to ``size`` (LANCZOS); lesion and attribute masks are first
-fitted to their image's pixel grid, then cropped and resized identically (nearest-neighbour). Arrays are written
-straight into preallocated ``.npy`` memory maps (10k images at 256 px are 2 GB: never held as a list), and
-``meta.json`` is written last, so the folder is a :meth:`LesionDataset.load`-able cache only once complete.
+``prepare(source, size)`` reads the source's index (:func:`~dermsynth.data.readers.read_source`) and has
+:mod:`dermsynth.data.decode` decode every image (centre crop, resize; masks fitted to their image, then cropped
+and resized identically) straight into preallocated ``.npy`` memory maps in the cache folder; ``meta.json`` is
+written last, so the folder is a :meth:`LesionDataset.load`-able cache only once complete.
 
 Without ``out``, the cache lives in ``$DERMSYNTH_CACHE`` (default ``~/.cache/dermsynth``) under
 ``<name>-<size>-<hash8>``, the hash keyed by the resolved source path, kind, size and ``skip_corrupt``. A cache whose
@@ -21,30 +20,19 @@ import hashlib
 import json
 import os
 import re
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from dermsynth.data.dataset import ATTRIBUTES, CACHE_VERSION, LesionDataset, write_cache_meta
-from dermsynth.data.images import (
-    binarize_mask,
-    fit_mask_to_image,
-    load_image,
-    load_mask,
-    preprocess_image,
-    preprocess_mask,
-)
+from dermsynth.data.decode import build_dataset, fill_arrays
 from dermsynth.data.maps import SLIC_COMPACTNESS, SLIC_SEGMENTS, superpixels as slic_superpixels
-from dermsynth.data.readers import DataWarning, Record, SourceIndex, read_source
+from dermsynth.data.readers import SourceIndex, read_source
 from dermsynth.defaults import DEFAULT_PHANTOM_N, DEFAULT_SIZE
 from dermsynth.errors import DataError
 from dermsynth.io import check_writable_dir, remove_stale_temp, temp_path, write_error, write_json
-from dermsynth.progress import tqdm
 
 PREPARE_VERSION = 1  # bump when the decoding/cropping/resizing changes, to invalidate old caches
-_CHUNK = 256  # records per thread-pool batch (bounds memory held by finished-but-unwritten results)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -122,221 +110,6 @@ def _reusable(out: Path, fp: str, size: int) -> LesionDataset | None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Decoding one record
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _as_rgb_uint8(arr: np.ndarray, name: str) -> np.ndarray:
-    """An in-memory image (npz) -> uint8 (H, W, 3)."""
-    arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise DataError(f"{name}: image array has shape {arr.shape}; expected (H, W) or (H, W, 3)")
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating):
-            scale = 255.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 1.0
-            arr = np.clip(np.nan_to_num(arr) * scale + 0.5, 0, 255)
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return arr
-
-
-def _mask_array(item: Path | np.ndarray, image_shape: tuple[int, ...], size: int) -> np.ndarray:
-    if isinstance(item, np.ndarray):
-        mask, where = binarize_mask(item), "mask array"
-    else:
-        mask, where = load_mask(item), item
-    return preprocess_mask(fit_mask_to_image(mask, image_shape, where), size)
-
-
-def _decode(rec: Record, size: int, want_lesion: bool, want_attrs: bool):
-    """(image, lesion mask or None, attribute masks or None) for one record, all at ``size``."""
-    if isinstance(rec.image, np.ndarray):
-        full = _as_rgb_uint8(rec.image, rec.image_id)
-    else:
-        full = load_image(rec.image)
-    image = preprocess_image(full, size)
-    lesion = None
-    if want_lesion:
-        if rec.lesion_mask is None:
-            lesion = np.zeros((size, size), np.uint8)
-        else:
-            lesion = _mask_array(rec.lesion_mask, full.shape, size)
-    attrs = None
-    if want_attrs:
-        attrs = np.zeros((len(ATTRIBUTES), size, size), np.uint8)
-        for name, path in rec.attribute_masks:
-            attrs[ATTRIBUTES.index(name)] = _mask_array(path, full.shape, size)
-    return image, lesion, attrs
-
-
-def _safe_decode(args):
-    rec, size, want_lesion, want_attrs = args
-    try:
-        return True, _decode(rec, size, want_lesion, want_attrs)
-    except DataError as exc:
-        return False, exc
-
-
-def _default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Building arrays
-# ---------------------------------------------------------------------------------------------------------
-
-
-class _Arrays:
-    """Output arrays, preallocated in memory or as ``.npy`` memory maps under temporary names."""
-
-    def __init__(self, n: int, size: int, lesion: bool, attrs: bool, directory: Path | None):
-        self.directory = directory
-        self.tmp: dict[str, Path] = {}
-        shapes = {"images": (n, size, size, 3)}
-        if lesion:
-            shapes["lesion_masks"] = (n, size, size)
-        if attrs:
-            shapes["attribute_masks"] = (n, len(ATTRIBUTES), size, size)
-        self.arrays = {name: self._alloc(name, shape) for name, shape in shapes.items()}
-
-    def _alloc(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        if self.directory is None:
-            return np.zeros(shape, np.uint8)
-        path = temp_path(self.directory / f"{name}.npy")  # removed on failure, or by the next run if killed
-        self.tmp[name] = path
-        return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
-
-    def shrink(self, n: int) -> None:
-        """Keep the first ``n`` rows (after skipped records); memory maps are copied to smaller files."""
-        for name, arr in list(self.arrays.items()):
-            if len(arr) == n:
-                continue
-            if self.directory is None:
-                self.arrays[name] = arr[:n].copy()
-                continue
-            old_path = self.tmp[name]
-            new = self._alloc(name + ".shrunk", (n,) + arr.shape[1:])
-            for start in range(0, n, 1024):
-                new[start : start + 1024] = arr[start : min(n, start + 1024)]
-            new.flush()
-            del arr
-            self.arrays[name] = new
-            os.unlink(old_path)
-            self.tmp[name] = self.tmp.pop(name + ".shrunk")
-
-    def finish(self) -> dict[str, Path]:
-        """Flush and move memory maps to their final names; returns name -> final path."""
-        final = {}
-        for name, arr in self.arrays.items():
-            if isinstance(arr, np.memmap):
-                arr.flush()
-            final[name] = self.directory / f"{name}.npy"
-        self.arrays.clear()  # drop the writable maps before renaming
-        for name, path in final.items():
-            os.replace(self.tmp[name], path)
-        return final
-
-    def discard(self) -> None:
-        self.arrays.clear()
-        for path in self.tmp.values():
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-
-
-def _fill(index: SourceIndex, size: int, skip_corrupt: bool, progress: bool, workers: int | None,
-          directory: Path | None):
-    """Decode every record into fresh arrays. Returns (arrays, kept records, skipped list, lesion-missing ids)."""
-    records = index.records
-    if not records:
-        raise DataError(f"{index.root}: the index holds no images")
-    want_lesion = any(r.lesion_mask is not None for r in records)
-    want_attrs = any(r.attribute_masks for r in records)
-    missing_lesion = [r.image_id for r in records if want_lesion and r.lesion_mask is None]
-    arrays = _Arrays(len(records), size, want_lesion, want_attrs, directory)
-    kept: list[Record] = []
-    skipped: list[dict] = []
-    workers = _default_workers() if workers is None else max(1, int(workers))
-    bar = tqdm(total=len(records), desc=f"preparing {index.name} at {size}px", unit="img", disable=not progress)
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
-    try:
-        for start in range(0, len(records), _CHUNK):
-            chunk = records[start : start + _CHUNK]
-            jobs = [(r, size, want_lesion, want_attrs) for r in chunk]
-            results = pool.map(_safe_decode, jobs) if pool else map(_safe_decode, jobs)
-            for rec, (ok, value) in zip(chunk, results):
-                bar.update(1)
-                if not ok:
-                    if not skip_corrupt:
-                        raise value
-                    skipped.append({"id": rec.image_id, "file": _where(rec), "error": str(value)})
-                    continue
-                image, lesion, attrs = value
-                row = len(kept)
-                arrays.arrays["images"][row] = image
-                if lesion is not None:
-                    arrays.arrays["lesion_masks"][row] = lesion
-                if attrs is not None:
-                    arrays.arrays["attribute_masks"][row] = attrs
-                kept.append(rec)
-        if not kept:
-            raise DataError(f"{index.root}: none of the {len(records)} images could be decoded "
-                            f"(first error: {skipped[0]['error']})")
-        if len(kept) < len(records):
-            arrays.shrink(len(kept))
-    except BaseException:
-        arrays.discard()
-        raise
-    finally:
-        bar.close()
-        if pool:
-            pool.shutdown(wait=True, cancel_futures=True)
-    if skipped:
-        warnings.warn(
-            f"{index.root}: skipped {len(skipped)} unreadable image(s) (first: {skipped[0]['error']})",
-            DataWarning,
-            stacklevel=3,
-        )
-    kept_ids = {r.image_id for r in kept}
-    missing_lesion = [i for i in missing_lesion if i in kept_ids]
-    if missing_lesion:
-        warnings.warn(
-            f"{index.root}: {len(missing_lesion)} image(s) have no lesion mask (first: {missing_lesion[0]}); "
-            "their masks are left all-zero and listed in the cache's meta.json",
-            DataWarning,
-            stacklevel=3,
-        )
-    return arrays, kept, skipped, missing_lesion
-
-
-def _where(rec: Record) -> str:
-    return rec.image_id if isinstance(rec.image, np.ndarray) else str(rec.image)
-
-
-def build_dataset(
-    index: SourceIndex, size: int, *, skip_corrupt: bool = False, progress: bool = True, workers: int | None = None
-) -> LesionDataset:
-    """Decode ``index`` into an in-memory :class:`LesionDataset` (no cache; for small sources such as .npz)."""
-    arrays, kept, _, _ = _fill(index, size, skip_corrupt, progress, workers, None)
-    a = arrays.arrays
-    return LesionDataset(
-        images=a["images"],
-        labels=np.array([r.label for r in kept], dtype=np.int64),
-        class_names=list(index.class_names),
-        ids=[r.image_id for r in kept],
-        groups=[r.group for r in kept],
-        lesion_masks=a.get("lesion_masks"),
-        attribute_masks=a.get("attribute_masks"),
-        attribute_names=list(ATTRIBUTES),
-        source=str(index.root),
-    )
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Public entry points
 # ---------------------------------------------------------------------------------------------------------
 
@@ -387,7 +160,7 @@ def prepare(
         raise DataError(f"{out}: cannot write the cache folder ({exc.strerror})") from None
 
     try:
-        arrays, kept, skipped, missing_lesion = _fill(index, size, skip_corrupt, progress, workers, out)
+        arrays, kept, skipped, missing_lesion = fill_arrays(index, size, skip_corrupt, progress, workers, out)
         has_lesion = "lesion_masks" in arrays.arrays
         has_attrs = "attribute_masks" in arrays.arrays
         arrays.finish()

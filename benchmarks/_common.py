@@ -29,6 +29,16 @@ def random_image_sampler(n: int, resolution: int, batch: int, device: torch.devi
     return BatchSampler(data, batch, seed=0, device=device, needs=("images",))
 
 
+def networks_on(G: torch.nn.Module, D: torch.nn.Module, device: torch.device,
+                fast: bool) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
+    """G and D on ``device``; in the fast setting on CUDA also channels_last. Returns (G, D, channels_last)."""
+    G, D = G.to(device), D.to(device)
+    channels_last = fast and device.type == "cuda"
+    if channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    return G, D, channels_last
+
+
 def step_loop(step, sampler: BatchSampler, channels_last: bool, images_seen: int = 0,
               advance: bool = False) -> Callable[[int], torch.Tensor]:
     """``run(n)``: ``n`` training steps of ``step`` on ``sampler``'s batches, statistics summed on the device (for

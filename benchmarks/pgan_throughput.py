@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from _common import peak_gib, pick_device, random_image_sampler, record, step_loop, time_steps  # this folder is on sys.path when run
+from _common import networks_on, peak_gib, pick_device, random_image_sampler, record, step_loop, time_steps  # this folder is on sys.path when run
 from dermsynth.models import build_gan
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANSchedule
 from dermsynth.train.steps import ProgressiveStep
@@ -27,10 +27,7 @@ def measure(resolution: int, target: int, device: torch.device, fast: bool, comp
     """Images/s of the stable ``resolution`` px phase of a PGAN built for ``target`` px; returns (img/s, batch)."""
     torch.manual_seed(0)
     G, D = build_gan("pgan", resolution=target, z_dim=z_dim, width=width, num_classes=0)
-    G, D = G.to(device), D.to(device)
-    use_cl = fast and device.type == "cuda"
-    if use_cl:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G, D, use_cl = networks_on(G, D, device, fast)
     opt_g = torch.optim.Adam(G.parameters(), 1e-3, betas=(0.0, 0.99))
     opt_d = torch.optim.Adam(D.parameters(), 1e-3, betas=(0.0, 0.99))
     schedule = PGANSchedule(resolution=target, batch_sizes=KARRAS_PAPER_BATCH)

@@ -19,7 +19,7 @@ import argparse
 import numpy as np
 import torch
 
-from _common import peak_gib, pick_device, record, step_loop, time_steps  # this folder is on sys.path when run
+from _common import networks_on, peak_gib, pick_device, record, step_loop, time_steps  # this folder is on sys.path when run
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.models import build_gan
 from dermsynth.models.perceptual import VGG19Features
@@ -45,10 +45,7 @@ def measure(resolution: int, batch: int, device: torch.device, fast: bool, compi
     torch.manual_seed(0)
     G, D = build_gan("pix2pixhd", resolution=resolution, width=width, semantic_nc=6, instance=True,
                      n_downsample=n_downsample, n_blocks=n_blocks, d_layers=3, d_scales=3)
-    G, D = G.to(device), D.to(device)
-    use_cl = fast and device.type == "cuda"
-    if use_cl:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G, D, use_cl = networks_on(G, D, device, fast)
     opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
     net = VGG19Features().to(device) if perceptual else None

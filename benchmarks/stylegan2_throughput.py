@@ -20,7 +20,7 @@ import argparse
 
 import torch
 
-from _common import peak_gib, pick_device, random_image_sampler, record, step_loop, time_steps  # this folder is on sys.path
+from _common import networks_on, peak_gib, pick_device, random_image_sampler, record, step_loop, time_steps  # this folder is on sys.path
 from dermsynth.models import build_gan
 from dermsynth.models.stylegan2 import config_for, stylegan2_options
 from dermsynth.train.config import TrainConfig
@@ -34,10 +34,7 @@ def measure(resolution: int, device: torch.device, fast: bool, compile: bool, st
     cfg = TrainConfig(model="stylegan2", size=resolution, width=width, batch_size=batch_size, augment=augment,
                       augment_p=0.2, compile=compile, steps=1).resolve()
     G, D = build_gan("stylegan2", resolution=resolution, width=width, num_classes=0, **stylegan2_options(cfg, None))
-    G, D = G.to(device), D.to(device)
-    use_cl = fast and device.type == "cuda"
-    if use_cl:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G, D, use_cl = networks_on(G, D, device, fast)
     opt_g = torch.optim.Adam(G.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     cfg.compile = compile and use_cl

@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from _common import peak_gib, pick_device, random_image_sampler, record, step_loop, time_steps  # this folder is on sys.path when run
+from _common import networks_on, peak_gib, pick_device, random_image_sampler, record, step_loop, time_steps  # this folder is on sys.path when run
 from dermsynth.models import build_gan
 from dermsynth.train.steps import GANStep
 
@@ -23,10 +23,7 @@ def measure(batch: int, device: torch.device, fast: bool, compile: bool, steps: 
             resolution: int = 64, width: int = 64, z_dim: int = 128) -> float:
     torch.manual_seed(0)
     G, D = build_gan("dcgan", resolution=resolution, z_dim=z_dim, width=width, num_classes=0)
-    G, D = G.to(device), D.to(device)
-    use_cl = fast and device.type == "cuda"
-    if use_cl:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G, D, use_cl = networks_on(G, D, device, fast)
     opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
     noise = torch.Generator(device=device).manual_seed(0)

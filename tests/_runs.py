@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from dermsynth.train import TrainConfig, train
+from dermsynth.train import trainer as trainer_module
 
 
 def _equal(a, b, where: str) -> None:
@@ -37,3 +40,19 @@ def resumed_and_uninterrupted(tmp_path, steps: int, split_at: int, **options) ->
     train(TrainConfig(out=str(split), steps=split_at, **options), progress=False, **data)
     train(TrainConfig(out=str(split), steps=steps, **options), progress=False, resume=True, **data)
     return tuple(torch.load(p / "latest.pt", weights_only=True) for p in (full, split))
+
+
+def signal_during_step(monkeypatch, call: int, signum: int):
+    """Send ``signum`` to this process in the middle of the ``call``-th training step (GANStep.__call__);
+    returns the real ``__call__`` so a test can put it back before resuming."""
+    real_call = trainer_module.GANStep.__call__
+    calls = {"n": 0}
+
+    def call_then_signal(self, *args):
+        calls["n"] += 1
+        if calls["n"] == call:
+            os.kill(os.getpid(), signum)
+        return real_call(self, *args)
+
+    monkeypatch.setattr(trainer_module.GANStep, "__call__", call_then_signal)
+    return real_call

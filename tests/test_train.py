@@ -1,12 +1,12 @@
 """The shared trainer: outputs, bit-exact resume, graceful interruption, bad options."""
 
 import json
-import os
 import signal
 
 import pytest
 import torch
 
+from _runs import signal_during_step
 from dermsynth.errors import DermsynthError
 from dermsynth.train import TrainConfig, TrainingInterrupted, train
 from dermsynth.train import trainer as trainer_module
@@ -57,16 +57,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, noise_dataset,
     full, interrupted = tmp_path / "full", tmp_path / "interrupted"
     train(TrainConfig(out=str(full), steps=20, **TINY), dataset=noise_dataset, progress=False)
 
-    real_call = trainer_module.GANStep.__call__
-    calls = {"n": 0}
-
-    def call_then_interrupt(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 7:  # Ctrl-C arrives in the middle of step 7
-            os.kill(os.getpid(), signal.SIGINT)
-        return real_call(self, *args)
-
-    monkeypatch.setattr(trainer_module.GANStep, "__call__", call_then_interrupt)
+    real_call = signal_during_step(monkeypatch, 7, signal.SIGINT)  # Ctrl-C arrives in the middle of step 7
     with pytest.raises(TrainingInterrupted, match="step 7"):
         train(TrainConfig(out=str(interrupted), steps=20, **TINY), dataset=noise_dataset, progress=False)
     assert torch.load(interrupted / "latest.pt", weights_only=True)["step"] == 7

@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from _runs import signal_during_step
 from dermsynth.train import RunLocked, TrainConfig, TrainingDiverged, TrainingInterrupted, train
 from dermsynth.train import trainer as trainer_module
 
@@ -101,16 +102,8 @@ def test_the_lock_of_a_killed_run_is_taken_over(tmp_path, noise_dataset):
 def test_sigterm_checkpoints_and_resumes_exactly(tmp_path, noise_dataset, monkeypatch):
     full, stopped = tmp_path / "full", tmp_path / "stopped"
     train(TrainConfig(out=str(full), steps=20, **TINY), dataset=noise_dataset, progress=False)
-    real_call = trainer_module.GANStep.__call__
-    calls = {"n": 0}
-
-    def call_then_term(self, *args):
-        calls["n"] += 1
-        if calls["n"] == 6:  # SIGTERM arrives in the middle of step 6 (timeout, SLURM, Kubernetes)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_call(self, *args)
-
-    monkeypatch.setattr(trainer_module.GANStep, "__call__", call_then_term)
+    # SIGTERM arrives in the middle of step 6 (timeout, SLURM, Kubernetes)
+    real_call = signal_during_step(monkeypatch, 6, signal.SIGTERM)
     with pytest.raises(TrainingInterrupted, match="SIGTERM at step 6") as info:
         train(TrainConfig(out=str(stopped), steps=20, **TINY), dataset=noise_dataset, progress=False)
     assert info.value.exit_code == 143

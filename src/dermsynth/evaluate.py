@@ -43,7 +43,6 @@ from dermsynth.metrics.registry import ImageSet, MetricOptions, RealSet, compute
 from dermsynth.metrics.truncation import THRESHOLDS, threshold_label
 from dermsynth.report.figures import image_grid, save_png
 from dermsynth.report.html import HTMLReport
-from dermsynth.train.checkpoint import assert_finite_weights
 
 __all__ = ["EXTRACTOR_CHOICES", "EvaluationResult", "evaluate"]
 
@@ -348,8 +347,6 @@ def evaluate(
     out = check_writable_dir(out, "--out")  # before any computation
     dev = resolve_device(device)
     model = load_generator(checkpoint, dev) if checkpoint is not None else None
-    if model is not None:
-        assert_finite_weights(model.generator, model.checkpoint)  # a diverged run's NaN weights: refused
     if fake is None and model is None:
         raise DermsynthError("evaluate needs generated images (--fake) or a generator checkpoint (--checkpoint)")
     if model is not None:

@@ -189,10 +189,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise DermsynthError(f"{path}: pretrained weights not found (give a local state-dict file; "
                              f"nothing is downloaded)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or non-torch files
-        raise DermsynthError(f"{path}: not a readable PyTorch state dict ({type(exc).__name__})") from None
+    obj = load_torch(path, what="PyTorch state dict", error=DermsynthError)
     for key in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

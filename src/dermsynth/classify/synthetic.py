@@ -30,7 +30,6 @@ import numpy as np
 from dermsynth.data.images import load_image, preprocess_image
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
-from dermsynth.train.checkpoint import assert_finite_weights
 
 __all__ = ["CallableSource", "FolderSource", "GeneratorSource", "SyntheticImages", "SyntheticSource",
            "open_source", "phantom_source"]
@@ -148,8 +147,7 @@ class GeneratorSource(SyntheticSource):
                  device: str = "auto", batch_size: int = 256) -> None:
         from dermsynth.sample import load_generator
 
-        self.model = load_generator(checkpoint, resolve_device(device))
-        assert_finite_weights(self.model.generator, checkpoint)
+        self.model = load_generator(checkpoint, resolve_device(device))  # refuses non-finite weights
         self.name = str(checkpoint)
         self.truncation, self.batch_size = truncation, batch_size
         if self.model.conditional:

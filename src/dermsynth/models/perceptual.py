@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dermsynth.errors import DermsynthError
+from dermsynth.io import load_torch
 
 #: torchvision's VGG19 ``features`` configuration ("E"): conv widths, "M" = 2x2 max-pool
 VGG19_CONFIG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
@@ -113,10 +114,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise DermsynthError(f"--perceptual vgg19:{path}: weights file not found (give a local VGG19 state dict; "
                              f"nothing is downloaded)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or foreign files raise many types
-        raise DermsynthError(f"{path}: not a readable PyTorch state dict ({type(exc).__name__})") from None
+    obj = load_torch(path, what="PyTorch state dict", error=DermsynthError)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from _common import pick_device, record  # this folder is on sys.path when run
-from dermsynth.classify.splits import split_dataset
+from dermsynth.data.splits import split_dataset
 from dermsynth.data.prepare import load_dataset
 from dermsynth.metrics.distort import STRENGTHS, distort
 from dermsynth.metrics.features import load_shipped_extractor, shipped_extractor_card

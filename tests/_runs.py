@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from unittest import mock
 
+import pytest
 import torch
 
 from dermsynth.train import TrainConfig, train
@@ -30,14 +32,37 @@ def assert_same_training_state(a: dict, b: dict, parts=("generator", "discrimina
         _equal(a[part]["state"], b[part]["state"], f"{part} state")
 
 
+class _StopAfter:
+    """Stands in for the trainer's signal handler: asks the loop to stop after ``steps`` steps, as a Ctrl-C
+    would (the loop reads ``requested`` once per step)."""
+
+    def __init__(self, steps: int) -> None:
+        self.left, self.signum = steps, None
+
+    def __enter__(self) -> "_StopAfter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    @property
+    def requested(self) -> bool:
+        self.left -= 1
+        return self.left <= 0
+
+
 def resumed_and_uninterrupted(tmp_path, steps: int, split_at: int, **options) -> tuple[dict, dict]:
-    """Train ``steps`` steps at once, and ``split_at`` steps then ``--resume`` to ``steps``; both final checkpoints.
+    """Train ``steps`` steps at once, and the same run interrupted after ``split_at`` steps then resumed with
+    ``--resume``; both final checkpoints. (Interrupted, not shortened: a schedule over the run's length, such
+    as a linear learning-rate decay, must see the same length in both.)
 
     ``options``: TrainConfig fields, plus ``dataset``/``dataset_b`` for :func:`train`."""
     data = {k: options.pop(k) for k in ("dataset", "dataset_b") if k in options}
     full, split = tmp_path / "full", tmp_path / "split"
     train(TrainConfig(out=str(full), steps=steps, **options), progress=False, **data)
-    train(TrainConfig(out=str(split), steps=split_at, **options), progress=False, **data)
+    with mock.patch.object(trainer_module, "_StopOnSignal", lambda: _StopAfter(split_at)):
+        with pytest.raises(trainer_module.TrainingInterrupted, match=f"at step {split_at};"):
+            train(TrainConfig(out=str(split), steps=steps, **options), progress=False, **data)
     train(TrainConfig(out=str(split), steps=steps, **options), progress=False, resume=True, **data)
     return tuple(torch.load(p / "latest.pt", weights_only=True) for p in (full, split))
 

@@ -13,7 +13,7 @@ from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
 
 from dermsynth.classify import experiment as exp_module
 from dermsynth.classify.experiment import AugmentExperimentConfig, Condition, run_augment_experiment, synthetic_counts
-from dermsynth.classify.splits import Split, split_dataset
+from dermsynth.data.splits import Split, split_dataset
 from dermsynth.classify.synthetic import FolderSource, GeneratorSource, phantom_source
 from dermsynth.cli import main as cli
 from dermsynth.data.phantom import PHANTOM_CLASSES, generate_phantom, render_phantom
@@ -290,3 +290,75 @@ def test_split_command_saves_a_grouped_split(tmp_path):
     assert result.exit_code == 0, result.output
     split = Split.load(out)
     assert len(split.ids) == 120 and set(split.splits) == {"train", "val", "test"} and "test: " in result.output
+
+
+# --- seed 000's protocol: a pix2pixHD checkpoint translates the training split's own maps ----------------------
+P2P_TINY = dict(model="pix2pixhd", size=16, width=4, g_downsample=1, g_blocks=1, d_layers=1, d_scales=1,
+                batch_size=4, steps=2, log_every=1, sample_every=10, checkpoint_every=10)
+
+
+@pytest.fixture(scope="module")
+def p2p_on_train_split(small, tmp_path_factory):
+    """A tiny pix2pixHD trained with ``split=`` (the split's training images only), and that split."""
+    from dermsynth.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("p2p")
+    split = split_dataset(small, seed=0)
+    split.save(root / "split.json")
+    res = train(TrainConfig(out=str(root / "gan"), split=str(root / "split.json"), **P2P_TINY), dataset=small,
+                progress=False)
+    return res.checkpoint, root / "split.json", split
+
+
+def test_train_split_trains_on_the_training_part_only(small, p2p_on_train_split, tmp_path):
+    from dermsynth.train import TrainConfig, train
+
+    ckpt, path, split = p2p_on_train_split
+    data_info = json.loads((ckpt.parent / "data.json").read_text())
+    assert data_info["count"] == len(split.indices("train")) < len(small)
+    assert json.loads((ckpt.parent / "config.json").read_text())["split"] == str(path)
+    other = split_dataset(generate_phantom(40, 16, seed=9), seed=0)
+    other.ids = [f"x{i}" for i in range(len(other.ids))]
+    other.save(tmp_path / "other.json")
+    with pytest.raises(DataError, match="not in the split"):
+        train(TrainConfig(out=str(tmp_path / "g"), split=str(tmp_path / "other.json"), **P2P_TINY), dataset=small,
+              progress=False)
+
+
+def test_a_pix2pixhd_checkpoint_translates_the_training_maps_labelled_by_their_source(small, p2p_on_train_split,
+                                                                                         tmp_path):
+    from dermsynth.classify.synthetic import TranslationSource, open_source
+
+    ckpt, path, split = p2p_on_train_split
+    res = run_augment_experiment(_small_cfg(tmp_path / "run", conditions=["real", "real+synth:1"], seeds=1,
+                                            split=str(path), synthetic=str(ckpt)), dataset=small, progress=False)
+    source_info = res.results["synthetic_source"]
+    assert source_info["kind"] == "TranslationSource" and source_info["instance"] is True
+    train_ids = [small.ids[i] for i in split.indices("train")]
+    class_of = {i: small.class_names[y] for i, y in zip(small.ids, small.labels)}
+    synthetic = [r for r in _manifest(res.out) if r["kind"] == "synthetic"]
+    assert len(synthetic) == len(train_ids)
+    sources = [r["id"].split(":")[1] for r in synthetic]
+    assert sorted(sources) == sorted(train_ids)  # each training map once; never a validation or test map
+    assert all(r["class"] == class_of[s] for r, s in zip(synthetic, sources))
+
+    # more images than maps (balancing): each later pass turns or mirrors the maps, exactly
+    source = open_source(ckpt)
+    assert isinstance(source, TranslationSource)
+    part = split.apply(small)["train"]
+    source.bind_training(part)
+    c = int(np.bincount(part.labels).argmin())
+    k = int((part.labels == c).sum())
+    counts = np.zeros(len(small.class_names), int)
+    counts[c] = 2 * k + 1
+    drawn = source.draw(counts, small.class_names, 16, seed=3)
+    assert drawn.labels.tolist() == [c] * (2 * k + 1)
+    assert [i.split(":")[2] for i in drawn.ids] == ["d0"] * k + ["d1"] * k + ["d2"]
+    assert len(set(drawn.ids)) == len(drawn.ids)
+    assert np.array_equal(drawn.images, source.draw(counts, small.class_names, 16, seed=3).images)
+
+    with pytest.raises(DermsynthError, match="run it with --size 16"):
+        run_augment_experiment(_small_cfg(tmp_path / "r28", size=28, conditions=["real", "real+synth:1"], seeds=1,
+                                          synthetic=str(ckpt)), progress=False)
+    with pytest.raises(DermsynthError, match="drop the synthetic class"):
+        open_source(ckpt, class_name=STARVED)

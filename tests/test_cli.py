@@ -6,6 +6,9 @@ import sys
 
 import pytest
 
+from dermsynth.defaults import DEMO_THREADS
+from dermsynth.device import user_threads
+
 CLI = [sys.executable, "-m", "dermsynth.cli"]
 
 
@@ -77,3 +80,6 @@ def test_demo_writes_report_and_swd_falls(tmp_path):
     assert html.count("data:image/png;base64,") == 4
     assert result.swd_trained.mean < 0.5 * result.swd_untrained.mean
     assert result.swd_lower_bound.mean < result.swd_trained.mean
+    numbers = json.loads((tmp_path / "demo" / "swd.json").read_text())
+    assert numbers["cpu_threads"] == (user_threads() or DEMO_THREADS)  # fixed, whatever the machine's load
+    assert f"({numbers['cpu_threads']} CPU threads)" in html

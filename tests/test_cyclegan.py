@@ -135,3 +135,19 @@ def test_edit_translates_either_direction_and_reconstructs(tmp_path, patches):
         assert report.images == 1 and np.isnan(report.outside)
     with pytest.raises(DermsynthError, match="one of ab, ba"):
         edit_image(out / "latest.pt", tmp_path / "in.png", None, tmp_path / "x.png", direction="add")
+
+
+def test_learning_rates_are_constant_for_half_the_run_then_fall_linearly(tmp_path, patches):
+    from dermsynth.train.trainer import lr_factor
+
+    assert [lr_factor(t, 8, 0.5) for t in range(8)] == [1, 1, 1, 1, 1, 0.75, 0.5, 0.25]
+    assert lr_factor(7, 8, 1.0) == 1 and lr_factor(7, 8, 0.0) == 1 / 8
+    healthy, lesion = patches
+    for name, start, factor in (("decay", None, 0.25), ("constant", 1.0, 1.0)):
+        res = train(TrainConfig(out=str(tmp_path / name), steps=8, lr_decay_start=start, **TINY), dataset=healthy,
+                    dataset_b=lesion, progress=False)
+        state = torch.load(res.checkpoint, weights_only=False)
+        assert [g["lr"] for g in state["opt_g"]["param_groups"]] == [pytest.approx(2e-4 * factor)]
+        assert [g["lr"] for g in state["opt_d"]["param_groups"]] == [pytest.approx(2e-4 * factor)]
+    with pytest.raises(DermsynthError, match="--lr-decay-start must be in"):
+        TrainConfig(model="cyclegan", lr_decay_start=1.5).resolve()

@@ -421,6 +421,25 @@ def test_thread_policy(monkeypatch):
     assert 1 <= device.available_cpus() <= (os.cpu_count() or 1)
 
 
+def test_fixed_threads_sets_and_restores_the_count_unless_the_user_set_one(monkeypatch):
+    import torch
+
+    from dermsynth import device
+
+    for env in (device.THREADS_ENV, "OMP_NUM_THREADS"):
+        monkeypatch.delenv(env, raising=False)
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    with device.fixed_threads(wanted) as n:
+        assert n == wanted == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    with device.fixed_threads(None) as n:
+        assert n == before
+    monkeypatch.setenv(device.THREADS_ENV, str(before))  # the user's count wins over the demo's
+    with device.fixed_threads(wanted) as n:
+        assert n == before == torch.get_num_threads()
+
+
 def test_openmp_wait_policy_reaches_openmp():
     """libgomp reads OMP_WAIT_POLICY once, when torch loads it; OMP_DISPLAY_ENV makes it print what it read
     (PASSIVE: spin count 0; unset, libgomp spins 300,000 times before sleeping)."""

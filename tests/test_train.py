@@ -136,3 +136,17 @@ def test_ema_warm_up_follows_the_generator_early_and_reaches_beta():
     assert ema_beta_at(0.5, 100) == 0.5
     betas = [ema_beta_at(0.999, t) for t in range(0, 20000, 100)]
     assert betas == sorted(betas)
+
+
+def test_config_json_records_where_the_run_ran(tmp_path):
+    import json
+
+    import torch
+
+    from dermsynth.train import TrainConfig, train
+
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), size=16, width=4, z_dim=8, batch_size=8, steps=1, phantom_n=16, device="cpu"),
+          progress=False)
+    runtime = json.loads((out / "config.json").read_text())["runtime"]
+    assert runtime == {"device": "cpu", "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}

@@ -225,3 +225,19 @@ def test_cli_edit_errors_are_one_line(tmp_path, patches, checkpoint):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and BAD_EDITS["size"] in errors[0] and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "one.png").exists()
+
+
+def test_truncate_healthy_edits_a_random_healthy_subset_as_large_as_the_lesion_set(tmp_path, patches):
+    healthy, lesion = patches
+    fewer = lesion.subset(np.arange(len(healthy) // 2))
+    out = tmp_path / "t"
+    train(TrainConfig(out=str(out), steps=1, truncate_healthy=True, **TINY), dataset=healthy, dataset_b=fewer,
+          progress=False)
+    assert json.loads((out / "data.json").read_text())["count"] == len(fewer) < len(healthy)
+    assert json.loads((out / "config.json").read_text())["truncate_healthy"] is True
+    kept = healthy.random_subset(len(fewer), seed=0)
+    assert kept.ids == sorted(kept.ids, key=healthy.ids.index) and len(set(kept.ids)) == len(fewer)
+    assert healthy.random_subset(len(healthy) + 1, seed=0) is healthy
+    with pytest.raises(DermsynthError, match="--truncate-healthy applies to --model unet-translator --direction add"):
+        train(TrainConfig(out=str(tmp_path / "r"), steps=1, truncate_healthy=True, direction="remove", **TINY),
+              dataset=fewer, dataset_b=healthy, progress=False)

@@ -115,10 +115,13 @@ def _train_options(func):
 def _training_metrics(cfg):
     """The in-training metrics a resolved config names (``--metrics``), against ``--metric-real`` or the data."""
     from dermsynth.data.prepare import load_dataset
+    from dermsynth.data.splits import split_part
     from dermsynth.metrics.registry import TrainingMetrics
 
-    real = cfg.metric_real or cfg.data or f"phantom:{cfg.phantom_n}"
-    return TrainingMetrics(names=cfg.metrics, real=load_dataset(real, size=cfg.size), n_images=cfg.metric_images,
+    real = load_dataset(cfg.metric_real or cfg.data or f"phantom:{cfg.phantom_n}", size=cfg.size)
+    if cfg.split is not None and cfg.metric_real is None:  # the images the generator was trained on
+        real = split_part(real, cfg.split, "train")
+    return TrainingMetrics(names=cfg.metrics, real=real, n_images=cfg.metric_images,
                            device=cfg.device, seed=cfg.seed)
 
 
@@ -137,11 +140,6 @@ def train(ctx: click.Context, resume: bool, quiet: bool, **options) -> None:
     from dermsynth.train import TrainConfig, train as run_training
 
     given = {k for k in options if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
-    if options["model"] in ("unet-translator", "cyclegan"):  # --data PATCHES: its healthy/ and lesion/ sets
-        from dermsynth.data.patches import patch_domains
-
-        first = "lesion" if options["model"] == "unet-translator" and options["direction"] == "remove" else "healthy"
-        options["data"], options["data_b"] = patch_domains(options["data"], options["data_b"], first)
     result = run_training(TrainConfig(**options), resume=resume, progress=not quiet, given=given,
                           make_metrics=_training_metrics)
     click.echo(f"step {result.step}: checkpoint {result.checkpoint}")
@@ -371,7 +369,7 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 @click.option("--out", type=click.Path(), required=True, help="Split file (.json or .csv).")
 def split(data: str, size: int, seed: int, fractions: str, out: str) -> None:
     """Lesion-grouped, class-stratified train/val/test split of DATA, saved for reuse (e.g. augment --split)."""
-    from dermsynth.classify.splits import split_dataset
+    from dermsynth.data.splits import split_dataset
     from dermsynth.data.prepare import load_dataset
 
     ds = load_dataset(data, size=size)

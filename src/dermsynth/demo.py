@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dermsynth.device import resolve_device
+from dermsynth.defaults import DEMO_THREADS
+from dermsynth.device import fixed_threads, resolve_device
 from dermsynth.errors import DermsynthError
 from dermsynth.io import check_writable_dir, read_json, write_json
 from dermsynth.metrics.swd import SWDResult, disjoint_halves, swd
@@ -49,13 +50,20 @@ class DemoResult:
 
 def run_demo(data: str | None = None, out: str | Path = "runs/demo", size: int | None = None,
              steps: int | None = None, batch_size: int = 64, eval_images: int = 1024, device: str = "auto",
-             seed: int = 0, progress: bool = True) -> DemoResult:
+             seed: int = 0, progress: bool = True, threads: int | None = DEMO_THREADS) -> DemoResult:
     """Train a small DCGAN, sample it and write ``<out>/report.html``; returns the SWD numbers too.
 
-    Defaults are sized for minutes on a 2-core CPU (32 px, 4,000 steps) and 64 px on a GPU.
+    Defaults are sized for minutes on a 2-core CPU (32 px, 4,000 steps) and 64 px on a GPU. On the CPU it runs
+    with ``threads`` threads (:data:`~dermsynth.defaults.DEMO_THREADS`; ``DERMSYNTH_THREADS`` wins), so that its
+    numbers do not depend on how busy the machine is.
     """
-    out = Path(out)
     dev = resolve_device(device)
+    with fixed_threads(threads if dev.type == "cpu" else None) as cpu_threads:
+        return _demo(data, Path(out), size, steps, batch_size, eval_images, dev, seed, progress, cpu_threads)
+
+
+def _demo(data: str | None, out: Path, size: int | None, steps: int | None, batch_size: int, eval_images: int,
+          dev: torch.device, seed: int, progress: bool, cpu_threads: int) -> DemoResult:
     on_gpu = dev.type == "cuda"
     size = size or (64 if on_gpu else 32)
     steps = steps or (3000 if on_gpu else 4000)
@@ -92,7 +100,7 @@ def run_demo(data: str | None = None, out: str | Path = "runs/demo", size: int |
     latent_walk(result.checkpoint, out / "latent_walk.png", rows=4, steps=8, seed=seed, device=str(dev))
     numbers = {"lower_bound": lower.as_dict(), "untrained": before.as_dict(), "trained": after.as_dict(),
                "images_per_set": half, "steps": result.step, "size": size, "data": dataset.source,
-               "device": str(dev)}
+               "device": str(dev), "cpu_threads": cpu_threads}
     write_json(out / "swd.json", numbers)
 
     report = HTMLReport("dermsynth demo: DCGAN on " + ("built-in phantom data" if data is None else str(data)))
@@ -101,7 +109,8 @@ def run_demo(data: str | None = None, out: str | Path = "runs/demo", size: int |
                          "dermsynth.data.phantom), not clinical images. Pass --data to use real images.")
     report.paragraph(f"{len(dataset)} training images at {size}x{size}, classes: "
                      + ", ".join(f"{k} {v}" for k, v in dataset.class_counts().items())
-                     + f". DCGAN trained for {result.step} steps at batch {batch_size} on {dev}.")
+                     + f". DCGAN trained for {result.step} steps at batch {batch_size} on {dev}"
+                     + (f" ({cpu_threads} CPU threads)." if dev.type == "cpu" else "."))
     report.heading("Real vs generated")
     report.images([("real (half B; every real image here was also in the GAN's training set)", out / "real.png"),
                    (f"generated, step {result.step}", out / "fake.png")])

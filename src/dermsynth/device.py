@@ -108,9 +108,40 @@ def choose_threads(cpus: int | None = None, busy: int | None = None) -> int:
     return max(1, min(cpus - busy, _TORCH_DEFAULT_THREADS))
 
 
+def user_threads() -> int | None:
+    """The thread count the user set through ``DERMSYNTH_THREADS`` / ``OMP_NUM_THREADS``, else None."""
+    if any(os.environ.get(env, "").strip() for env in (THREADS_ENV, "OMP_NUM_THREADS")):
+        return choose_threads()
+    return None
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with ``threads`` intra-op CPU threads (restored afterwards), unless the user set a count
+    (:func:`user_threads`) or ``threads`` is None; yields the count in use."""
+    before = torch.get_num_threads()
+    wanted = user_threads() or threads or before
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def apply_thread_policy() -> int:
     """Set torch's intra-op threads by :func:`choose_threads`; returns the number chosen."""
     threads = choose_threads()
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     return threads
+
+
+def runtime_info(device: torch.device) -> dict:
+    """Where a run ran, for its config.json: CPU results depend on the thread count that
+    :func:`apply_thread_policy` chose (``DERMSYNTH_THREADS=N`` reproduces a recorded one)."""
+    info = {"device": str(device), "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

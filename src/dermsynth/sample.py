@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from dermsynth.data.dataset import LesionDataset
+from dermsynth.data.maps import LesionMap, maps_dataset
 from dermsynth.device import resolve_device
 from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import check_writable_dir, write_csv
@@ -192,6 +193,22 @@ def translate_images(model: LoadedGenerator, data: LesionDataset, index: np.ndar
             batch = batch_from_dataset(data, index[start:start + batch_size], model.inputs, device)
             out.append(to_uint8(model.generator(*[batch.get(name) for name in model.inputs], **generator_options)))
     return np.concatenate(out) if out else np.zeros((0, data.size, data.size, 3), np.uint8)
+
+
+def translate_maps(model: LoadedGenerator, maps: list[LesionMap], class_names: list[str] | None = None,
+                   batch_size: int = 64, seed: int = 0) -> np.ndarray:
+    """Translate editable maps (:class:`~dermsynth.data.maps.LesionMap`) with a map -> image generator:
+    uint8 (N, S, S, 3). A generator trained without instance maps gets one superpixel per map (its input
+    ignores them; SLIC is never run on the blank images of a maps dataset)."""
+    if "semantic" not in model.inputs:
+        raise DermsynthError(f"{model.checkpoint}: a {model.model} model takes {', '.join(model.inputs)}, not maps")
+    if not getattr(model.generator, "instance", False):
+        maps = [replace(m, instance=np.zeros_like(m.codes, dtype=np.int32)) for m in maps]
+    elif any(m.instance is None for m in maps):
+        first = next(m for m in maps if m.instance is None)
+        raise DermsynthError(f"{model.checkpoint} was trained with instance maps, but map {first.map_id or '?'} "
+                             f"has no superpixels")
+    return translate_images(model, maps_dataset(maps, class_names), batch_size=batch_size, seed=seed)
 
 
 def sample_labels(model: LoadedGenerator, n: int, class_name: str | int | None, generator: torch.Generator) -> torch.Tensor | None:

@@ -12,20 +12,20 @@ real column only for ``--from-data``) and, with ``--export-maps``, the (edited) 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dermsynth.data.dataset import LesionDataset
-from dermsynth.data.maps import (LesionMap, instance_edges, maps_dataset, maps_of, masked_subset, parse_edit,
+from dermsynth.data.maps import (LesionMap, instance_edges, maps_of, masked_subset, parse_edit,
                                  read_maps, render_maps, unpack_semantic, write_maps)
 from dermsynth.data.prepare import load_dataset
 from dermsynth.errors import DermsynthError
 from dermsynth.io import check_writable_dir
 from dermsynth.report.figures import image_grid, save_png, to_uint8
-from dermsynth.sample import load_generator, translate_images
+from dermsynth.sample import load_generator, translate_maps
 
 GRID_ROWS = 16
 
@@ -62,7 +62,7 @@ def translate(checkpoint: str | Path, out: str | Path, *, maps: str | Path | Non
     model = load_generator(checkpoint, device)
     if model.samples_noise:
         raise DermsynthError(f"{checkpoint} samples from latents; use `dermsynth sample`")
-    if "semantic" not in model.inputs:
+    if "semantic" not in model.inputs:  # before any data is read
         raise DermsynthError(f"{checkpoint}: a {model.model} model takes {', '.join(model.inputs)}, not maps")
     G = model.generator
     size = int(G.resolution)
@@ -92,13 +92,9 @@ def translate(checkpoint: str | Path, out: str | Path, *, maps: str | Path | Non
         chosen = maps_of(data, index, instance=uses_instance)
         real = np.asarray(data.images)[index]
         class_names = list(data.class_names)
-    if not uses_instance:  # the generator ignores instance maps: one superpixel each (never SLIC on blank images)
-        chosen = [replace(m, instance=np.zeros_like(m.codes, dtype=np.int32)) for m in chosen]
     for step in steps:
         chosen = [step(m) for m in chosen]
-
-    source = maps_dataset(chosen, class_names)
-    images = translate_images(model, source, seed=seed)
+    images = translate_maps(model, chosen, class_names, seed=seed)
     rows = []
     for i, (m, img) in enumerate(zip(chosen, images)):
         name = f"translated_{i:06d}.png"

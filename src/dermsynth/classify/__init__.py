@@ -32,18 +32,18 @@ from dermsynth.classify.extractor import train_feature_extractor
 from dermsynth.classify.fit import TrainedClassifier, class_weights, predict_proba, train_classifier
 from dermsynth.classify.networks import (CLASSIFIERS, ResNet18, SmallCNN, build_classifier, count_parameters,
                                          load_pretrained, register_classifier)
-from dermsynth.classify.splits import SPLIT_NAMES, Split, grouped_split, split_dataset
+from dermsynth.data.splits import SPLIT_NAMES, Split, grouped_split, split_dataset
 from dermsynth.classify.stats import (BootstrapResult, PairedComparison, PermutationResult, Summary,
                                       bootstrap_auc_difference, compare_to_baseline, format_mean_std,
                                       paired_permutation_test, summarize, wilcoxon_test)
 from dermsynth.classify.synthetic import (CallableSource, FolderSource, GeneratorSource, SyntheticImages,
-                                          SyntheticSource, open_source, phantom_source)
+                                          SyntheticSource, TranslationSource, open_source, phantom_source)
 
 __all__ = [
     "CLASSIFIERS", "CLASS_ALIASES", "SEED002_AUGMENT", "SPLIT_NAMES", "AugmentConfig", "AugmentExperimentConfig",
     "AugmentExperimentResult", "BootstrapResult", "CallableSource", "ClassificationMetrics", "Condition",
     "FolderSource", "GeneratorSource", "PairedComparison", "PermutationResult", "ResNet18", "SmallCNN", "Split",
-    "Summary", "SyntheticImages", "SyntheticSource", "TrainedClassifier", "affine_matrices", "augment_batch",
+    "Summary", "SyntheticImages", "SyntheticSource", "TrainedClassifier", "TranslationSource", "affine_matrices", "augment_batch",
     "bootstrap_auc_difference", "build_classifier", "canonical_class", "class_weights", "compare_to_baseline",
     "count_parameters", "evaluate_predictions", "format_mean_std", "grouped_split", "load_pretrained", "macro_auc",
     "map_to_training_classes", "melanoma_index", "open_source", "paired_permutation_test", "per_class_auc", "phantom_source", "predict_proba",

@@ -49,11 +49,12 @@ from dermsynth.classify.experiment_report import write_outputs
 from dermsynth.classify.external import class_mapping, map_to_training_classes
 from dermsynth.classify.fit import predict_proba, train_classifier
 from dermsynth.classify.networks import build_classifier
-from dermsynth.classify.splits import Split, split_dataset
+from dermsynth.data.splits import Split, split_dataset
 from dermsynth.classify.stats import bootstrap_auc_difference, compare_to_baseline, summarize
 from dermsynth.classify.synthetic import SyntheticSource, open_source
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.prepare import load_dataset
+from dermsynth.device import resolve_device, runtime_info
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.io import atomic_open, write_csv, write_json
 from dermsynth.progress import tqdm
@@ -353,11 +354,13 @@ def run_augment_experiment(config: AugmentExperimentConfig, *, dataset: LesionDa
     external = None
     if cfg.test is not None:
         parts["external"], external = _load_external(cfg, dataset, progress)
+    if source is not None:  # the training split only: a map translator never sees validation or test maps
+        source.bind_training(parts["train"])
     train_counts = np.bincount(parts["train"].labels, minlength=dataset.num_classes)
     counts = {c.name: synthetic_counts(c, train_counts, dataset.class_names, source) for c in conditions}
     out.mkdir(parents=True, exist_ok=True)  # every input is checked: from here on, results are written
     split.save(out / SPLIT_FILE)
-    _write_json(out / CONFIG_FILE, cfg.to_dict())
+    _write_json(out / CONFIG_FILE, {**cfg.to_dict(), "runtime": runtime_info(resolve_device(cfg.device))})
 
     records: dict[str, list[dict]] = {c.name: [] for c in conditions}
     todo, skipped, trained = [], [], []

@@ -15,7 +15,7 @@ import torch
 from dermsynth.classify.evaluate import evaluate_predictions
 from dermsynth.classify.fit import predict_proba, train_classifier
 from dermsynth.classify.networks import EXTRACTOR_KIND, build_classifier
-from dermsynth.classify.splits import split_dataset
+from dermsynth.data.splits import split_dataset
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.prepare import load_dataset
 from dermsynth.device import resolve_device

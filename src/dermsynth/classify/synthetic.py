@@ -5,6 +5,9 @@ A :class:`SyntheticSource` draws ``n`` images of a named class at a given size a
 * :class:`GeneratorSource`: a GAN checkpoint (``dermsynth train``), sampled with :mod:`dermsynth.sample`.
   A class-conditional model generates any of its classes; an unconditional one only the single class
   it is declared to produce (``class_name``, e.g. a DCGAN trained on BCC images only, as in seed 002).
+* :class:`TranslationSource`: a map -> image checkpoint (pix2pixHD, seed 000) that translates the lesion maps
+  of the experiment's **training split** (handed over by :meth:`SyntheticSource.bind_training`, never the
+  validation or test images); each image is labelled with the class of the image its map came from.
 * :class:`FolderSource`: a folder of images with a ``manifest.csv`` (``file, class``; what
   ``dermsynth sample`` writes); images are drawn without replacement.
 * :class:`CallableSource`: any function ``fn(class_name, n, seed, size) -> uint8 (n, size, size, 3)``;
@@ -26,13 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.images import load_image, preprocess_image
+from dermsynth.data.maps import dihedral_map, maps_of, masked_subset
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
+from dermsynth.sample import LoadedGenerator, generate, load_generator, translate_maps, truncated_normal
 
 __all__ = ["CallableSource", "FolderSource", "GeneratorSource", "SyntheticImages", "SyntheticSource",
-           "open_source", "phantom_source"]
+           "TranslationSource", "open_source", "phantom_source"]
 
 MANIFEST = "manifest.csv"
 
@@ -79,6 +86,10 @@ class SyntheticSource(ABC):
     def describe(self) -> dict:
         """JSON-ready description, recorded with the experiment's configuration."""
         return {"kind": type(self).__name__, "name": self.name, "classes": list(self.class_names)}
+
+    def bind_training(self, train: LesionDataset) -> None:
+        """Called by the experiment with its training split, before any draw; sources that derive their
+        images from real training images (:class:`TranslationSource`) keep it, the others ignore it."""
 
     @abstractmethod
     def _generate(self, class_name: str, n: int, seed: int, size: int) -> tuple[np.ndarray, list[str]]:
@@ -144,10 +155,9 @@ class GeneratorSource(SyntheticSource):
     ``device``: auto (CUDA when available), cpu, cuda... A checkpoint with non-finite weights is refused."""
 
     def __init__(self, checkpoint: str | Path, *, class_name: str | None = None, truncation: float | None = None,
-                 device: str = "auto", batch_size: int = 256) -> None:
-        from dermsynth.sample import load_generator
-
-        self.model = load_generator(checkpoint, resolve_device(device))  # refuses non-finite weights
+                 device: str = "auto", batch_size: int = 256, model: LoadedGenerator | None = None) -> None:
+        self.model = model or load_generator(checkpoint, resolve_device(device))  # refuses non-finite weights
+        self.model.require_noise()
         self.name = str(checkpoint)
         self.truncation, self.batch_size = truncation, batch_size
         if self.model.conditional:
@@ -164,16 +174,68 @@ class GeneratorSource(SyntheticSource):
                 "truncation": self.truncation}
 
     def _generate(self, class_name: str, n: int, seed: int, size: int) -> tuple[np.ndarray, list[str]]:
-        import torch
-
-        from dermsynth.sample import generate, truncated_normal
-
         gen = torch.Generator().manual_seed(seed)
         z = truncated_normal(n, self.model.z_dim, self.truncation, gen)
         labels = (torch.full((n,), self.model.class_index(class_name), dtype=torch.long)
                   if self.model.conditional else None)
         images = generate(self.model, z, labels, self.batch_size, seed=seed)  # seed: noise drawn inside G
         return images, [f"{Path(self.name).name}:{class_name}:{seed}:{i}" for i in range(n)]
+
+
+class TranslationSource(SyntheticSource):
+    """Seed 000's protocol: a map -> image checkpoint (pix2pixHD) translates the lesion maps (and superpixels,
+    if it was trained with them) of the experiment's training images, each output labelled with the class of
+    its source image. Never validation or test maps: the experiment binds the training split only.
+
+    A class asked for ``n`` images uses its training maps in an order shuffled by the (seed, class) stream.
+    When ``n`` exceeds them (``real+balance``), pass ``k`` over the maps applies the ``k``-th of the square's
+    8 symmetries (:func:`~dermsynth.data.maps.dihedral_map`: quarter turns and mirror images, exact on maps),
+    so up to 8x the maps give distinct inputs; beyond that, inputs repeat (pix2pixHD has no noise input). A
+    training image without a lesion mask has no map and is left out (counted in :meth:`describe`).
+    """
+
+    def __init__(self, checkpoint: str | Path, *, device: str = "auto", batch_size: int = 64,
+                 model: LoadedGenerator | None = None) -> None:
+        self.model = model or load_generator(checkpoint, resolve_device(device))
+        if "semantic" not in self.model.inputs:
+            raise DermsynthError(f"{checkpoint}: a {self.model.model} model takes {', '.join(self.model.inputs)}, "
+                                 f"not lesion maps")
+        self.name, self.batch_size = str(checkpoint), batch_size
+        self.class_names: list[str] = []  # known once the training split is bound
+        self.train: LesionDataset | None = None
+        self.unmasked = 0
+
+    def bind_training(self, train: LesionDataset) -> None:
+        size = int(self.model.generator.resolution)
+        if train.size != size:
+            raise DermsynthError(f"{self.name} translates {size} px maps, but the experiment reads images at "
+                                 f"{train.size} px; run it with --size {size}")
+        masked = masked_subset(train, skip_unmasked=True) if len(train) else train
+        self.unmasked = len(train) - len(masked)
+        self.train = masked
+        present = np.unique(masked.labels[masked.labels >= 0])
+        self.class_names = [masked.class_names[c] for c in present]
+
+    def describe(self) -> dict:
+        maps = None if self.train is None else {
+            self.train.class_names[c]: int(k) for c, k in enumerate(np.bincount(
+                self.train.labels[self.train.labels >= 0], minlength=self.train.num_classes)) if k}
+        return {**super().describe(), "model": self.model.model, "inputs": list(self.model.inputs),
+                "instance": bool(getattr(self.model.generator, "instance", False)), "training_maps": maps,
+                "training_images_without_mask": self.unmasked}
+
+    def _generate(self, class_name: str, n: int, seed: int, size: int) -> tuple[np.ndarray, list[str]]:
+        if self.train is None:
+            raise DermsynthError(f"{self.name}: no training split bound (SyntheticSource.bind_training)")
+        code = next(i for i, c in enumerate(self.train.class_names) if c.lower() == class_name.lower())
+        rows = np.random.default_rng(seed).permutation(np.flatnonzero(self.train.labels == code))
+        picks = np.arange(n)
+        chosen = rows[picks % len(rows)]
+        passes = picks // len(rows)
+        uses_instance = bool(getattr(self.model.generator, "instance", False))
+        maps = [dihedral_map(m, int(k)) for m, k in zip(maps_of(self.train, chosen, instance=uses_instance), passes)]
+        images = translate_maps(self.model, maps, list(self.train.class_names), self.batch_size, seed=seed)
+        return images, [f"{Path(self.name).name}:{m.map_id}:d{int(k) % 8}" for m, k in zip(maps, passes)]
 
 
 class FolderSource(SyntheticSource):
@@ -227,8 +289,9 @@ class FolderSource(SyntheticSource):
 
 def open_source(spec: str | Path, *, class_name: str | None = None, truncation: float | None = None,
                 device: str = "auto") -> SyntheticSource:
-    """A source from a string: ``phantom``, a checkpoint (``.pt`` file or run folder with ``latest.pt``)
-    or a sample folder with ``manifest.csv``."""
+    """A source from a string: ``phantom``, a checkpoint (``.pt`` file or run folder with ``latest.pt``: a noise ->
+    image GAN gives a :class:`GeneratorSource`, a map -> image model a :class:`TranslationSource`) or a sample
+    folder with ``manifest.csv``."""
     if str(spec).strip().lower() == "phantom" and not Path(spec).exists():
         return phantom_source()
     path = Path(spec).expanduser()
@@ -236,7 +299,13 @@ def open_source(spec: str | Path, *, class_name: str | None = None, truncation: 
         raise DataError(f"{path}: synthetic source not found (give a GAN checkpoint, a sample folder with "
                         f"{MANIFEST}, or 'phantom')")
     if path.is_file() or (path / "latest.pt").is_file():
-        return GeneratorSource(path, class_name=class_name, truncation=truncation, device=device)
+        model = load_generator(path, resolve_device(device))  # refuses non-finite weights
+        if model.samples_noise:
+            return GeneratorSource(path, class_name=class_name, truncation=truncation, model=model)
+        if class_name is not None or truncation is not None:
+            raise DermsynthError(f"{path} translates lesion maps: its images take the class of the training image "
+                                 f"whose map they come from; drop the synthetic class and truncation options")
+        return TranslationSource(path, model=model)
     if class_name is not None or truncation is not None:
         raise DermsynthError(f"{path}: a sample folder takes its classes from {MANIFEST}; the synthetic class "
                              f"and truncation options apply to checkpoints only")

@@ -88,6 +88,12 @@ class LesionDataset:
                 return lowered.index(str(name_or_index).lower())
         raise DataError(f"unknown class {name_or_index!r}; classes are {', '.join(self.class_names)}")
 
+    def random_subset(self, n: int, seed: int) -> "LesionDataset":
+        """A seeded random choice of ``n`` rows (in their original order); the dataset itself when ``n >= len``."""
+        if n >= len(self):
+            return self
+        return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
+
     def subset(self, index: np.ndarray | list[int]) -> "LesionDataset":
         """A new dataset holding the given rows (copied into memory)."""
         index = np.asarray(index, dtype=np.int64)

@@ -280,6 +280,16 @@ def rotate_map(m: LesionMap, degrees: float) -> LesionMap:
     return _transform(m, np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]))
 
 
+def dihedral_map(m: LesionMap, k: int) -> LesionMap:
+    """The ``k``-th (mod 8) symmetry of the square: ``k % 4`` quarter turns, mirrored left-right when
+    ``k % 8 >= 4``; exact (no resampling). ``k = 0`` is the map itself."""
+    def move(arr: np.ndarray) -> np.ndarray:
+        arr = np.rot90(arr, k % 4)
+        return np.ascontiguousarray(np.flip(arr, 1) if k % 8 >= 4 else arr)
+
+    return replace(m, codes=move(m.codes), instance=None if m.instance is None else move(m.instance))
+
+
 def scale_map(m: LesionMap, factor: float) -> LesionMap:
     """Scale about the centre (> 1 enlarges the lesion), nearest-neighbour; the frame keeps its size."""
     if not factor > 0:

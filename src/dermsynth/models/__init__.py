@@ -58,6 +58,11 @@ class ModelSpec:
     extra_options: Callable[[Any, Any], dict[str, Any]] = field(default=lambda cfg, data: {})
     #: the training data as the model trains on it, from (resolved config, loaded data) (e.g. only masked images)
     prepare_data: Callable[[Any, Any], Any] = field(default=lambda cfg, data: data)
+    #: two-domain models: which patch set (``healthy`` / ``lesion``) ``--data`` stands for under a config, so
+    #: that a patch folder given as ``--data`` alone is split into its two domains (``data.patches``)
+    data_domain: Callable[[Any], str] | None = None
+    #: two-domain models: (A, B) as the model trains on them, from (resolved config, A, B)
+    prepare_domains: Callable[[Any, Any, Any], tuple[Any, Any]] = field(default=lambda cfg, a, b: (a, b))
 
 
 # Radford et al. 2015 (seeds 002/004): Adam 2e-4, betas (0.5, 0.999), batch 64, non-saturating BCE.
@@ -88,22 +93,32 @@ PGAN_DEFAULTS: dict[str, Any] = {
 UNET_TRANSLATOR_DEFAULTS: dict[str, Any] = {"loss": "nonsaturating", "lr_g": 5e-5, "lr_d": 5e-5, "beta1": 0.9,
                                             "beta2": 0.999, "batch_size": 16, "ema_beta": 0.0, "steps": 2000,
                                             "relevancy_weight": 10.0}
+def _truncate_healthy(cfg: Any, a: Any, b: Any) -> tuple[Any, Any]:
+    """Seed 003 (4.2): with ``--truncate-healthy``, the healthy photos the add translator edits (A) are cut to a
+    seeded random subset as large as the lesion set (B); the removal discriminator keeps every healthy image."""
+    if cfg.truncate_healthy and cfg.direction == "add":
+        return a.random_subset(len(b), cfg.seed), b
+    return a, b
+
+
 # Zhu et al. 2017 (CycleGAN) section 4 / appendix 7.1: LSGAN, Adam 2e-4 betas (0.5, 0.999), minibatch 1, cycle
-# lambda 10, identity loss 0.5 * lambda (the code's default), a pool of 50 generated images per discriminator.
+# lambda 10, identity loss 0.5 * lambda (the code's default), a pool of 50 generated images per discriminator; the
+# learning rates constant for the first half of the run, then falling linearly to 0 (100 + 100 epochs).
 CYCLEGAN_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 1,
                                      "ema_beta": 0.0, "steps": 2000, "cycle_weight": 10.0, "identity_weight": 0.5,
-                                     "pool_size": 50}
+                                     "pool_size": 50, "lr_decay_start": 0.5}
 
 
 # Wang et al. 2018 (pix2pixHD, seed 000), the code's defaults: LSGAN, Adam 2e-4 betas (0.5, 0.999), ngf = ndf = 64,
 # 4 down-samplings and 9 residual blocks in the global generator, 3 discriminator scales of 3 layers, feature
-# matching and perceptual (VGG) loss weights 10. The paper trains with minibatch 1; ours is 4 (instance norm makes
+# matching and perceptual (VGG) loss weights 10, the learning rates constant for half the run, then falling linearly
+# to 0 (niter = niter_decay = 100 epochs). The paper trains with minibatch 1; ours is 4 (instance norm makes
 # the networks independent of the minibatch, and 4 keeps a GPU busier). No EMA generator (pix2pixHD has none).
 # The perceptual network is off by default: the paper's ImageNet VGG19 cannot be downloaded here.
 PIX2PIXHD_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 4,
                                       "ema_beta": 0.0, "steps": 2000, "d_scales": 3, "d_layers": 3, "g_downsample": 4,
                                       "g_blocks": 9, "local_enhancers": 0, "lambda_feat": 10.0,
-                                      "lambda_perceptual": 10.0, "perceptual": "off"}
+                                      "lambda_perceptual": 10.0, "perceptual": "off", "lr_decay_start": 0.5}
 
 
 def _build_dcgan(resolution: int, z_dim: int, num_classes: int, width: int = 64, d_scales: int = 1, **_: object):
@@ -143,8 +158,11 @@ MODELS: dict[str, ModelSpec] = {
     # it gives no minibatch, 16 is ours
     "unet-translator": ModelSpec(build_unet_translator, "unet-translator", UNET_TRANSLATOR_DEFAULTS,
                                  inputs=("images", "masks"),
-                                 extra_options=lambda cfg, data: {"direction": cfg.direction}),
+                                 extra_options=lambda cfg, data: {"direction": cfg.direction},
+                                 data_domain=lambda cfg: "lesion" if cfg.direction == "remove" else "healthy",
+                                 prepare_domains=_truncate_healthy),
     "cyclegan": ModelSpec(build_cyclegan, "cyclegan", CYCLEGAN_DEFAULTS, inputs=("images",),
+                          data_domain=lambda cfg: "healthy",
                           extra_options=lambda cfg, data: {"residual": cfg.cycle_residual}),
     "pix2pixhd": ModelSpec(build_pix2pixhd, "pix2pixhd", PIX2PIXHD_DEFAULTS, inputs=("semantic", "instance"),
                            extra_options=_pix2pixhd_options,

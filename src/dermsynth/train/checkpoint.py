@@ -75,19 +75,27 @@ def _tensors(obj: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
             yield from _tensors(value, f"{prefix}.{i}")
 
 
-def assert_finite_weights(state: Mapping[str, Any] | torch.nn.Module, path: str | Path) -> None:
-    """:class:`CheckpointError` naming the first network tensor holding NaN or inf (a diverged run).
+def nonfinite_tensor(state: Mapping[str, Any] | torch.nn.Module) -> tuple[str, str] | None:
+    """``(name, "NaN" | "inf")`` of the first floating tensor holding a non-finite value, or None.
 
-    ``state``: a training checkpoint (its generator, EMA generator and discriminator are checked), any
-    state dict, or a module.
+    ``state``: a training checkpoint (its generator, EMA generator and discriminator are checked), any state
+    dict, or a module (parameters and buffers). When every tensor is finite this costs one host sync.
     """
     if isinstance(state, torch.nn.Module):
         state = state.state_dict()
     if any(k in state for k in WEIGHT_KEYS):
         state = {k: state[k] for k in WEIGHT_KEYS if state.get(k) is not None}
-    for name, tensor in _tensors(state, ""):
-        if tensor.is_floating_point() or tensor.is_complex():
-            if not bool(torch.isfinite(tensor).all()):
-                kind = "NaN" if bool(torch.isnan(tensor).any()) else "inf"
-                raise CheckpointError(f"{path}: {name} holds {kind} weights (the run diverged); use an earlier "
-                                      f"checkpoint or train again with a lower learning rate")
+    tensors = [(n, t) for n, t in _tensors(state, "") if t.is_floating_point() or t.is_complex()]
+    if not tensors or bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):
+        return None
+    name, tensor = next((n, t) for n, t in tensors if not bool(torch.isfinite(t).all()))
+    return name, "NaN" if bool(torch.isnan(tensor).any()) else "inf"
+
+
+def assert_finite_weights(state: Mapping[str, Any] | torch.nn.Module, path: str | Path) -> None:
+    """:class:`CheckpointError` naming the first network tensor holding NaN or inf (a diverged run);
+    ``state`` as :func:`nonfinite_tensor` takes it."""
+    found = nonfinite_tensor(state)
+    if found is not None:
+        raise CheckpointError(f"{path}: {found[0]} holds {found[1]} weights (the run diverged); use an earlier "
+                              f"checkpoint or train again with a lower learning rate")

@@ -29,7 +29,9 @@ from dermsynth.train.losses import LOSSES
 # Options a model may leave unset (they apply only to models whose defaults name them), besides the length.
 _LENGTH = ("steps", "kimg")
 # ``None``-default options that are not model defaults: they apply to every model
-_ANY_MODEL = (*_LENGTH, "data", "data_b", "metric_real")
+_ANY_MODEL = (*_LENGTH, "data", "data_b", "split", "metric_real", "lr_decay_start")
+#: what a ``None`` option of every model becomes when its model names no default
+_ANY_MODEL_DEFAULTS: dict[str, Any] = {"lr_decay_start": 1.0}
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -45,6 +47,8 @@ class TrainConfig:
     data: str | None = _opt(None, "Training images: dataset root, folder, prepared cache, .npz or phantom:N "
                                   "(default: the built-in phantom data).")
     data_b: str | None = _opt(None, "Second domain of two-domain models (CycleGAN: the B images; --data is A).")
+    split: str | None = _opt(None, "A saved split (`dermsynth split`, or an augment run's split.json): train on its "
+                                   "train part only, e.g. the synthetic source of an augmentation study.")
     out: str = _opt("runs/train", "Run folder: checkpoints, logs, sample grids.")
     size: int = _opt(DEFAULT_SIZE, "Image side in pixels (a power of two >= 16).")
     conditional: bool = _opt(False, "Class-conditional: label embedding in G, projection in D.")
@@ -56,6 +60,9 @@ class TrainConfig:
     kimg: float | None = _opt(None, "Length in thousands of real images shown (converted to steps).")
     lr_g: float | None = _opt(None, "Generator learning rate (model default; may change on --resume).")
     lr_d: float | None = _opt(None, "Discriminator learning rate (model default; may change on --resume).")
+    lr_decay_start: float | None = _opt(None, "Fraction of the run after which both learning rates fall linearly "
+                                              "to 0 at its last step (cyclegan, pix2pixhd 0.5: their 100 constant + "
+                                              "100 decaying epochs; other models 1 = constant).")
     beta1: float | None = _opt(None, "Adam beta1 (model default).")
     beta2: float | None = _opt(None, "Adam beta2 (model default).")
     ema_beta: float | None = _opt(None, "EMA decay of the generator copy; 0 disables it (dcgan 0, pgan 0.999).")
@@ -85,6 +92,8 @@ class TrainConfig:
                                     "(needs the tensorboard package).")
     direction: str = _opt("add", "unet-translator: add (healthy --data + lesion masks of --data-b -> lesion) or "
                                  "remove (lesion --data + its masks -> healthy like --data-b).")
+    truncate_healthy: bool = _opt(False, "unet-translator --direction add: edit a random subset of the healthy "
+                                         "set (--data) as large as the lesion set (--data-b), as seed 003.")
     relevancy_weight: float | None = _opt(None, "unet-translator: lambda_REL, weight of the MSE outside the mask "
                                                 "(seed 003: 10).")
     cycle_weight: float | None = _opt(None, "cyclegan: lambda of the cycle-consistency L1 loss (10).")
@@ -140,6 +149,9 @@ class TrainConfig:
         for name, value in sorted(defaults.items(), key=lambda kv: callable(kv[1])):
             if getattr(cfg, name) is None:
                 setattr(cfg, name, value(cfg) if callable(value) else value)
+        for name, value in _ANY_MODEL_DEFAULTS.items():
+            if getattr(cfg, name) is None:
+                setattr(cfg, name, value)
         cfg.validate()
         if cfg.kimg is not None:
             steps = spec.steps_for_images(cfg, math.ceil(cfg.kimg * 1000))
@@ -166,6 +178,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise DermsynthError(f"--{_flag(name)} must be > 0, got {value}")
+        if self.truncate_healthy and (self.model != "unet-translator" or self.direction != "add"):
+            raise DermsynthError("--truncate-healthy applies to --model unet-translator --direction add")
+        if self.lr_decay_start is not None and not 0 <= self.lr_decay_start <= 1:
+            raise DermsynthError(f"--lr-decay-start must be in [0, 1], got {self.lr_decay_start}")
         for name in ("gp_weight", "drift", "stable_kimg", "fade_kimg"):
             value = getattr(self, name)
             if value is not None and not value >= 0:

@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,16 +37,18 @@ from torch import nn
 
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.prepare import load_dataset
-from dermsynth.device import resolve_device
+from dermsynth.data.patches import patch_domains
+from dermsynth.data.splits import split_part
+from dermsynth.device import resolve_device, runtime_info
 from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import append_csv_row, check_writable_dir, read_csv_rows, write_csv, write_json
 from dermsynth.progress import tqdm
 from dermsynth.models import build_gan, model_spec
 from dermsynth.report.figures import image_grid, plot_curves, save_png, to_uint8
-from dermsynth.train.batch import batch_from_dataset
-from dermsynth.train.checkpoint import load_checkpoint, save_checkpoint
+from dermsynth.train.batch import Batch, batch_from_dataset
+from dermsynth.train.checkpoint import load_checkpoint, nonfinite_tensor, save_checkpoint
 from dermsynth.train.config import TrainConfig, parse_batch_schedule
-from dermsynth.train.distributed import init_distributed
+from dermsynth.train.distributed import DistInfo, init_distributed
 from dermsynth.train.monitor import OverfitMonitor, split_holdout
 from dermsynth.train.sampler import BatchSampler
 from dermsynth.train.steps import PREVIEW_SIZE, GANStep, TrainStep, ema_beta_at, step_class
@@ -56,6 +58,7 @@ __all__ = ["GANStep", "MetricsHook", "RunLocked", "TrainResult", "TrainingDiverg
 
 #: options ``--resume`` may change (applied, and recorded in config.json with the step); every other option
 #: is fixed by the run (model, data, size, architecture, schedule, seed) and a different value is an error
+LOSSES_CSV, OVERFIT_CSV, METRICS_CSV = "losses.csv", "overfit.csv", "metrics.csv"  # logs in the run folder
 RESUME_MUTABLE = ("steps", "kimg", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "device",
                   "lr_g", "lr_d", "bf16", "channels_last", "compile", "metrics", "metric_every", "metric_real",
                   "metric_images", "tensorboard")
@@ -110,6 +113,16 @@ def load_training_data(cfg: TrainConfig, progress: bool = True, source: str | No
     return load_dataset(spec, size=cfg.size, skip_corrupt=cfg.skip_corrupt, progress=progress)
 
 
+def lr_factor(step: int, steps: int, decay_start: float) -> float:
+    """The learning-rate multiplier of update ``step`` (0-based) of a ``steps``-long run: 1 until the fraction
+    ``decay_start`` of the run, then falling linearly to ``1 / (steps - start)`` at the last update, as the
+    CycleGAN and pix2pixHD code's linear schedule (their last epoch, too, trains at a small non-zero rate)."""
+    start = round(decay_start * steps)
+    if step < start or start >= steps:
+        return 1.0
+    return (steps - step) / (steps - start)
+
+
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """ema <- beta * ema + (1 - beta) * model for parameters; buffers (BN statistics) copied."""
     with torch.no_grad():
@@ -117,6 +130,37 @@ def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
         torch._foreach_lerp_(ema_p, p, 1.0 - beta)
         for b_ema, b in zip(ema.buffers(), model.buffers()):
             b_ema.copy_(b)
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds fixed while the loop advances ``step`` (built by :func:`train`)."""
+
+    cfg: TrainConfig
+    out: Path
+    device: torch.device
+    dist: DistInfo
+    data: LesionDataset
+    held_out: LesionDataset | None
+    options: dict            # model builder options (in every checkpoint)
+    inputs: tuple[str, ...]  # the batch fields G takes, in call order
+    G: nn.Module
+    D: nn.Module
+    G_ema: nn.Module | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    noise: torch.Generator
+    gan_step: TrainStep
+    sampler: BatchSampler
+    sampler_b: BatchSampler | None
+    fixed: Batch             # the preview grid's real batch
+    metrics: MetricsHook | None
+    sync_buffers: bool
+    changes: list[dict]      # options changed on --resume, with the step each took effect
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "latest.pt"
 
 
 def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool = False, progress: bool = True,
@@ -135,6 +179,9 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     builds it from the final config (after a resume has merged the checkpoint's). Under ``torchrun``
     every rank runs this function; rank 0 alone writes files.
     """
+    spec = model_spec(cfg.model)
+    if spec.data_domain is not None:  # a patch folder as --data alone: its healthy/ and lesion/ sets
+        cfg = replace(cfg, **dict(zip(("data", "data_b"), patch_domains(cfg.data, cfg.data_b, spec.data_domain(cfg)))))
     out = Path(cfg.out)
     ckpt_path = out / "latest.pt"
     state, changes = None, []
@@ -157,8 +204,9 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     if dist.is_main:
         check_writable_dir(out, "--out")  # before any data is loaded
     torch.manual_seed(cfg.seed)
-    spec = model_spec(cfg.model)
     data = dataset if dataset is not None else load_training_data(cfg, progress and dist.is_main)
+    if cfg.split is not None:  # never the validation or test images of a classifier study
+        data = split_part(data, cfg.split, "train")
     _check_data(data, cfg, "--data")
     data = spec.prepare_data(cfg, data)
     held_out = None
@@ -183,7 +231,6 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     # Batch sizes are global (all ranks together); the sampler validates the largest one.
     max_batch = max(parse_batch_schedule(cfg.batch_schedule, cfg.size).values()) if cfg.batch_schedule \
         else cfg.batch_size
-    sampler = BatchSampler(data, max_batch, cfg.seed, device, needs=gan_step.needs, dist=dist)
     sampler_b = None
     if "domain_b" in gan_step.needs:
         data_b = dataset_b
@@ -192,60 +239,63 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
                 raise DermsynthError(f"--model {cfg.model} trains on two domains: give --data-b (and --data)")
             data_b = load_training_data(cfg, progress and dist.is_main, source=cfg.data_b)
         _check_data(data_b, cfg, "--data-b")
+        data, data_b = spec.prepare_domains(cfg, data, data_b)
         sampler_b = BatchSampler(data_b, max_batch, cfg.seed + 7, device,
                                  needs=getattr(gan_step, "needs_b", frozenset({"images"})), dist=dist)
+    sampler = BatchSampler(data, max_batch, cfg.seed, device, needs=gan_step.needs, dist=dist)
     preview_rows = np.sort(np.random.default_rng(cfg.seed + 2).permutation(len(data))[:PREVIEW_SIZE])
     fixed = batch_from_dataset(data, preview_rows, gan_step.needs, device)
+    inputs = tuple(getattr(gan_step, "generator_inputs", None) or spec.inputs)  # e.g. pix2pixHD --no-instance
+    run = _Run(cfg, out, device, dist, data, held_out, options, inputs, G, D, G_ema, opt_g, opt_d, noise, gan_step,
+               sampler, sampler_b, fixed, metrics, sync_buffers=False, changes=changes)
     step, images_seen, best = 0, 0, math.inf
     if state is not None:
-        _restore(state, G, D, G_ema, opt_g, opt_d, sampler, sampler_b, noise, gan_step)
+        _restore(state, run)
         step, images_seen = int(state["step"]), int(state.get("images_seen", 0))
         best = float(state.get("best_metric", math.inf))
         for change in changes:  # learning rates given on resume replace the checkpoint's
             if change["option"] in ("lr_g", "lr_d"):
                 gan_step.set_lr(opt_g if change["option"] == "lr_g" else opt_d, change["to"])
-        changes = list(state.get("config_changes", [])) + [{**c, "step": step} for c in changes]
+        run.changes = list(state.get("config_changes", [])) + [{**c, "step": step} for c in changes]
     # Every rank starts from rank 0's weights (as DDP does), whatever its own initialisation was; batch-norm
     # statistics (computed from each rank's own rows) are re-broadcast every step, as DDP's broadcast_buffers.
     if dist.active:
         dist.broadcast_state(G, D, G_ema)
-    sync_buffers = dist.active and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in G.modules())
+    run.sync_buffers = dist.active and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in G.modules())
 
     main = dist.is_main
-    losses_csv, overfit_csv, metrics_csv = out / "losses.csv", out / "overfit.csv", out / "metrics.csv"
     lock = _RunLock(out) if main else contextlib.nullcontext()
     with lock:
         if main:
             (out / "samples").mkdir(exist_ok=True)
-            _save_config(cfg, changes, out / "config.json")
+            _save_config(cfg, run.changes, out / "config.json", device)
             write_json(out / "data.json", _data_summary(data))
-            for log in (losses_csv, overfit_csv, metrics_csv):
-                _truncate_log(log, step)
+            for log in (LOSSES_CSV, OVERFIT_CSV, METRICS_CSV):
+                _truncate_log(out / log, step)
             if state is None:
                 _save_real_grid(data, out / "real.png")
-        inputs = getattr(gan_step, "generator_inputs", None) or spec.inputs  # e.g. pix2pixHD --no-instance
-        return _loop(cfg, out, ckpt_path, device, dist, data, held_out, options, inputs, G, D, G_ema,
-                     opt_g, opt_d, noise, gan_step, sampler, sampler_b, fixed, step, images_seen, best, changes,
-                     metrics, sync_buffers, losses_csv, overfit_csv, metrics_csv, progress)
+        return _loop(run, step, images_seen, best, progress)
 
 
-def _loop(cfg, out, ckpt_path, device, dist, data, held_out, options, inputs, G, D, G_ema, opt_g, opt_d, noise,
-          gan_step, sampler, sampler_b, fixed, step, images_seen, best, changes, metrics, sync_buffers,
-          losses_csv, overfit_csv, metrics_csv, progress) -> TrainResult:
+def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -> TrainResult:
+    """Train from ``step`` to ``run.cfg.steps``: log, preview, score, checkpoint; stop on a signal or divergence."""
+    cfg, out, ckpt_path, device, dist, data = run.cfg, run.out, run.ckpt_path, run.device, run.dist, run.data
+    G, D, G_ema, opt_g, opt_d, gan_step = run.G, run.D, run.G_ema, run.opt_g, run.opt_d, run.gan_step
+    sampler, sampler_b, fixed, metrics, inputs = run.sampler, run.sampler_b, run.fixed, run.metrics, run.inputs
+    losses_csv, overfit_csv, metrics_csv = out / LOSSES_CSV, out / OVERFIT_CSV, out / METRICS_CSV
     main = dist.is_main
     use_cuda = device.type == "cuda"
     autocast = gan_step.autocast
     stat_names = list(gan_step.stat_names)
-    monitor = (OverfitMonitor(data, held_out, device, needs=gan_step.needs, seed=cfg.seed)
-               if held_out is not None and main else None)
+    monitor = (OverfitMonitor(data, run.held_out, device, needs=gan_step.needs, seed=cfg.seed)
+               if run.held_out is not None and main else None)
     metric_every = round(cfg.metric_every * 1000) if metrics is not None else 0
     board = _tensorboard(out / "tensorboard", step) if cfg.tensorboard and main else None
     last_good = {"step": int(step)}
     log_sum = torch.zeros(len(stat_names), device=device)
 
     def checkpoint_state() -> dict:
-        return _state(cfg, step, images_seen, options, inputs, data, G, D, G_ema, opt_g, opt_d, sampler, sampler_b,
-                      noise, gan_step, best, changes)
+        return _state(run, step, images_seen, best)
 
     def checkpoint() -> Path:
         _check_finite(log_sum, stat_names, step, (G, D, G_ema), ckpt_path, last_good["step"])
@@ -324,7 +374,11 @@ def _loop(cfg, out, ckpt_path, device, dist, data, held_out, options, inputs, G,
         if main and log_file.tell() == 0:
             writer.writerow(["step", *stat_names, "img_per_s"])
         stopping = False
+        decays = cfg.lr_decay_start < 1
         while step < cfg.steps and not stopping:
+            if decays and (factor := lr_factor(step, cfg.steps, cfg.lr_decay_start)) < 1:
+                gan_step.set_lr(opt_g, cfg.lr_g * factor)
+                gan_step.set_lr(opt_d, cfg.lr_d * factor)
             batch_size = gan_step.begin(images_seen)  # the global minibatch; PGAN: sets the stage
             batch = sampler.next(batch_size)           # this rank's rows of it
             if sampler_b is not None:
@@ -332,7 +386,7 @@ def _loop(cfg, out, ckpt_path, device, dist, data, held_out, options, inputs, G,
             if use_cuda and cfg.channels_last:
                 batch.images = batch.images.contiguous(memory_format=torch.channels_last)
             stats = gan_step(batch)
-            if sync_buffers:
+            if run.sync_buffers:
                 dist.broadcast_state(G, buffers_only=True)
             if G_ema is not None:
                 update_ema(G_ema, G, gan_step.ema_decay(step, images_seen))
@@ -420,10 +474,8 @@ def _check_finite(log_sum: torch.Tensor, stat_names: list[str], step: int, modul
     """Refuse to checkpoint a diverged state: statistics since the last log, then every weight."""
     bad = [k for k, ok in zip(stat_names, torch.isfinite(log_sum).tolist()) if not ok]
     for m in modules:
-        if m is not None and bad == []:
-            params = [t for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()]
-            if params and not torch.stack([torch.isfinite(t).all() for t in params]).all():
-                bad = ["weights"]
+        if m is not None and not bad and (found := nonfinite_tensor(m)) is not None:
+            bad = [f"weights ({found[0]}: {found[1]})"]
     if bad:
         raise TrainingDiverged(_diverged(bad, step, step, ckpt_path, good_step))
 
@@ -451,9 +503,11 @@ def _resume_config(cfg: TrainConfig, state: dict, given: set[str] | None) -> tup
     return saved, changes
 
 
-def _save_config(cfg: TrainConfig, changes: list[dict], path: Path) -> None:
-    """config.json: the resolved options, and every change made on --resume with the step it took effect."""
-    write_json(path, {**cfg.to_dict(), **({"resume_changes": changes} if changes else {})})
+def _save_config(cfg: TrainConfig, changes: list[dict], path: Path, device: torch.device) -> None:
+    """config.json: the resolved options, every change made on --resume with the step it took effect, and
+    where this session (the latest) runs (device, torch, CPU threads)."""
+    write_json(path, {**cfg.to_dict(), **({"resume_changes": changes} if changes else {}),
+                      "runtime": runtime_info(device)})
 
 
 class _RunLock:
@@ -517,49 +571,50 @@ class _StopOnSignal:
             signal.signal(s, previous)
 
 
-def _state(cfg, step, images_seen, options, inputs, data, G, D, G_ema, opt_g, opt_d, sampler, sampler_b, noise,
-           gan_step, best, changes) -> dict:
+def _state(run: _Run, step: int, images_seen: int, best: float) -> dict:
+    """The checkpoint: everything an exact resume, a sampler and an audit of the run need."""
     return {
         "format": "dermsynth-gan-2",
-        "config": cfg.to_dict(),
-        "config_changes": changes,
-        "model": cfg.model,
-        "model_options": options,
-        "generator_inputs": list(inputs),  # batch fields G takes, in call order ("z", "labels") or maps
-        "class_names": list(data.class_names),
-        "data": _data_summary(data),
+        "config": run.cfg.to_dict(),
+        "config_changes": run.changes,
+        "model": run.cfg.model,
+        "model_options": run.options,
+        "generator_inputs": list(run.inputs),  # batch fields G takes, in call order ("z", "labels") or maps
+        "class_names": list(run.data.class_names),
+        "data": _data_summary(run.data),
         "step": step,
         "images_seen": images_seen,  # real images shown: PGAN's growth stage and phase derive from it
         "best_metric": best,
-        "step_state": gan_step.state_dict(),
-        "generator": G.state_dict(),
-        "discriminator": D.state_dict(),
-        "generator_ema": None if G_ema is None else G_ema.state_dict(),
-        "opt_g": opt_g.state_dict(),
-        "opt_d": opt_d.state_dict(),
-        "sampler": sampler.state_dict(),
-        "sampler_b": None if sampler_b is None else sampler_b.state_dict(),
-        "noise_rng": noise.get_state(),
+        "step_state": run.gan_step.state_dict(),
+        "generator": run.G.state_dict(),
+        "discriminator": run.D.state_dict(),
+        "generator_ema": None if run.G_ema is None else run.G_ema.state_dict(),
+        "opt_g": run.opt_g.state_dict(),
+        "opt_d": run.opt_d.state_dict(),
+        "sampler": run.sampler.state_dict(),
+        "sampler_b": None if run.sampler_b is None else run.sampler_b.state_dict(),
+        "noise_rng": run.noise.get_state(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
-def _restore(state, G, D, G_ema, opt_g, opt_d, sampler, sampler_b, noise, gan_step) -> None:
+def _restore(state: dict, run: _Run) -> None:
+    """Load a checkpoint's networks, optimizers, samplers, step state and random streams into ``run``."""
     try:
-        G.load_state_dict(state["generator"])
-        D.load_state_dict(state["discriminator"])
-        if G_ema is not None and state.get("generator_ema") is not None:
-            G_ema.load_state_dict(state["generator_ema"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        run.G.load_state_dict(state["generator"])
+        run.D.load_state_dict(state["discriminator"])
+        if run.G_ema is not None and state.get("generator_ema") is not None:
+            run.G_ema.load_state_dict(state["generator_ema"])
+        run.opt_g.load_state_dict(state["opt_g"])
+        run.opt_d.load_state_dict(state["opt_d"])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"checkpoint does not match the model: {str(exc).splitlines()[0]}") from None
-    sampler.load_state_dict(state["sampler"])
-    if sampler_b is not None and state.get("sampler_b") is not None:
-        sampler_b.load_state_dict(state["sampler_b"])
-    gan_step.load_state_dict(state.get("step_state", {}))
-    noise.set_state(state["noise_rng"])
+    run.sampler.load_state_dict(state["sampler"])
+    if run.sampler_b is not None and state.get("sampler_b") is not None:
+        run.sampler_b.load_state_dict(state["sampler_b"])
+    run.gan_step.load_state_dict(state.get("step_state", {}))
+    run.noise.set_state(state["noise_rng"])
     torch.set_rng_state(state["torch_rng"])
     if torch.cuda.is_available() and state.get("cuda_rng"):
         torch.cuda.set_rng_state_all(state["cuda_rng"])

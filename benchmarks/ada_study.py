@@ -41,10 +41,11 @@ def summarise(folder: Path) -> dict:
             "fid": metrics["features"]["fid"]["fid"], "n_fid": [metrics["features"]["n_real"], metrics["features"]["n_fake"]]}
 
 
-def fid_floor(data: str, size: int, device) -> dict:
-    """FID between two disjoint halves of ``data`` (the shipped extractor): what real-vs-real scores at that N."""
+def fid_floor(data: str, size: int, device, max_n: int | None = None) -> dict:
+    """FID between two disjoint halves of ``data`` (at most ``max_n`` images each; the shipped extractor): what
+    real-vs-real scores at that N."""
     images = np.asarray(load_dataset(data, size=size).images)
-    a, b = disjoint_halves(len(images), len(images) // 2, seed=0)
+    a, b = disjoint_halves(len(images), min(len(images) // 2, max_n or len(images)), seed=0)
     opts = MetricOptions(extractor=load_shipped_extractor(), device=device, seed=0)
     return {"n_per_half": len(a), "fid": compute_metrics(["fid"], RealSet(images[a]), images[b], opts)["fid"]["fid"]}
 
@@ -79,6 +80,7 @@ def main() -> None:
     ap.add_argument("--run", action="append", required=True, help="NAME=RUN_FOLDER, repeatable.")
     ap.add_argument("--real", action="append", default=[], help="NAME=DATA: add its real-vs-real FID floor.")
     ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--floor-max", type=int, default=None, help="At most this many images per half in a floor.")
     ap.add_argument("--figure", default="docs/stylegan2_ada_overfit.png")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default="benchmarks/results/ada_study.json")
@@ -93,7 +95,7 @@ def main() -> None:
         print(f"{name:>12} {r['augment']:>5} {r['images']:>6} {r['gap_final']:>8.3f} {r['gap_peak']:>8.3f} "
               f"{r['p_max']:>6.3f} {r['p_final']:>6.3f} {r['swd']:>7.1f} {r['swd_lower_bound'] or 0:>7.1f} "
               f"{r['fid']:>7.2f}")
-    floors = {name: fid_floor(data, args.size, device) for name, data in (r.split("=", 1) for r in args.real)}
+    floors = {name: fid_floor(data, args.size, device, args.floor_max) for name, data in (r.split("=", 1) for r in args.real)}
     for name, f in floors.items():
         print(f"real-vs-real FID {name}: {f['fid']:.2f} (halves of {f['n_per_half']})")
     figure(runs, Path(args.figure))

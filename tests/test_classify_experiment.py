@@ -310,6 +310,7 @@ def p2p_on_train_split(small, tmp_path_factory):
     return res.checkpoint, root / "split.json", split
 
 
+@pytest.mark.filterwarnings("ignore:phantom has no cached superpixels")  # SLIC on the fly is the point here
 def test_train_split_trains_on_the_training_part_only(small, p2p_on_train_split, tmp_path):
     from dermsynth.train import TrainConfig, train
 
@@ -325,6 +326,7 @@ def test_train_split_trains_on_the_training_part_only(small, p2p_on_train_split,
               progress=False)
 
 
+@pytest.mark.filterwarnings("ignore:phantom has no cached superpixels")  # SLIC on the fly is the point here
 def test_a_pix2pixhd_checkpoint_translates_the_training_maps_labelled_by_their_source(small, p2p_on_train_split,
                                                                                          tmp_path):
     from dermsynth.classify.synthetic import TranslationSource, open_source

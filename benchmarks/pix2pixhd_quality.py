@@ -67,10 +67,9 @@ def main() -> None:
     print(f"{args.part} part: {len(part)} masked images at {size} px; real-vs-real FID (halves of "
           f"{len(a)}) {floor:.3f}; real skin - lesion {rows['real']['skin_minus_lesion']:.1f}", flush=True)
     for name, model in models.items():
-        uses_instance = bool(getattr(model.generator, "instance", False))
-        fake = translate_maps(model, maps_of(part, instance=uses_instance), list(part.class_names), seed=args.seed)
+        fake = translate_maps(model, maps_of(part, instance=model.takes_instance), list(part.class_names), seed=args.seed)
         values = compute_metrics(["swd", "fid", "kid"], real, fake, opts)
-        rows[name] = {"checkpoint": str(model.checkpoint), "step": model.step, "instance": uses_instance,
+        rows[name] = {"checkpoint": str(model.checkpoint), "step": model.step, "instance": model.takes_instance,
                       "swd": values["swd"]["swd"], "swd_lower_bound": values["swd"].get("swd_lower_bound"),
                       "swd_per_level": values["swd"]["per_level"], "fid": values["fid"]["fid"],
                       "kid": values["kid"]["kid"], "skin_minus_lesion": skin_minus_lesion(fake, lesion)}

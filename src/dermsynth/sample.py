@@ -53,11 +53,25 @@ class LoadedGenerator:
         """True for noise -> image generators (sampled from latents), False for translators."""
         return "z" in self.inputs
 
+    @property
+    def takes_instance(self) -> bool:
+        """True for a map -> image generator trained with superpixel instance maps (pix2pixHD without
+        ``--no-instance``)."""
+        return bool(getattr(self.generator, "instance", False))
+
     def require_noise(self) -> None:
         if not self.samples_noise:
             command = "dermsynth edit" if "images" in self.inputs else "dermsynth translate"
             raise DermsynthError(f"{self.checkpoint} is a {self.model or 'translation'} model that takes "
                                  f"{', '.join(self.inputs)}, not latents; use `{command}`")
+
+    def require_maps(self) -> None:
+        """A one-line error unless this generator translates semantic (lesion) maps (pix2pixHD)."""
+        if self.samples_noise:
+            raise DermsynthError(f"{self.checkpoint} samples from latents; use `dermsynth sample`")
+        if "semantic" not in self.inputs:
+            raise DermsynthError(f"{self.checkpoint}: a {self.model} model takes {', '.join(self.inputs)}, not "
+                                 f"lesion maps; use `dermsynth edit`")
 
     def class_index(self, name_or_index: str | int | None) -> int | None:
         if name_or_index is None:
@@ -200,9 +214,8 @@ def translate_maps(model: LoadedGenerator, maps: list[LesionMap], class_names: l
     """Translate editable maps (:class:`~dermsynth.data.maps.LesionMap`) with a map -> image generator:
     uint8 (N, S, S, 3). A generator trained without instance maps gets one superpixel per map (its input
     ignores them; SLIC is never run on the blank images of a maps dataset)."""
-    if "semantic" not in model.inputs:
-        raise DermsynthError(f"{model.checkpoint}: a {model.model} model takes {', '.join(model.inputs)}, not maps")
-    if not getattr(model.generator, "instance", False):
+    model.require_maps()
+    if not model.takes_instance:
         maps = [replace(m, instance=np.zeros_like(m.codes, dtype=np.int32)) for m in maps]
     elif any(m.instance is None for m in maps):
         first = next(m for m in maps if m.instance is None)

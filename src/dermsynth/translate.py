@@ -60,13 +60,10 @@ def translate(checkpoint: str | Path, out: str | Path, *, maps: str | Path | Non
     if n is not None and n < 1:
         raise DermsynthError(f"--n must be >= 1, got {n}")
     model = load_generator(checkpoint, device)
-    if model.samples_noise:
-        raise DermsynthError(f"{checkpoint} samples from latents; use `dermsynth sample`")
-    if "semantic" not in model.inputs:  # before any data is read
-        raise DermsynthError(f"{checkpoint}: a {model.model} model takes {', '.join(model.inputs)}, not maps")
+    model.require_maps()  # before any data is read
     G = model.generator
     size = int(G.resolution)
-    uses_instance = bool(getattr(G, "instance", False))
+    uses_instance = model.takes_instance
     steps = [parse_edit(e) for e in edits]
     out = Path(out)
     check_writable_dir(out, "--out")

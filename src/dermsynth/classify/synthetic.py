@@ -197,9 +197,7 @@ class TranslationSource(SyntheticSource):
     def __init__(self, checkpoint: str | Path, *, device: str = "auto", batch_size: int = 64,
                  model: LoadedGenerator | None = None) -> None:
         self.model = model or load_generator(checkpoint, resolve_device(device))
-        if "semantic" not in self.model.inputs:
-            raise DermsynthError(f"{checkpoint}: a {self.model.model} model takes {', '.join(self.model.inputs)}, "
-                                 f"not lesion maps")
+        self.model.require_maps()
         self.name, self.batch_size = str(checkpoint), batch_size
         self.class_names: list[str] = []  # known once the training split is bound
         self.train: LesionDataset | None = None
@@ -221,7 +219,7 @@ class TranslationSource(SyntheticSource):
             self.train.class_names[c]: int(k) for c, k in enumerate(np.bincount(
                 self.train.labels[self.train.labels >= 0], minlength=self.train.num_classes)) if k}
         return {**super().describe(), "model": self.model.model, "inputs": list(self.model.inputs),
-                "instance": bool(getattr(self.model.generator, "instance", False)), "training_maps": maps,
+                "instance": self.model.takes_instance, "training_maps": maps,
                 "training_images_without_mask": self.unmasked}
 
     def _generate(self, class_name: str, n: int, seed: int, size: int) -> tuple[np.ndarray, list[str]]:
@@ -232,8 +230,8 @@ class TranslationSource(SyntheticSource):
         picks = np.arange(n)
         chosen = rows[picks % len(rows)]
         passes = picks // len(rows)
-        uses_instance = bool(getattr(self.model.generator, "instance", False))
-        maps = [dihedral_map(m, int(k)) for m, k in zip(maps_of(self.train, chosen, instance=uses_instance), passes)]
+        maps = [dihedral_map(m, int(k))
+                for m, k in zip(maps_of(self.train, chosen, instance=self.model.takes_instance), passes)]
         images = translate_maps(self.model, maps, list(self.train.class_names), self.batch_size, seed=seed)
         return images, [f"{Path(self.name).name}:{m.map_id}:d{int(k) % 8}" for m, k in zip(maps, passes)]
 

@@ -13,7 +13,7 @@ from _runs import assert_same_training_state, resumed_and_uninterrupted
 from dermsynth.edit import edit_image
 from dermsynth.errors import DermsynthError
 from dermsynth.models.pix2pixhd import ResnetBlock
-from dermsynth.models.translator import CycleGANGenerator, PatchDiscriminator, ResnetGenerator
+from dermsynth.models.editing import CycleGANGenerator, PatchDiscriminator, ResnetGenerator
 from dermsynth.sample import load_generator
 from dermsynth.train import TrainConfig, train
 from dermsynth.train.losses import lsgan_d, lsgan_g

@@ -17,7 +17,7 @@ from dermsynth.data.phantom import generate_phantom
 from dermsynth.data.prepare import load_dataset, prepare
 from dermsynth.errors import DataError
 from dermsynth.train.batch import batch_from_dataset
-from dermsynth.train.sampler import BatchSampler
+from dermsynth.train.minibatches import Minibatches
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_semantic_channels_are_the_lesion_and_its_attributes_multi_hot(phantom):
 
 
 def test_the_batch_fields_come_from_the_sampler_with_the_right_shapes(phantom):
-    sampler = BatchSampler(phantom, 8, 0, torch.device("cpu"), needs=("images", "semantic", "instance"))
+    sampler = Minibatches(phantom, 8, 0, torch.device("cpu"), needs=("images", "semantic", "instance"))
     batch = sampler.next()
     assert batch.semantic.shape == (8, 6, 32, 32) and batch.instance.shape == (8, 1, 32, 32)
     assert set(batch.instance.unique().tolist()) <= {0.0, 1.0} and batch.instance.mean() > 0.05

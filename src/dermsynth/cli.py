@@ -90,7 +90,7 @@ def _train_options(func):
     from dermsynth.models import MODELS
     from dermsynth.train.config import TrainConfig
     from dermsynth.metrics.registry import metric_names
-    from dermsynth.train.augment_pipe import AUGMENT_MODES
+    from dermsynth.train.disc_augment import AUGMENT_MODES
     from dermsynth.train.losses import LOSSES
 
     choices = {"model": sorted(MODELS), "loss": list(LOSSES), "augment": list(AUGMENT_MODES),

@@ -27,7 +27,7 @@ from dermsynth.data.images import load_image, load_mask
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.io import check_writable_dir, write_csv, write_json
-from dermsynth.models.translator import CYCLE_DIRECTIONS
+from dermsynth.models.editing import CYCLE_DIRECTIONS
 from dermsynth.progress import tqdm
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.sample import LoadedGenerator, load_generator

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as sps
 
-from dermsynth.classify.evaluate import check_probabilities, macro_auc, per_class_auc
+from dermsynth.classify.scoring import check_probabilities, macro_auc, per_class_auc
 from dermsynth.errors import DataError
 
 __all__ = ["BootstrapResult", "PairedComparison", "PermutationResult", "Summary", "bootstrap_auc_difference",

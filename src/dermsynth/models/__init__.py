@@ -24,7 +24,7 @@ from dermsynth.data.maps import masked_subset
 from dermsynth.models.pix2pixhd import MultiScaleDiscriminator, build_pix2pixhd
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANDiscriminator, PGANGenerator, build_pgan, pgan_schedule
 from dermsynth.models.stylegan2 import STYLEGAN2_DEFAULTS, build_stylegan2, stylegan2_options
-from dermsynth.models.translator import build_cyclegan, build_unet_translator
+from dermsynth.models.editing import build_cyclegan, build_unet_editor
 
 GANBuilder = Callable[..., tuple[nn.Module, nn.Module]]
 
@@ -156,7 +156,7 @@ MODELS: dict[str, ModelSpec] = {
     "lapgan": ModelSpec(build_lapgan, "pyramid", {k: v for k, v in DCGAN_DEFAULTS.items() if k != "gp_weight"}),
     # seed 003 (4.2): Adam 5e-5, betas (0.9, 0.999), relevancy weight 10; its adversarial loss is DCGAN's (BCE);
     # it gives no minibatch, 16 is ours
-    "unet-translator": ModelSpec(build_unet_translator, "unet-translator", UNET_TRANSLATOR_DEFAULTS,
+    "unet-translator": ModelSpec(build_unet_editor, "unet-translator", UNET_TRANSLATOR_DEFAULTS,
                                  inputs=("images", "masks"),
                                  extra_options=lambda cfg, data: {"direction": cfg.direction},
                                  data_domain=lambda cfg: "lesion" if cfg.direction == "remove" else "healthy",

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dermsynth.errors import DermsynthError
-from dermsynth.models.translator import UNET_DIRECTIONS
+from dermsynth.models.editing import UNET_DIRECTIONS
 from dermsynth.train.batch import Batch
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.losses import LOSSES, lsgan_d, lsgan_g
@@ -68,7 +68,7 @@ def _check_weight(value: float, flag: str) -> float:
     return float(value)
 
 
-class UNetTranslatorStep(TrainStep):
+class UNetEditorStep(TrainStep):
     """Seed 003's targeted add / remove: one D update, then one G update (adversarial + lambda_REL * relevancy)."""
 
     stat_names = ("d_loss", "g_loss", "adv_loss", "rel_loss", "change_inside", "change_outside", "d_real", "d_fake")
@@ -267,5 +267,5 @@ class CycleGANStep(TrainStep):
             self.pools[k].load_state_dict(p, device)
 
 
-register_step("unet-translator", UNetTranslatorStep)
+register_step("unet-translator", UNetEditorStep)
 register_step("cyclegan", CycleGANStep)

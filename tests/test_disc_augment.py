@@ -11,7 +11,7 @@ from torch import nn
 from _runs import assert_same_training_state, resumed_and_uninterrupted
 from dermsynth.errors import DermsynthError
 from dermsynth.models.dcgan import DCGANDiscriminator
-from dermsynth.train.augment_pipe import (Augmentation, AugmentSpec, augment_images, cutout_mask, diff_augment,
+from dermsynth.train.disc_augment import (Augmentation, AugmentSpec, augment_images, cutout_mask, diff_augment,
                                           torch_draw)
 from dermsynth.train.batch import Batch
 from dermsynth.train.steps import GANStep

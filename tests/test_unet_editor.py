@@ -17,7 +17,7 @@ from dermsynth.data.dataset import LesionDataset
 from dermsynth.edit import edit_folder, edit_image
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.models.pix2pixhd import ResnetBlock
-from dermsynth.models.translator import Seed003Discriminator, UNetTranslator
+from dermsynth.models.editing import Seed003Discriminator, UNetEditor
 from dermsynth.sample import load_generator
 from dermsynth.train import TrainConfig, train
 from dermsynth.train.batch import batch_from_dataset
@@ -65,7 +65,7 @@ def test_change_inside_and_outside_the_mask_in_grey_levels():
 
 
 def test_the_generator_is_seed_003s_residual_unet():
-    g = UNetTranslator(32, width=4)
+    g = UNetEditor(32, width=4)
     strided = [m for m in g.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
     assert len(strided) == 2
     assert sum(isinstance(m, nn.ConvTranspose2d) for m in g.modules()) == 2

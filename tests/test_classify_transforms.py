@@ -1,4 +1,4 @@
-"""Seed 002's augmentation set in torch: determinism, identity, flip, brightness, reflect fill, scipy parity."""
+"""Essipova et al.'s augmentation set in torch: determinism, identity, flip, brightness, reflect fill, scipy parity."""
 
 import dataclasses
 

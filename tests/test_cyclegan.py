@@ -1,5 +1,5 @@
-"""CycleGAN (Zhu et al. 2017; seed 003, 4.3): networks, LSGAN and the image pool, cycle loss falls, exact resume,
-`edit` in both directions."""
+"""CycleGAN (Zhu et al. 2017; Furger et al. 2020, 4.3): networks, LSGAN and the image pool, cycle loss falls, exact
+resume, `edit` in both directions."""
 
 import csv
 

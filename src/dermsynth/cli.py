@@ -280,7 +280,7 @@ def demo(data: str | None, out: str, size: int | None, steps: int | None, device
 @click.option("--quiet", is_flag=True)
 def compare(models: str, data: str | None, size: int, kimg: float, batch_size: int | None, width: int, phantom_n: int,
             eval_images: int | None, out: str, device: str, seed: int, quiet: bool) -> None:
-    """Seed 001's comparison: train MODELS on the same data and budget; Table 1 SWD, Fig. 1 and 3 grids."""
+    """Baur et al.'s comparison: train MODELS on the same data and budget; Table 1 SWD, Fig. 1 and 3 grids."""
     from dermsynth.compare import compare as run_compare
 
     res = run_compare([m.strip() for m in models.split(",") if m.strip()], data=data, size=size, kimg=kimg,
@@ -441,7 +441,7 @@ def augment(conditions: str | None, split_file: str | None, fractions: str, pati
 def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str, inception_weights: str | None,
                          extractor_checkpoint: str | None, n: int, out: str, seed: int, device: str,
                          quiet: bool) -> None:
-    """Seed 003's Table 3: SWD (or FID/KID) of CHECKPOINT at truncation 0.01 ... 1 and none; table, plot, JSON."""
+    """Furger et al.'s Table 3: SWD (or FID/KID) of CHECKPOINT at truncation 0.01 ... 1 and none; table, plot, JSON."""
     import numpy as np
 
     from dermsynth.data.prepare import load_dataset
@@ -468,9 +468,9 @@ def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str
 @main.command()
 @click.argument("source")
 @click.option("--out", type=click.Path(), required=True, help="Output folder: OUT/healthy and OUT/lesion caches.")
-@click.option("--size", default=128, show_default=True, help="Patch side in pixels (seed 003: 128).")
+@click.option("--size", default=128, show_default=True, help="Patch side in pixels (Furger et al. 2020: 128).")
 @click.option("--lesion-fraction", default="0.1:0.8", show_default=True,
-              help="LO:HI fraction of lesion pixels of a lesion patch (seed 003: 10-80 %).")
+              help="LO:HI fraction of lesion pixels of a lesion patch (Furger et al. 2020: 10-80 %).")
 @click.option("--margin", default=8, show_default=True,
               help="Healthy patches have no lesion pixel within this many pixels around them.")
 @click.option("--stride", type=int, default=None, help="Grid step in pixels (default: --size, no overlap).")
@@ -486,7 +486,7 @@ def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str
 def patches(source: str, out: str, size: int, lesion_fraction: str, margin: int, stride: int | None,
             max_dark: float, read_size: int | None, max_per_image: int | None, seed: int, skip_corrupt: bool,
             quiet: bool) -> None:
-    """Cut healthy-skin and lesion patches (seed 003) from SOURCE's images and lesion masks."""
+    """Cut healthy-skin and lesion patches (Furger et al. 2020) from SOURCE's images and lesion masks."""
     from dermsynth.data.patches import PatchRule, cut_patches, parse_fraction_range
 
     rule = PatchRule(size=size, lesion_fraction=parse_fraction_range(lesion_fraction), margin=margin,

@@ -8,7 +8,8 @@ plots, image grids) and ``<out>/metrics.json`` (every number). Sections:
   (:mod:`dermsynth.metrics.features`): the FID Inception when its weights file is given, else the
   user's classifier if its checkpoint is given, else the dermoscopy network shipped with dermsynth
   (``derm-smallcnn-v1``) -- the report says which, and every number carries the extractor's version;
-* colour: per-channel histogram Jensen-Shannon divergence and per-class colour statistics (seed 002, Sec. 4);
+* colour: per-channel histogram Jensen-Shannon divergence and per-class colour statistics (Essipova et al. 2020,
+  Sec. 4);
 * memorisation audit (needs ``train``; ``real`` then serves as the held-out reference, so it must not
   overlap the training images);
 * truncation sweep and latent walk (need ``checkpoint``; without ``fake``, the generated set is sampled from it);
@@ -209,14 +210,14 @@ def _colour_section(ctx: _Context, real: LesionDataset, fake: LesionDataset, rea
             for tag in ("real", "generated") for name, s in ctx.numbers["colour"]["class_statistics"][tag].items()]
     ctx.report.table(["class", "n", "mean R", "mean G", "mean B", "mean grey"], rows,
                      caption="Per-image mean intensity (0-255), mean ± std over the images of each class "
-                             "(seed 002, Sec. 4).")
+                             "(Essipova et al. 2020, Sec. 4).")
     ctx.report.images([("per-class distributions of mean R, G, B and grey", fig)])
 
 
 def _memorisation_section(ctx: _Context, real: np.ndarray, fake: np.ndarray, train: LesionDataset | None) -> None:
     from dermsynth.metrics.memorisation import memorisation_audit, plot_nearest_neighbours
 
-    title = "Memorisation audit (nearest training images, seed 003 Fig. 7)"
+    title = "Memorisation audit (nearest training images, Furger et al. 2020 Fig. 7)"
     if train is None:
         return ctx.skip("memorisation", title, "no training set given (--train)")
     train_images = np.asarray(train.images)
@@ -244,7 +245,7 @@ def _truncation_section(ctx: _Context, model, real: RealSet, extractor: FeatureE
                         metric: str, thresholds: Sequence[float | None], n: int | None) -> None:
     from dermsynth.metrics.truncation import truncation_sweep
 
-    title = "Truncation sweep (seed 003, Table 3)"
+    title = "Truncation sweep (Furger et al. 2020, Table 3)"
     if model is None:
         return ctx.skip("truncation", title, "no generator checkpoint given (--checkpoint)")
     if get_metric(metric).needs_features and extractor is None:
@@ -271,13 +272,13 @@ def _latent_walk_section(ctx: _Context, checkpoint) -> None:
     path = latent_walk(checkpoint, ctx.out / "latent_walk.png", rows=4, steps=8, seed=ctx.seed, device=str(ctx.device))
     ctx.numbers["latent_walk"] = {"status": "ok", "rows": 4, "steps": 8, "seed": ctx.seed}
     ctx.report.heading(title)
-    ctx.report.images([("slerp between random latents, one walk per row (seed 001, Fig. 4)", path)])
+    ctx.report.images([("slerp between random latents, one walk per row (Baur et al. 2018, Fig. 4)", path)])
 
 
 def _overfitting_section(ctx: _Context, checkpoint) -> None:
     from dermsynth.report.figures import plot_curves
 
-    title = "Discriminator over-fitting (seed 003, Fig. 6)"
+    title = "Discriminator over-fitting (Furger et al. 2020, Fig. 6)"
     if checkpoint is None:
         return ctx.skip("overfitting", title, "no generator checkpoint given (--checkpoint)")
     run = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent

@@ -114,7 +114,7 @@ _MIN_ACCEPTANCE = 0.005
 
 def truncated_normal(n: int, dim: int, threshold: float | None, generator: torch.Generator) -> torch.Tensor:
     """Standard-normal latents; with ``threshold``, every component with |z| > threshold is redrawn
-    until it falls inside (the resampling truncation trick of seed 003, not clamping).
+    until it falls inside (the resampling truncation trick of Furger et al. 2020, not clamping).
 
     Components inside are kept as drawn, and the redraws are those of earlier versions (same latents for
     thresholds >= 0.01). For tiny thresholds, where redrawing would take ~1/P(|z| <= threshold) rounds, the
@@ -276,7 +276,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def latent_walk(checkpoint: str | Path, out: str | Path, rows: int = 4, steps: int = 8,
                 class_name: str | int | None = None, truncation: float | None = None, seed: int = 0,
                 device: str = "auto", psi: float | None = None) -> Path:
-    """A grid of latent walks (seed 001, Fig. 4): each row interpolates (slerp) between two random latents
+    """A grid of latent walks (Baur et al. 2018, Fig. 4): each row interpolates (slerp) between two random latents
     (z; StyleGAN2 maps every point to w, truncated toward the average w by ``psi``)."""
     model = load_generator(checkpoint, device)
     model.require_noise()

@@ -1,6 +1,6 @@
 """Skin-lesion classifiers for the augmentation study: does synthetic data help a classifier?
 
-Networks (seed 002's small CNN, ResNet-18), the classic transforms (seed 002's Keras augmentation set) in
+Networks (Essipova et al.'s small CNN, ResNet-18), the classic transforms (Essipova et al.'s Keras augmentation set) in
 batched torch, lesion-grouped stratified splits, a training loop with early stopping, scoring of predictions
 and the statistics that compare conditions over seeds::
 

@@ -1,6 +1,6 @@
 """The augmentation experiment: does adding synthetic images to the training set help a classifier?
 
-Protocol (``dermsynth augment``; seeds 000 and 002):
+Protocol (``dermsynth augment``; Bissoto et al. 2018 and Essipova et al. 2020):
 
 1. One lesion-grouped, class-stratified train/val/test split of the real data, fixed by ``split_seed``
    (or read from ``split``) and saved as ``split.json``. Validation and test sets are real images only,
@@ -25,7 +25,7 @@ Every (condition, seed) result is written as it finishes (``runs/<condition>/see
 test probabilities in ``.npz`` and the image manifest in ``_manifest.csv``); a re-run with the same
 ``out`` skips finished pairs, so an interrupted experiment continues where it stopped, and more seeds
 or conditions can be added later. Outputs: ``config.json``, ``split.json``, ``results.json`` (every
-number), ``table.md`` / ``table.txt`` (seed 000's "Training data | AUC (%)" layout, then details),
+number), ``table.md`` / ``table.txt`` (Bissoto et al.'s "Training data | AUC (%)" layout, then details),
 ``auc.png``, ``confusion/<condition>.png``, ``manifest.csv`` (every image of every run, by split) and
 a self-contained ``report.html``.
 """

@@ -43,7 +43,7 @@ def train_feature_extractor(
 
     ``data``: a :class:`~dermsynth.data.dataset.LesionDataset` or anything :func:`~dermsynth.data.prepare.load_dataset`
     accepts (read at ``size``). Split by lesion group (70/15/15); early stopping on validation macro AUC
-    (:func:`~dermsynth.classify.fit.train_classifier`, seed 002's augmentation). The checkpoint holds the
+    (:func:`~dermsynth.classify.fit.train_classifier`, Essipova et al.'s augmentation). The checkpoint holds the
     weights, architecture, size, classes, data source, history, the split sizes and the test macro AUC.
     """
     ds = data if isinstance(data, LesionDataset) else load_dataset(data, size=size, progress=progress)

@@ -1,7 +1,7 @@
 """Train a classifier with early stopping on the validation set, and predict class probabilities.
 
 Inputs are uint8 (N, H, W, 3) NumPy arrays (or memory maps). They are moved to the device once as
-uint8 and, per batch, scaled to [0, 1], optionally transformed on the device (:mod:`transforms`, seed 002's
+uint8 and, per batch, scaled to [0, 1], optionally transformed on the device (:mod:`transforms`, Essipova et al.'s
 classic set by default) and normalised with the ImageNet channel mean/std (needed for ImageNet weights,
 harmless otherwise). Loss: cross-entropy, optionally class-weighted ``n / (C * n_c)`` (sklearn's
 "balanced") so minority classes count as much as majority ones. Optimiser: Adam.
@@ -121,7 +121,7 @@ def train_classifier(model: nn.Module, train_images: np.ndarray, train_labels: n
                      device: str | torch.device = "cpu", progress: bool = False) -> TrainedClassifier:
     """Train ``model`` (see the module docstring); return it with its best-epoch weights restored.
 
-    ``transforms``: True for seed 002's classic set, False for none, or a :class:`TransformConfig`. ``patience``:
+    ``transforms``: True for Essipova et al.'s classic set, False for none, or a :class:`TransformConfig`. ``patience``:
     epochs without improvement before stopping (None: never stop early). Without a validation set the
     model of the last epoch is returned.
     """

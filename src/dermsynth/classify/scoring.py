@@ -1,6 +1,6 @@
 """Classification metrics from predicted probabilities, all computed with scikit-learn.
 
-The headline number is the macro one-vs-rest ROC AUC (the AUC table of seed 000 reports AUC, as
+The headline number is the macro one-vs-rest ROC AUC (the AUC table of Bissoto et al. 2018 reports AUC, as
 mean ± std over runs); melanoma-vs-rest AUC, balanced accuracy, accuracy, per-class recall and the
 confusion matrix come with it. Predictions are the argmax of the probabilities.
 """

@@ -1,7 +1,7 @@
-"""The classic transforms for classifier training: seed 002's Keras ``ImageDataGenerator`` augmentation set, as
+"""The classic transforms for classifier training: Essipova et al.'s Keras ``ImageDataGenerator`` augmentation set, as
 batched PyTorch on the images' device.
 
-Seed 002 trains its CNN with ``rotation_range=45, width_shift_range=0.1, height_shift_range=0.1,
+Essipova et al. 2020 trains its CNN with ``rotation_range=45, width_shift_range=0.1, height_shift_range=0.1,
 shear_range=0.01, zoom_range=[0.9, 1.25], brightness_range=[0.7, 1.3], horizontal_flip=True,
 fill_mode='reflect'``. What those Keras parameters mean, and what :class:`TransformConfig` does:
 
@@ -44,7 +44,7 @@ _DRAWS = 9  # rotation, shift_y, shift_x, shear, zoom_y, zoom_x, h-flip, v-flip,
 
 @dataclass(frozen=True)
 class TransformConfig:
-    """Transform ranges with Keras ``ImageDataGenerator`` meanings (defaults: seed 002's values)."""
+    """Transform ranges with Keras ``ImageDataGenerator`` meanings (defaults: Essipova et al.'s values)."""
 
     rotation: float = 45.0  # degrees, uniform in [-rotation, rotation]
     width_shift: float = 0.1  # fraction of the width

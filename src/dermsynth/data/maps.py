@@ -1,4 +1,4 @@
-"""Semantic and instance maps for map -> image models (pix2pixHD, seed 000), and tools to edit them.
+"""Semantic and instance maps for map -> image models (pix2pixHD, Bissoto et al. 2018), and tools to edit them.
 
 **Semantic map** (multi-hot, :data:`SEMANTIC_CHANNELS`): channel 0 is the lesion (its segmentation mask,
 background skin = no lesion), channels 1-5 the ISIC 2018 Task 2 attributes pigment network, negative network,
@@ -48,7 +48,7 @@ from dermsynth.progress import tqdm
 SEMANTIC_CHANNELS: tuple[str, ...] = ("lesion", *ATTRIBUTES)
 MAX_CODE = (1 << len(SEMANTIC_CHANNELS)) - 1
 
-#: SLIC settings (seed 000 gives none): about 200 superpixels per image at any size, scikit-image's default
+#: SLIC settings (Bissoto et al. 2018 gives none): about 200 superpixels per image at any size, scikit-image's default
 #: compactness
 SLIC_SEGMENTS = 200
 SLIC_COMPACTNESS = 10.0

@@ -1,4 +1,5 @@
-"""Truncation sweep (seed 003, Table 3): a quality metric of one generator across latent truncation thresholds.
+"""Truncation sweep (Furger et al. 2020, Table 3): a quality metric of one generator across latent truncation
+thresholds.
 
 For each threshold, ``n`` latents are drawn with the same seed and resampled component-wise into
 [-threshold, threshold] (:func:`dermsynth.sample.truncated_normal`; ``None`` = no truncation), the
@@ -26,7 +27,7 @@ from dermsynth.progress import tqdm
 
 __all__ = ["SWEEP_METRICS", "THRESHOLDS", "TruncationSweep", "threshold_label", "truncation_sweep"]
 
-#: Seed 003's thresholds; ``None`` is the untruncated normal.
+#: Furger et al.'s thresholds; ``None`` is the untruncated normal.
 THRESHOLDS: tuple[float | None, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, None)
 #: The registered lower-is-better metrics (at import time); any later-registered one works too.
 SWEEP_METRICS: tuple[str, ...] = tuple(metric_names(better="lower"))

@@ -1,14 +1,14 @@
-"""Image -> image networks for lesion editing: seed 003's U-Net editor and CycleGAN (Zhu et al. 2017).
+"""Image -> image networks for lesion editing: Furger et al.'s U-Net editor and CycleGAN (Zhu et al. 2017).
 
 (The paper calls the U-Net editor a "U-Net translator"; its registry name stays ``unet-translator``. In
 dermsynth, "translate" otherwise means pix2pixHD's map -> image, :mod:`dermsynth.translate`.)
 
-* :class:`UNetEditor` (seed 003, section 3.2.2): photo + lesion mask in, a *residual* out that is added
+* :class:`UNetEditor` (Furger et al. 2020, section 3.2.2): photo + lesion mask in, a *residual* out that is added
   to the photo. Encoder: a 7x7 stem and 2 strided convolutions; 4 residual blocks at a quarter of the input
   size (32x32 for 128 px patches, as in the paper); decoder: 2 transposed convolutions, each followed by
   concatenation with the encoder features of the same size (skip connections as in Isola et al.). Instance
   normalisation (the paper does not name one; it is the usual choice for image -> image networks).
-* :class:`Seed003Discriminator` (seed 003, section 3.2.3): two discriminators, on the image and on a 2x
+* :class:`Furger2020Discriminator` (Furger et al. 2020, section 3.2.3): two discriminators, on the image and on a 2x
   downscaled copy, each strided 3x3 convolutions with batch norm and LeakyReLU, doubling the features, four
   of them for patches, then a dense layer to one logit; the two logits are averaged.
 * :class:`ResnetGenerator` / :class:`PatchDiscriminator`: CycleGAN's networks (Johnson et al.'s ResNet
@@ -19,7 +19,7 @@ dermsynth, "translate" otherwise means pix2pixHD's map -> image, :mod:`dermsynth
   residual blocks here and in the U-Net are its :class:`~dermsynth.models.pix2pixhd.ResnetBlock`.
   :class:`CycleGANGenerator` holds both generators (one Adam for both, as the CycleGAN code) and
   :class:`CycleGANDiscriminator` both discriminators. ``residual=True`` (not in the paper) makes each generator
-  output input + residual, as seed 003's U-Net editor does.
+  output input + residual, as Furger et al.'s U-Net editor does.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _check_side(x: torch.Tensor, multiple: int, what: str) -> None:
 
 
 class UNetEditor(nn.Module):
-    """Seed 003's image-modification generator: ``G(photo, mask) = photo + residual(photo, mask)``.
+    """Furger et al.'s image-modification generator: ``G(photo, mask) = photo + residual(photo, mask)``.
 
     ``photo`` (B, 3, H, W) in [-1, 1], ``mask`` (B, 1, H, W) in {0, 1}; H and W multiples of 4. The output is
     not clamped (the residual may push it a little outside [-1, 1]; images are clamped when saved).
@@ -94,7 +94,7 @@ class UNetEditor(nn.Module):
 
 
 class ScaleDiscriminator(nn.Module):
-    """One scale of seed 003's discriminator: ``layers`` strided 3x3 convolutions doubling the features (batch
+    """One scale of Furger et al.'s discriminator: ``layers`` strided 3x3 convolutions doubling the features (batch
     norm from the second on, LeakyReLU 0.2), then a dense layer to one logit per image."""
 
     def __init__(self, resolution: int, width: int, layers: int = 4) -> None:
@@ -117,8 +117,8 @@ class ScaleDiscriminator(nn.Module):
         return self.dense(self.features(x).flatten(1)).squeeze(1)
 
 
-class Seed003Discriminator(nn.Module):
-    """Seed 003's discriminator (3.2.3): the mean logit of a :class:`ScaleDiscriminator` on the image and one
+class Furger2020Discriminator(nn.Module):
+    """Furger et al.'s discriminator (3.2.3): the mean logit of a :class:`ScaleDiscriminator` on the image and one
     on the image reduced 2x (2x2 average pooling)."""
 
     def __init__(self, resolution: int, width: int = 64, layers: int = 4) -> None:
@@ -134,7 +134,7 @@ class Seed003Discriminator(nn.Module):
 class ResnetGenerator(nn.Module):
     """CycleGAN's generator: c7s1-w, d2w, d4w, ``blocks`` x R4w, u2w, uw, c7s1-3, tanh (Zhu et al. appx. 7.2).
 
-    ``residual``: no tanh, the output is added to the input (seed 003's image modification). The instance
+    ``residual``: no tanh, the output is added to the input (Furger et al.'s image modification). The instance
     norm after the first layer removes each feature map's mean, so a plain generator cannot see the overall
     colour of a nearly uniform skin patch and must guess it; the residual form keeps it by construction.
     """
@@ -206,7 +206,7 @@ def build_unet_editor(resolution: int, z_dim: int = 0, num_classes: int = 0, wid
     """(U-Net editor, multi-scale discriminator) for the registry (``z_dim``/``num_classes`` unused)."""
     if resolution < 32:
         raise ValueError(f"the U-Net editor's discriminators need --size >= 32, got {resolution}")
-    return UNetEditor(resolution, width, direction=direction), Seed003Discriminator(resolution, width)
+    return UNetEditor(resolution, width, direction=direction), Furger2020Discriminator(resolution, width)
 
 
 def build_cyclegan(resolution: int, z_dim: int = 0, num_classes: int = 0, width: int = 64, residual: bool = False,

@@ -1,4 +1,4 @@
-"""The pix2pixHD step (Wang et al. 2018; seed 000): semantic (+ instance-boundary) maps -> image.
+"""The pix2pixHD step (Wang et al. 2018; Bissoto et al. 2018): semantic (+ instance-boundary) maps -> image.
 
 One step, as NVIDIA/pix2pixHD ``train.py``/``pix2pixHD_model.py``: G translates the batch's maps; the
 multi-scale discriminator judges (map, image) pairs. Losses, summed over the discriminator scales:

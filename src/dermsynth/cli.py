@@ -69,13 +69,16 @@ def main() -> None:
 @click.option("--skip-missing", is_flag=True, help="Skip label-table rows whose image file is missing (with a count).")
 @click.option("--superpixels", is_flag=True, help="Also compute SLIC superpixels once (the instance maps of "
               "--model pix2pixhd), cached next to the images.")
+@click.option("--superpixel-area", type=float, default=784.0, show_default=True,
+              help="Pixels per superpixel: the SLIC segment count scales with the image area (about ISIC Task 2's "
+              "superpixel size); meta.json records the fraction of boundary pixels.")
 def prepare(source: str, size: int, out: str | None, skip_corrupt: bool, skip_missing: bool,
-            superpixels: bool) -> None:
+            superpixels: bool, superpixel_area: float) -> None:
     """Decode, center-crop and resize SOURCE once into a memory-mapped uint8 cache."""
     from dermsynth.data.prepare import prepare as prepare_source
 
     ds = prepare_source(source, size=size, out=out, skip_corrupt=skip_corrupt, skip_missing=skip_missing,
-                        superpixels=superpixels)
+                        superpixels=superpixels, superpixel_area=superpixel_area)
     counts = ", ".join(f"{k} {v}" for k, v in ds.class_counts().items())
     click.echo(f"{len(ds)} images at {size}x{size} from {source}" + (f" ({counts})" if counts else ""))
 

@@ -444,7 +444,8 @@ def augment(conditions: str | None, split_file: str | None, fractions: str, pati
 def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str, inception_weights: str | None,
                          extractor_checkpoint: str | None, n: int, out: str, seed: int, device: str,
                          quiet: bool) -> None:
-    """Seed 003's Table 3: SWD (or FID/KID) of CHECKPOINT at truncation 0.01 ... 1 and none; table, plot, JSON."""
+    """Seed 003's Table 3: SWD (or FID/KID) of CHECKPOINT at truncation 0.01 ... 1 and none (StyleGAN2: psi 0 ... 1;
+    PGAN has none); table, plot, JSON."""
     import numpy as np
 
     from dermsynth.data.prepare import load_dataset

@@ -93,11 +93,11 @@ def _train_options(func):
     from dermsynth.models import MODELS
     from dermsynth.train.config import TrainConfig
     from dermsynth.metrics.registry import metric_names
-    from dermsynth.train.augment_pipe import AUGMENT_MODES
+    from dermsynth.train.augment_pipe import AUGMENT_MODES, AUGMENT_PIPES
     from dermsynth.train.losses import LOSSES
 
     choices = {"model": sorted(MODELS), "loss": list(LOSSES), "augment": list(AUGMENT_MODES),
-               "metrics": metric_names(better="lower")}
+               "augment_pipe": list(AUGMENT_PIPES), "metrics": metric_names(better="lower")}
     for f in reversed(dataclasses.fields(TrainConfig)):
         name = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")

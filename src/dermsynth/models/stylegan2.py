@@ -445,6 +445,7 @@ def _spec(cfg: Any) -> dict[str, Any]:
 STYLEGAN2_DEFAULTS: dict[str, Any] = {
     "loss": "nonsaturating", "beta1": 0.0, "beta2": 0.99, "gp_weight": 0.0, "drift": 0.0,
     "r1_interval": 16, "pl_interval": 4,
+    "augment": "ada",  # the reference's --aug default (p adjusted to keep r_t at 0.6, pipe bgc)
     "batch_size": lambda cfg: _spec(cfg)["mb"],
     "lr_g": lambda cfg: _spec(cfg)["lrate"],
     "lr_d": lambda cfg: _spec(cfg)["lrate"],

@@ -340,3 +340,14 @@ def test_pgan_trains_with_fixed_augmentation(tmp_path, noise_dataset):
     rows = (out / "losses.csv").read_text().strip().splitlines()
     last = dict(zip(rows[0].split(","), rows[-1].split(",")))
     assert float(last["aug_p"]) == 0.5
+
+
+def test_ada_is_stylegan2s_default_and_none_elsewhere():
+    from dermsynth.train import TrainConfig
+
+    assert TrainConfig(model="stylegan2", size=32).resolve().augment == "ada"  # the reference's --aug=ada
+    assert TrainConfig(model="stylegan2", size=32, augment="none").resolve().augment == "none"
+    assert TrainConfig(model="dcgan", size=32).resolve().augment == "none"
+    with pytest.raises(DermsynthError, match="augment-pipe"):
+        from dermsynth.train.augment_pipe import augmentation_from_config
+        augmentation_from_config(TrainConfig(model="dcgan", size=32, augment_pipe="bgcfnc").resolve())

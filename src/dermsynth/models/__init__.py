@@ -63,6 +63,10 @@ class ModelSpec:
     data_domain: Callable[[Any], str] | None = None
     #: two-domain models: (A, B) as the model trains on them, from (resolved config, A, B)
     prepare_domains: Callable[[Any, Any, Any], tuple[Any, Any]] = field(default=lambda cfg, a, b: (a, b))
+    #: how samples are truncated: "latent" (z components resampled beyond a threshold, Furger et al. 2020), "w" (toward the
+    #: average w by psi: StyleGAN), or None. A generator that renormalises z (PGAN's pixel norm, StyleGAN's
+    #: second-moment normalisation) undoes latent resampling, so "latent" would be a silent no-op there.
+    truncation: str | None = "latent"
 
 
 # Radford et al. 2015 (Essipova et al. 2020 and Lunagariya & Patel): Adam 2e-4, betas (0.5, 0.999), batch 64,
@@ -151,7 +155,7 @@ def _pix2pixhd_options(cfg: Any, data: Any) -> dict[str, Any]:
 
 MODELS: dict[str, ModelSpec] = {
     "dcgan": ModelSpec(_build_dcgan, "gan", {**DCGAN_DEFAULTS, "d_scales": 1}, extra_options=_dcgan_options),
-    "pgan": ModelSpec(build_pgan, "progressive", PGAN_DEFAULTS, steps_for_images=_pgan_steps),
+    "pgan": ModelSpec(build_pgan, "progressive", PGAN_DEFAULTS, steps_for_images=_pgan_steps, truncation=None),
     # Denton et al. trained each level as a plain GAN; Baur et al. 2018 gives no other settings, so DCGAN's (without
     # the gradient penalty: its critics judge a band given the coarser image, not an image alone).
     "lapgan": ModelSpec(build_lapgan, "pyramid", {k: v for k, v in DCGAN_DEFAULTS.items() if k != "gp_weight"}),
@@ -169,7 +173,8 @@ MODELS: dict[str, ModelSpec] = {
                            extra_options=_pix2pixhd_options,
                            prepare_data=lambda cfg, data: masked_subset(data, cfg.skip_unmasked)),
     # Karras et al. 2020 (StyleGAN2-ADA): the reference configuration at the run's resolution
-    "stylegan2": ModelSpec(build_stylegan2, "stylegan2", STYLEGAN2_DEFAULTS, extra_options=stylegan2_options),
+    "stylegan2": ModelSpec(build_stylegan2, "stylegan2", STYLEGAN2_DEFAULTS, extra_options=stylegan2_options,
+                           truncation="w"),
 }
 
 

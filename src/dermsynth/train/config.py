@@ -30,9 +30,9 @@ from dermsynth.train.losses import LOSSES
 # Options a model may leave unset (they apply only to models whose defaults name them), besides the length.
 _LENGTH = ("steps", "kimg")
 # ``None``-default options that are not model defaults: they apply to every model
-_ANY_MODEL = (*_LENGTH, "data", "data_b", "split", "metric_real", "lr_decay_start")
+_ANY_MODEL = (*_LENGTH, "data", "data_b", "split", "metric_real", "lr_decay_start", "augment")
 #: what a ``None`` option of every model becomes when its model names no default
-_ANY_MODEL_DEFAULTS: dict[str, Any] = {"lr_decay_start": 1.0}
+_ANY_MODEL_DEFAULTS: dict[str, Any] = {"lr_decay_start": 1.0, "augment": "none"}
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -116,9 +116,12 @@ class TrainConfig:
     local_enhancers: int | None = _opt(None, "pix2pixhd: local enhancer networks, each doubling the resolution "
                                              "the global generator works at (0).")
     d_layers: int | None = _opt(None, "pix2pixhd: stride-2 layers per patch discriminator (3).")
-    augment: str = _opt("none", "Discriminator augmentation (any GAN but lapgan): none | ada (adaptive p, "
-                                "Karras et al. 2020) | fixed (p = --augment-p) | diffaugment (Zhao et al. 2020).")
+    augment: str | None = _opt(None, "Discriminator augmentation (any GAN but lapgan): none | ada (adaptive p, "
+                                      "Karras et al. 2020) | fixed (p = --augment-p) | diffaugment (Zhao et al. "
+                                      "2020). Default: ada for stylegan2 (as the reference's --aug=ada), else none.")
     augment_p: float = _opt(0.0, "Augmentation probability: fixed p, or ADA's initial p.")
+    augment_pipe: str = _opt("bgc", "Transforms of --augment ada/fixed (the reference's --augpipe): blit | geom | "
+                                    "color | filter | noise | cutout | bg | bgc | bgcf | bgcfn | bgcfnc.")
     ada_target: float = _opt(0.6, "ADA target of r_t = E[sign(D(real))].")
     ada_kimg: float = _opt(500.0, "ADA speed: thousands of real images for p to move from 0 to 1.")
     r1_gamma: float | None = _opt(None, "stylegan2: R1 weight gamma (by resolution, the ADA paper's configs: "

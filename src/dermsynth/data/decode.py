@@ -225,12 +225,13 @@ def fill_arrays(index: SourceIndex, size: int, skip_corrupt: bool, progress: boo
     decode_bytes = _check_fits(len(records), size, record_bytes, directory)
     workers, chunk_size = _parallelism(_default_workers() if workers is None else max(1, int(workers)),
                                        decode_bytes, record_bytes)
-    arrays = _Arrays(len(records), size, want_lesion, want_attrs, directory)
     kept: list[Record] = []
     skipped: list[dict] = []
     bar = tqdm(total=len(records), desc=f"preparing {index.name} at {size}px", unit="img", disable=not progress)
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    arrays: _Arrays | None = None
     try:
+        arrays = _Arrays(len(records), size, want_lesion, want_attrs, directory)  # removes its files if it fails
         for start in range(0, len(records), chunk_size):
             chunk = records[start : start + chunk_size]
             jobs = [(r, size, want_lesion, want_attrs) for r in chunk]
@@ -256,7 +257,8 @@ def fill_arrays(index: SourceIndex, size: int, skip_corrupt: bool, progress: boo
         if len(kept) < len(records):
             arrays.shrink(len(kept))
     except BaseException:
-        arrays.discard()
+        if arrays is not None:
+            arrays.discard()
         raise
     finally:
         bar.close()

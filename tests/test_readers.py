@@ -383,8 +383,10 @@ def test_unknown_class_is_an_error(tmp_path):
     # a labels.csv mixing codes with something else, and PH2 names with a typo
     with pytest.raises(DataError, match="'c'.*unknown class 'nevus'"):
         read_source(_labels_csv(tmp_path / "mixed", [("a", "mel"), ("b", "nv"), ("c", "nevus")]))
+    ph2 = _labels_csv(tmp_path / "ph2", [("a", "common_nevus"), ("b", "melanom")])
     with pytest.raises(DataError, match="unknown class 'melanom'; the table uses PH2 diagnoses"):
-        read_source(_labels_csv(tmp_path / "ph2", [("a", "common_nevus"), ("b", "melanom")]))
+        read_source(ph2, kind="ph2")
+    assert read_source(ph2).class_names == ["common_nevus", "melanom"]  # not all PH2's: a table of its own
 
 
 def test_empty_class_is_an_error_naming_the_row(tmp_path):

@@ -13,8 +13,8 @@ Layouts (``kind``):
     order, lower-cased; a ``*LesionGroupings.csv`` (``image, lesion_id``) next to it supplies groups.
 ``labels_csv``
     a generic ``labels.csv`` with ``image_id`` and ``dx`` (optional ``lesion_id``/``patient_id`` for groups);
-    classes = sorted ``dx`` (numerically when all labels are integers). A table naming PH2's common_nevus or
-    atypical_nevus is read as ``ph2``.
+    classes = sorted ``dx`` (numerically when all labels are integers). A table whose ``dx`` values are PH2's
+    is read as ``ph2``.
 ``ph2``
     ``labels.csv`` (``image_id, dx`` in common_nevus / atypical_nevus / melanoma) + ``masks/<id>_lesion.png``,
     or the original release: ``PH2 Dataset images/IMDxxx/IMDxxx_Dermoscopic_Image/IMDxxx.bmp`` with
@@ -35,7 +35,7 @@ lesion masks as ``<id>_segmentation.*`` or ``<id>_lesion.*``, attribute masks as
 for the names in :data:`~dermsynth.data.dataset.ATTRIBUTES`.
 
 Label tables: classes are case-insensitive (``MEL`` and ``mel`` are one class, named ``mel``); a table that uses
-the HAM10000/ISIC codes (:data:`KNOWN_CODES`) or PH2's names must use only those; an empty class, a one-hot row
+the HAM10000/ISIC codes (:data:`KNOWN_CODES`) must use only those, as must a PH2 table (``kind="ph2"``); an empty class, a one-hot row
 without exactly one 1 (or with a value other than 0/1) and a row with more fields than the header are each a
 :class:`DataError` naming the row (and the count of such rows).
 
@@ -340,8 +340,9 @@ def _dx_labels(
 
     Classes are case-insensitive (``MEL`` and ``mel`` are one class, named in lower case when spelled several
     ways or a known code). ``vocabulary``: ``"codes"`` (HAM10000/ISIC dx codes), ``"ph2"``, or ``"auto"``: PH2's
-    when a PH2-only name occurs, the codes when a code occurs, else free. A class outside the vocabulary, or an
-    empty one, is a :class:`DataError` naming the first such row and the count.
+    when every class is PH2's and a PH2-only name occurs, the codes when a code (other than unk) occurs, else
+    free. A class outside the vocabulary, or an empty one, is a :class:`DataError` naming the first such row
+    and the count.
     """
     ids, values = list(df[id_col]), list(df[dx_col])
     keep = [k for k, i in enumerate(ids) if i != ""]
@@ -350,7 +351,8 @@ def _dx_labels(
         raise DataError(_first_of(table, empty, ids, f"has an empty {dx_col}; every image needs a class"))
     keys = {values[k].lower() for k in keep}
     if vocabulary == "auto":
-        vocabulary = "ph2" if keys & _PH2_MARKERS else "codes" if keys & KNOWN_CODES else "free"
+        vocabulary = ("ph2" if keys & _PH2_MARKERS and keys <= set(PH2_CLASSES)
+                      else "codes" if keys & (KNOWN_CODES - {"unk"}) else "free")
     allowed = {"ph2": frozenset(PH2_CLASSES), "codes": KNOWN_CODES}.get(vocabulary)
     if allowed is not None:
         unknown = [k for k in keep if values[k].lower() not in allowed]

@@ -1,6 +1,6 @@
-"""Healthy-skin and lesion patch sets cut from any dataset with lesion masks (seed 003, section 3.1).
+"""Healthy-skin and lesion patch sets cut from any dataset with lesion masks (Furger et al. 2020, section 3.1).
 
-Seed 003 cuts 128x128 patches from annotated photos into two sets: *healthy* skin (no lesion pixel) and
+Furger et al. 2020 cuts 128x128 patches from annotated photos into two sets: *healthy* skin (no lesion pixel) and
 skin with a lesion covering 10-80 % of the patch. :func:`cut_patches` does the same for every image of a
 source that has a lesion mask, on a regular grid (``stride``, default the patch size: no overlap):
 
@@ -8,7 +8,7 @@ source that has a lesion mask, on a regular grid (``stride``, default the patch 
 * **healthy** patch: no lesion pixel inside the patch grown by ``margin`` pixels on every side (clipped to
   the image), so a healthy patch never touches the lesion's border zone;
 * either kind is dropped when more than ``max_dark`` of its pixels are background (every channel below 26,
-  i.e. the dermoscope's black field / vignette): seed 003's patches are "skin only".
+  i.e. the dermoscope's black field / vignette): Furger et al.'s patches are "skin only".
 
 An image whose lesion mask is all zero is skipped with a warning and a count, as one without a mask is: an empty
 mask marks no lesion, not a lesion-free photo (a cache keeps all-zero masks for images that had none), so its

@@ -69,10 +69,10 @@ def test_full_disk_while_allocating_is_one_error_naming_the_file(tmp_path, monke
     monkeypatch.setattr(os, "posix_fallocate", full)
     with pytest.raises(DermsynthError, match=rf"{out}/images\.npy: cannot write \(no space left on device\)"):
         prepare(src, 32, out=out, progress=False)
-    assert calls == [12 * 32 * 32 * 3] and _left_in(out) == []
+    assert calls == [12 * 32 * 32 * 3] and not out.exists()  # no temporary file, nor the folder it made
     result = CliRunner().invoke(main, ["prepare", str(src), "--size", "32", "--out", str(out)])
     _one_error_line(result, "images.npy: cannot write (no space left on device)")
-    assert _left_in(out) == []
+    assert not out.exists()
 
 
 def test_arrays_are_allocated_for_real_also_where_fallocate_is_missing(tmp_path, monkeypatch):
@@ -132,7 +132,11 @@ def test_a_size_the_disk_cannot_hold_is_refused_before_allocating(tmp_path, monk
     with pytest.raises(DermsynthError, match=r"^--size 256: the cache of 12 images at 256x256 px needs 2\.2 MiB on "
                                              rf"disk; {out} has 1\.0 MiB free$"):
         prepare(src, 256, out=out, progress=False)
-    assert _left_in(out) == []
+    assert not out.exists()
+    out.mkdir()  # a folder that was there stays
+    with pytest.raises(DermsynthError, match=r"^--size 256: "):
+        prepare(src, 256, out=out, progress=False)
+    assert out.is_dir() and _left_in(out) == []
     assert len(prepare(src, 64, out=out, progress=False)) == 12  # 144 KiB fits
 
 
@@ -143,7 +147,7 @@ def test_a_size_memory_cannot_hold_is_refused_before_allocating(tmp_path, monkey
     with pytest.raises(DermsynthError, match=r"^--size 4096: decoding one image at 4096x4096 px needs about "
                                              r"2\d\d\.\d MiB of memory; 64\.0 MiB is available$"):
         prepare(src, 4096, out=out, progress=False)
-    assert _left_in(out) == []
+    assert not out.exists()
     with pytest.raises(DermsynthError, match=r"^--size 2048: holding 12 images at 2048x2048 px needs about"):
         build_dataset(read_source(src), 2048, progress=False)  # in memory (a .npz source)
 
@@ -162,7 +166,7 @@ def test_swd_at_an_absurd_size_is_one_line(tmp_path):
     src = _images(tmp_path / "src", n=4)
     result = CliRunner().invoke(main, ["swd", str(src), "--size", "100000"])
     _one_error_line(result, "--size 100000: ")  # the disk (1.1 TiB) or the memory (120 GiB per image)
-    assert not [p for p in Path(os.environ["DERMSYNTH_CACHE"]).rglob("*.tmp*")]
+    assert not list(Path(os.environ["DERMSYNTH_CACHE"]).glob("src-100000-*"))  # no cache folder, no temp file
 
 
 # --- SIGTERM -----------------------------------------------------------------------------------------------------
@@ -190,7 +194,7 @@ def test_sigterm_during_prepare_removes_the_temporary_arrays(tmp_path):
     stderr = proc.communicate(timeout=60)[1]
     assert proc.returncode == -signal.SIGTERM, stderr  # ended by the signal as before (exit status 143) ...
     assert "Traceback" not in stderr
-    assert _left_in(out) == []  # ... but without its temporary arrays
+    assert not out.exists()  # ... but without its temporary arrays (nor the folder it made)
 
 
 # --- names that are not UTF-8; devices that do not exist -------------------------------------------------------

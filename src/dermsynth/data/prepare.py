@@ -16,10 +16,12 @@ folder, a ``.npz`` (built in memory) or any source folder (prepared into the def
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +162,7 @@ def prepare(
             return _add_superpixels(out, progress, superpixel_area) if superpixels and stale else cached
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: cache location exists and is not a folder")
+    created = not out.exists()
     check_writable_dir(out, "--out")
     remove_stale_temp(out)  # arrays of a prepare that was killed (up to GBs)
     try:
@@ -167,7 +170,8 @@ def prepare(
     except OSError as exc:
         raise DataError(f"{out}: cannot write the cache folder ({exc.strerror})") from None
 
-    with unwind_on_sigterm():  # a SIGTERM removes the temporary arrays (GBs) before the process ends
+    # a SIGTERM removes the temporary arrays (GBs) before the process ends; a refused size leaves no folder
+    with unwind_on_sigterm(), _removed_if_left_empty(out if created else None):
         arrays, kept, skipped, missing_lesion = fill_arrays(index, size, skip_corrupt, progress, workers, out)
         has_lesion = "lesion_masks" in arrays.arrays
         has_attrs = "attribute_masks" in arrays.arrays
@@ -210,6 +214,18 @@ def _superpixel_settings(out: Path) -> dict:
     recorded = dict(json.loads((out / "meta.json").read_text()).get("superpixels") or {})
     recorded.pop("boundary_fraction", None)
     return recorded
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(folder: Path | None) -> Iterator[None]:
+    """Remove ``folder`` (one this run created) if the block fails and leaves it empty."""
+    try:
+        yield
+    except BaseException:
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds when empty
+        raise
 
 
 def _add_superpixels(out: Path, progress: bool, superpixel_area: float = SUPERPIXEL_AREA) -> LesionDataset:

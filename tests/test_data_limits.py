@@ -167,6 +167,17 @@ def test_swd_at_an_absurd_size_is_one_line(tmp_path):
     result = CliRunner().invoke(main, ["swd", str(src), "--size", "100000"])
     _one_error_line(result, "--size 100000: ")  # the disk (1.1 TiB) or the memory (120 GiB per image)
     assert not list(Path(os.environ["DERMSYNTH_CACHE"]).glob("src-100000-*"))  # no cache folder, no temp file
+    _one_error_line(CliRunner().invoke(main, ["swd", "phantom:8", "--size", "100000"]),
+                    "--size 100000: rendering 8 phantom images at 100000x100000 px needs about")
+
+
+def test_phantom_render_memory_is_checked(monkeypatch):
+    monkeypatch.setattr(resources, "available_memory", lambda: 2**19)
+    with pytest.raises(DermsynthError, match=r"^--size 64: rendering 4 phantom images at 64x64 px needs about "
+                                             r"944\.0 KiB of memory; 512\.0 KiB is available$"):  # 4096 px x 236 B
+        generate_phantom(n=4, size=64)
+    monkeypatch.setattr(resources, "available_memory", lambda: 2**30)
+    assert len(generate_phantom(n=4, size=64)) == 4
 
 
 # --- SIGTERM -----------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import time
 import warnings
 from typing import Iterator
@@ -26,14 +27,26 @@ import torch  # noqa: E402
 from dermsynth.errors import DermsynthError
 
 
+def valid_devices() -> list[str]:
+    """The ``--device`` values this machine takes: auto, cpu, and cuda, cuda:0 ... when CUDA is available."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["auto", "cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(gpus)] if gpus else [])
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``None``/``"auto"`` -> CUDA when available, else CPU; a CUDA request without CUDA is a clear error."""
+    """``None``/``"auto"`` -> CUDA when available, else CPU; anything but cpu, cuda or cuda:N of a present GPU
+    (tpu, mps, cuda:x, a CUDA request without CUDA) is a one-line error listing the valid devices."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DermsynthError(f"device {device} requested but CUDA is not available")
-    return device
+    text = str(device).strip()
+    if re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        resolved = torch.device(text)
+        if resolved.type == "cpu" or (torch.cuda.is_available()
+                                      and (resolved.index or 0) < torch.cuda.device_count()):
+            return resolved
+    reason = " (CUDA is not available)" if text.startswith("cuda") and not torch.cuda.is_available() else ""
+    raise DermsynthError(f"--device {text}: expected auto, cpu, cuda or cuda:N{reason}; valid here: "
+                         f"{', '.join(valid_devices())}")
 
 
 @contextlib.contextmanager

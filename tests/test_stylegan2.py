@@ -47,8 +47,9 @@ def test_layers_match_the_published_per_layer_counts():
     assert _count(Conv2d(512, 512, 3)) == 2359808
 
 
-def _reference_counts(resolution, fmaps, map_layers, num_classes=0, w=512):
-    """(G, D) parameters of stylegan2-ada-pytorch's networks at this config, from its layer definitions."""
+def _reference_counts(resolution, fmaps, map_layers, num_classes=0, w=512, d_architecture="resnet"):
+    """(G, D) parameters of stylegan2-ada-pytorch's networks at this config, from its layer definitions
+    (DiscriminatorBlock: the 1x1 skip only when architecture == 'resnet')."""
     base = int(fmaps * 32768)
     ch = {r: min(base // r, 512) for r in [2 ** i for i in range(2, int(math.log2(resolution)) + 1)]}
     fc = lambda i, o: i * o + o                                           # noqa: E731  FullyConnectedLayer
@@ -62,7 +63,8 @@ def _reference_counts(resolution, fmaps, map_layers, num_classes=0, w=512):
     d = 3 * ch[resolution] + ch[resolution]                               # fromrgb
     for r in list(ch)[:0:-1]:
         tmp, out = ch[r], ch[r // 2]
-        d += tmp * tmp * 9 + tmp + out * tmp * 9 + out + out * tmp        # conv0, conv1, skip (no bias)
+        d += tmp * tmp * 9 + tmp + out * tmp * 9 + out                    # conv0, conv1
+        d += out * tmp if d_architecture == "resnet" else 0               # skip (no bias)
     c4 = ch[4]
     cmap = c4 if num_classes else 0
     d += (c4 + 1) * c4 * 9 + c4 + fc(c4 * 16, c4) + fc(c4, cmap or 1)    # epilogue: conv, fc, out
@@ -77,8 +79,26 @@ def test_parameter_counts_match_the_reference_at_full_width(resolution, config, 
     name, spec = config_for(resolution)
     assert name == config
     G, D = build_stylegan2(resolution, 512, num_classes, width=64)
-    assert (_count(G), _count(D)) == _reference_counts(resolution, spec["fmaps"], spec["map"], num_classes)
+    assert (_count(G), _count(D)) == _reference_counts(resolution, spec["fmaps"], spec["map"], num_classes,
+                                                       d_architecture=spec["d_arch"])
     assert G.z_dim == G.w_dim == 512
+
+
+def test_cifar_preset_uses_the_plain_discriminator():
+    """train.py's cfg == 'cifar' sets D architecture 'orig': no residual skip, conv1 with gain 1."""
+    assert config_for(32)[1]["d_arch"] == "orig" and config_for(64)[1]["d_arch"] == "resnet"
+    assert TrainConfig(model="stylegan2", size=32).resolve().d_architecture == "orig"
+    _, D = build_stylegan2(32, 512, 0, width=64)
+    assert all(block.skip is None for block in D.blocks.values())
+    _, D_res = build_stylegan2(32, 512, 0, width=64, d_architecture="resnet")
+    assert _count(D_res) == _reference_counts(32, 1.0, 2)[1] > _count(D)
+    torch.manual_seed(0)
+    _, D = build_stylegan2(16, 32, 0, width=4)
+    block = D.blocks["b8"]
+    x = torch.randn(2, block.conv0.weight.shape[1], 8, 8)
+    assert torch.equal(block(x, None), block.conv1(block.conv0(x)))           # plain: gain 1, no skip
+    with pytest.raises(DermsynthError, match="--d-architecture"):
+        TrainConfig(model="stylegan2", size=32, d_architecture="skip").resolve()
 
 
 def test_paper256_config_is_the_papers():

@@ -131,6 +131,15 @@ class StyleGAN2Options(AugmentOptions, LatentOptions, AdversarialOptions):
     ema_kimg: float | None = option(None, "G EMA half-life in thousands of images (256 px: 20).")
     ema_rampup: float | None = option(None, "EMA half-life ramp-up, ema_kimg <= rampup * kimg shown (0.05; 0 = none, "
                                             "as at 256 px).")
+    d_architecture: str | None = option(None, "Discriminator: resnet (residual blocks) | orig (plain conv blocks, the "
+                                              "reference's cifar preset); orig at <=32 px, else resnet.")
+
+    @staticmethod
+    def check(cfg: Any) -> None:
+        from dermsynth.errors import DermsynthError
+
+        if cfg.d_architecture not in (None, "resnet", "orig"):
+            raise DermsynthError(f"--d-architecture must be resnet or orig, got {cfg.d_architecture!r}")
 
 
 @dataclass

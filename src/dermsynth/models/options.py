@@ -133,6 +133,9 @@ class StyleGAN2Options(AugmentOptions, LatentOptions, AdversarialOptions):
                                             "as at 256 px).")
     d_architecture: str | None = option(None, "Discriminator: resnet (residual blocks) | orig (plain conv blocks, the "
                                               "reference's cifar preset); orig at <=32 px, else resnet.")
+    bf16_everywhere: bool = option(False, "Under bf16 autocast (CUDA, bf16 CPUs): run the mapping networks and the R1 / "
+                                          "path-length double backward in bf16 too (default: in float32, as the "
+                                          "reference keeps them).")
 
     @staticmethod
     def check(cfg: Any) -> None:

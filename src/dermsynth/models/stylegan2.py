@@ -28,7 +28,9 @@ Plain PyTorch, no custom CUDA ops. The reference's fused ops would add: ``upfird
 and downsample in one kernel, instead of zero-insertion + depthwise conv here) and ``bias_act`` (bias,
 activation, gain and clamp in one kernel, with a hand-written second derivative for R1 / path length); both
 save memory traffic, not maths. Mixed precision: the reference runs the 4 highest resolutions in fp16 with
-activations clamped to +-256; here bf16 autocast (float32's exponent range) needs no clamp.
+activations clamped to +-256 and keeps the mapping networks in fp32; here bf16 autocast (float32's exponent
+range, so no clamp) covers every synthesis and discriminator layer, and the mapping networks run in float32
+unless their ``autocast`` attribute is set (``--bf16-everywhere``).
 
 Training configurations (:data:`CONFIGS`, from ``train.py``'s ``cfg_specs`` of stylegan2-ada-pytorch and
 the ADA paper's Appendix; e.g. ``paper256``: 8 reference GPUs, minibatch 64, mbstd group 8, fmaps 0.5,
@@ -296,8 +298,20 @@ class MappingNetwork(nn.Module):
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros(w_dim))
 
+    #: run under an enclosing bf16 autocast; False (the default): float32 always, as the reference keeps its
+    #: mapping networks out of mixed precision (the 0.01 learning-rate multiplier makes small updates that bf16's
+    #: 8-bit mantissa would round away)
+    autocast: bool = False
+
     def forward(self, z: torch.Tensor | None, labels: torch.Tensor | None, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, update_w_avg: bool = True) -> torch.Tensor:
+        if self.autocast:
+            return self._forward(z, labels, truncation_psi, truncation_cutoff, update_w_avg)
+        with torch.autocast(next(self.parameters()).device.type, enabled=False):
+            return self._forward(z, labels, truncation_psi, truncation_cutoff, update_w_avg)
+
+    def _forward(self, z: torch.Tensor | None, labels: torch.Tensor | None, truncation_psi: float,
+                 truncation_cutoff: int | None, update_w_avg: bool) -> torch.Tensor:
         parts = []
         if self.z_dim > 0:
             parts.append(_normalize_2nd_moment(z.float()))

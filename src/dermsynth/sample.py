@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,8 @@ class LoadedGenerator:
     step: int
     inputs: tuple[str, ...] = NOISE_INPUTS
     model: str = ""
+    #: the run's resolved training options (its config.json)
+    config: dict = field(default_factory=dict)
 
     @property
     def samples_noise(self) -> bool:
@@ -121,7 +123,7 @@ def load_generator(checkpoint: str | Path, device: str | torch.device = "auto", 
     inputs = tuple(state.get("sampled_inputs") or NOISE_INPUTS)  # checkpoints before the step protocol
     return LoadedGenerator(G, list(state["class_names"]), int(options.get("z_dim", 0)),
                            options.get("num_classes", 0) > 0, Path(checkpoint), int(state["step"]), inputs,
-                           str(state["model"]))
+                           str(state["model"]), dict(state.get("config") or {}))
 
 
 # Rejection redraws take ~1 / P(|z| <= t) rounds; below this acceptance (t < ~0.0063) the components still

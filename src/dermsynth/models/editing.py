@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dermsynth.models.layers import normal_init
 from dermsynth.models.pix2pixhd import GlobalGenerator, ResnetBlock
 
 #: the edit directions of each model: the U-Net's is fixed at training, CycleGAN's chosen per call
@@ -214,4 +215,7 @@ def build_cyclegan(resolution: int, z_dim: int = 0, num_classes: int = 0, width:
     """(both generators, both discriminators) for the registry (``z_dim``/``num_classes`` unused)."""
     if resolution < 32:
         raise ValueError(f"the 70x70 PatchGAN needs --size >= 32, got {resolution}")
-    return CycleGANGenerator(resolution, width, residual=residual), CycleGANDiscriminator(width)
+    G, D = CycleGANGenerator(resolution, width, residual=residual), CycleGANDiscriminator(width)
+    for net in (G, D):  # the CycleGAN code's init_weights(init_type="normal", init_gain=0.02)
+        normal_init(net)
+    return G, D

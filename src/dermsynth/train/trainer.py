@@ -47,6 +47,7 @@ from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import append_csv_row, check_writable_dir, read_csv_rows, write_csv, write_json
 from dermsynth.progress import tqdm
 from dermsynth.models import build_networks, model_spec
+from dermsynth.models.options import FlipOptions
 from dermsynth.report.figures import image_grid, plot_curves, save_png, to_uint8
 from dermsynth.train.batch import Batch, batch_from_dataset
 from dermsynth.train.checkpoint import FORMAT, load_checkpoint, nonfinite_tensor, save_checkpoint
@@ -227,6 +228,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     # Batch sizes are global (all ranks together); the sampler validates the largest one.
     max_batch = max(parse_batch_schedule(cfg.batch_schedule, cfg.size).values()) if cfg.batch_schedule \
         else cfg.batch_size
+    flip = issubclass(spec.options, FlipOptions) and cfg.flip  # map -> image, image -> image models
     sampler_b = None
     if "domain_b" in train_step.needs:
         data_b = dataset_b
@@ -237,8 +239,8 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
         _check_data(data_b, cfg, "--data-b")
         data, data_b = spec.prepare_domains(cfg, data, data_b)
         sampler_b = Minibatches(data_b, max_batch, cfg.seed + 7, device,
-                                 needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist)
-    sampler = Minibatches(data, max_batch, cfg.seed, device, needs=train_step.needs, dist=dist)
+                                 needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist, flip=flip)
+    sampler = Minibatches(data, max_batch, cfg.seed, device, needs=train_step.needs, dist=dist, flip=flip)
     preview_rows = np.sort(np.random.default_rng(cfg.seed + 2).permutation(len(data))[:PREVIEW_SIZE])
     fixed = batch_from_dataset(data, preview_rows, train_step.needs, device)
     inputs = tuple(train_step.sampled_inputs or spec.inputs)  # e.g. pix2pixHD --no-instance

@@ -78,7 +78,8 @@ _PH2_MARKERS = frozenset({"common_nevus", "atypical_nevus"})  # names only PH2 u
 
 _LESION_MASK_RE = re.compile(r"^(?P<id>.+)_(?:segmentation|lesion)$", re.IGNORECASE)
 _ATTRIBUTE_MASK_RE = re.compile(r"^(?P<id>.+)_attribute_(?P<name>[A-Za-z_]+)$")
-_NOT_IMAGE_RE = re.compile(r"_superpixels$", re.IGNORECASE)  # ISIC 2018 Task 2 inputs: not photographs
+#: ISIC 2018 Task 2's superpixel maps (not photographs): ids RGB-encoded, read as the instance maps
+_SUPERPIXELS_RE = re.compile(r"^(?P<id>.+)_superpixels$", re.IGNORECASE)
 _PH2_ID_RE = re.compile(r"^IMD\d+$", re.IGNORECASE)
 
 
@@ -96,6 +97,7 @@ class Record:
     group: str  # lesion_id / patient id; image_id when unknown
     lesion_mask: Path | np.ndarray | None = None
     attribute_masks: tuple[tuple[str, Path], ...] = ()  # (attribute name, path), names from ATTRIBUTES
+    superpixels: Path | None = None  # ISIC 2018 Task 2's <id>_superpixels.png (RGB-encoded ids), if the source has it
 
 
 @dataclass
@@ -145,6 +147,7 @@ class _Scan:
     lesion_masks: dict[str, Path]
     attribute_masks: dict[str, dict[str, Path]]  # id -> {attribute name -> path}
     duplicates: dict[str, list[Path]]
+    superpixels: dict[str, Path] = field(default_factory=dict)  # id -> <id>_superpixels.png
 
 
 def _scan(root: Path) -> _Scan:
@@ -154,6 +157,7 @@ def _scan(root: Path) -> _Scan:
     lesion: dict[str, Path] = {}
     attrs: dict[str, dict[str, Path]] = {}
     duplicates: dict[str, list[Path]] = {}
+    superpixels: dict[str, Path] = {}
     attribute_set = set(ATTRIBUTES)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
@@ -175,14 +179,19 @@ def _scan(root: Path) -> _Scan:
             if m:
                 lesion.setdefault(m.group("id"), path)
                 continue
-            if ext not in IMAGE_EXTS or _NOT_IMAGE_RE.search(stem):
+            m = _SUPERPIXELS_RE.match(stem)
+            if m:
+                if ext == ".png":
+                    superpixels.setdefault(m.group("id"), path)
+                continue
+            if ext not in IMAGE_EXTS:
                 continue
             all_images.append((stem, path))
             if stem in images:
                 duplicates.setdefault(stem, [images[stem]]).append(path)
             else:
                 images[stem] = path
-    return _Scan(root, images, all_images, lesion, attrs, duplicates)
+    return _Scan(root, images, all_images, lesion, attrs, duplicates, superpixels)
 
 
 def _warn_duplicates(scan: _Scan) -> None:
@@ -224,6 +233,7 @@ def _record(scan: _Scan, image_id: str, image: Path, label: int, group: str) -> 
         group=group or image_id,
         lesion_mask=scan.lesion_masks.get(image_id),
         attribute_masks=tuple((name, attrs[name]) for name in ATTRIBUTES if name in attrs),
+        superpixels=scan.superpixels.get(image_id),
     )
 
 
@@ -626,7 +636,7 @@ def read_class_folders(root: Path, *, skip_missing: bool = False) -> SourceIndex
         attrs = scan.attribute_masks.get(stem, {})
         records.append(
             Record(image_id, path, index[rel[0]], image_id, scan.lesion_masks.get(stem),
-                   tuple((n, attrs[n]) for n in ATTRIBUTES if n in attrs))
+                   tuple((n, attrs[n]) for n in ATTRIBUTES if n in attrs), scan.superpixels.get(stem))
         )
     _check_orphan_masks(scan, skip_missing)
     return SourceIndex(root.name, root, "folder", records, class_names, {})

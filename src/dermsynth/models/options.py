@@ -157,7 +157,7 @@ class Pix2PixHDOptions(FlipOptions, AdversarialOptions):
                                           "the paper's), classifier:CKPT (dermsynth train-extractor) or off.")
     lambda_feat: float | None = option(None, "Weight of the discriminator feature-matching loss (10).")
     lambda_perceptual: float | None = option(None, "Weight of the perceptual loss (vgg19 and classifier: 10, the "
-                                                   "paper's; derm-smallcnn-v1: 2, calibrated to VGG's share).")
+                                                   "paper's; derm-smallcnn-v1: 8, calibrated to VGG's share).")
     g_downsample: int | None = option(None, "Stride-2 down-samplings of the global generator (4).")
     g_blocks: int | None = option(None, "Residual blocks of the global generator (9).")
     local_enhancers: int | None = option(None, "Local enhancer networks, each doubling the resolution the global "

@@ -149,7 +149,7 @@ PERCEPTUAL: dict[str, PerceptualLoader | str] = {
 NAMED: frozenset[str] = frozenset({"derm-smallcnn-v1"})
 #: lambda_perceptual by kind when --lambda-perceptual is not given: the reference's 10 for VGG19 (and for a
 #: classifier of the user's, where no calibration exists); the shipped network's calibrated weight (README)
-DEFAULT_LAMBDA: dict[str, float] = {"vgg19": 10.0, "classifier": 10.0, "derm-smallcnn-v1": 2.0}
+DEFAULT_LAMBDA: dict[str, float] = {"vgg19": 10.0, "classifier": 10.0, "derm-smallcnn-v1": 8.0}
 
 
 def register_perceptual(kind: str, loader: PerceptualLoader | str, default_lambda: float = 10.0) -> None:

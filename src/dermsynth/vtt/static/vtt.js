@@ -261,8 +261,8 @@
     img.style.height = `${Math.floor(h * scale)}px`;
     stage.classList.toggle("zoom", view.zoom > 0);
     $("zoom-in").hidden = $("zoom-out").hidden = !view.zoom;
-    $("one-to-one").textContent = view.zoom ? "Fit" : "1:1";
-    $("scale").textContent = view.zoom ? `${view.zoom}:1` : (scale < 1 ? `${Math.round(scale * 100)}%` : "1:1");
+    $("one-to-one").textContent = view.zoom ? "Fit" : "1:1 zoom";
+    $("scale").textContent = `${Math.round(scale * 100)}%`;  // of the image's own pixels
   }
 
   function setZoom(zoom) {

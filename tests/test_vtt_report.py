@@ -214,9 +214,12 @@ def test_incomplete_design_reports_alpha_with_counts_and_warns(tmp_path):
     expected = nominal_alpha(wide.to_numpy(dtype=float).T)
     assert (cell["krippendorff_alpha"] is None and not np.isfinite(expected)) or \
         cell["krippendorff_alpha"] == pytest.approx(expected, abs=1e-9)
-    assert "too few" in cell["warning"] and any("lay on all images" in w for w in rep.numbers["warnings"])
+    assert "too few" in cell["warning"]
+    warning, for_all = rep.numbers["warnings"]  # one per column: the group, and all raters
+    assert for_all.startswith("agreement of all (4 raters)") and warning.startswith("agreement of lay (4 raters) rests on too few images") and \
+        f"all ({cell['fleiss_images']} images for kappa, {cell['alpha_images']} for alpha)" in warning
     r = CliRunner().invoke(main, ["vtt", "report", str(study.path), "--out", str(tmp_path / "rep2")])
-    assert r.exit_code == 0 and "warning: agreement of lay on all images: too few" in r.output
+    assert r.exit_code == 0 and "warning: agreement of lay (4 raters) rests on too few" in r.output
     html = (tmp_path / "rep" / "report.html").read_text()
     assert f"{cell['fleiss_images']} images x 4 raters" in html
 

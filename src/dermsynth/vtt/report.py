@@ -144,15 +144,16 @@ def _agreement(raters: list[dict], answers: pd.DataFrame) -> tuple[dict, list[st
             cell["alpha_answers"] = int(pairable.notna().sum().sum())
             alpha = krippendorff_alpha(mat.to_numpy(dtype=np.float64)) if len(members) >= 2 else math.nan
             cell["krippendorff_alpha"] = None if math.isnan(alpha) else alpha
-            small = [f"{cell[k]} images" for k in ("fleiss_images", "alpha_images")
-                     if cell[k] < MIN_AGREEMENT_IMAGES and len(members) >= 2]
-            if len(members) < 2 or small:
+            if len(members) < 2 or min(cell["fleiss_images"], cell["alpha_images"]) < MIN_AGREEMENT_IMAGES:
                 cell["warning"] = (f"too few to mean much: {len(members)} rater(s), Fleiss on "
                                    f"{cell['fleiss_images']} images, alpha on {cell['alpha_images']} images "
                                    f"(want >= 2 raters and >= {MIN_AGREEMENT_IMAGES} images)")
-                if len(members) >= 2:
-                    warnings.append(f"agreement of {group} on {subset} images: {cell['warning']}")
             cells[subset] = cell
+        small = [f"{subset} ({c['fleiss_images']} images for kappa, {c['alpha_images']} for alpha)"
+                 for subset, c in cells.items() if "warning" in c]
+        if small and len(members) >= 2:
+            warnings.append(f"agreement of {group} ({len(members)} raters) rests on too few images to mean much: "
+                            f"{', '.join(small)}; want >= {MIN_AGREEMENT_IMAGES}")
         out[group] = cells
     return out, warnings
 

@@ -63,6 +63,24 @@ async def _start(page) -> None:
     await page.click("#start")
 
 
+def _drive(study, rater, scenario, start: bool = True, **context) -> None:
+    """Serve the study, open the rater's link in Chromium (``context``: viewport etc.), pass the landing page
+    unless ``start`` is False, and run ``await scenario(page, server)``."""
+
+    async def run(server) -> None:
+        async with async_api.async_playwright() as p:
+            browser = await _launch(p)
+            page = await (await browser.new_context(**context)).new_page()
+            await page.goto(f"{server.url}/r/{rater.token}")
+            if start:
+                await _start(page)
+            await scenario(page, server)
+            await browser.close()
+
+    with ServerProcess(study.path) as server:
+        asyncio.run(run(server))
+
+
 async def _rate(browser, link: str, style: str, choose, truth: dict, given: dict, log: list,
                 screenshot: Path | None = None):
     """One rater: ``choose(position, is_real) -> "real"/"fake"``; records final answers in ``given``."""
@@ -172,21 +190,14 @@ def test_time_limit_hides_the_image_in_the_browser(tmp_path):
                          time_limit=1.0, min_display_ms=0)
     (rater,) = study.add_raters("lay", 1)
 
-    async def run(url: str) -> None:
-        async with async_api.async_playwright() as p:
-            browser = await _launch(p)
-            page = await browser.new_page()
-            await page.goto(url)
-            await _start(page)
-            await _at(page, 0)
-            await page.wait_for_selector("#image", state="hidden", timeout=5000)
-            assert "Time is up" in await page.inner_text("#timer")
-            await page.keyboard.press("f")               # answering after the image is gone works
-            await _at(page, 1)
-            await browser.close()
+    async def scenario(page, server) -> None:
+        await _at(page, 0)
+        await page.wait_for_selector("#image", state="hidden", timeout=5000)
+        assert "Time is up" in await page.inner_text("#timer")
+        await page.keyboard.press("f")               # answering after the image is gone works
+        await _at(page, 1)
 
-    with ServerProcess(study.path) as server:
-        asyncio.run(run(f"{server.url}/r/{rater.token}"))
+    _drive(study, rater, scenario)
     assert study.answers_frame().called_real.tolist() == [0]
 
 
@@ -199,43 +210,29 @@ def test_double_click_and_double_key_press_give_one_answer(tmp_path):
     assert study.settings.min_display_ms == 500  # the default
     (rater,) = study.add_raters("lay", 1)
 
-    async def run(url: str) -> None:
-        async with async_api.async_playwright() as p:
-            browser = await _launch(p)
-            page = await browser.new_page()
-            await page.goto(url)
-            await _start(page)
-            await _at(page, 0)
-            await page.dblclick("#real")                   # a double click: one answer
-            await _at(page, 1)
-            await page.wait_for_timeout(700)
-            assert _answers(study) == 1 and await page.get_attribute("#vtt", "data-position") == "1"
-            await page.keyboard.press("Enter")             # Enter after a click: focus has left the button
-            await page.keyboard.press(" ")
-            await page.wait_for_timeout(300)
-            assert _answers(study) == 1
-            await page.keyboard.press("f")                 # a double key press: one answer
-            await page.keyboard.press("f")
-            await _at(page, 2)
-            await page.wait_for_timeout(700)
-            assert _answers(study) == 2
-            await page.keyboard.down("r")                  # a held key (auto-repeat): one answer
-            for _ in range(5):
-                await page.keyboard.down("r")
-            await page.keyboard.up("r")
-            await _at(page, 3)
-            await page.wait_for_timeout(700)
-            assert _answers(study) == 3
-            await page.keyboard.press("r")
-            await page.keyboard.press("r")
-            await _at(page, 4)
-            await page.wait_for_timeout(700)
-            await browser.close()
+    async def answered(position: int, page, count: int) -> None:
+        await _at(page, position)
+        await page.wait_for_timeout(700)             # time for a second answer to arrive, if one were sent
+        assert _answers(study) == count and await page.get_attribute("#vtt", "data-position") == str(position)
 
-    with ServerProcess(study.path) as server:
-        asyncio.run(run(f"{server.url}/r/{rater.token}"))
+    async def scenario(page, server) -> None:
+        await _at(page, 0)
+        await page.dblclick("#real")                 # a double click: one answer
+        await answered(1, page, 1)
+        await page.keyboard.press("Enter")           # Enter / Space after a click: focus has left the button
+        await page.keyboard.press(" ")
+        await answered(1, page, 1)
+        await page.keyboard.press("f")               # a double key press: one answer
+        await page.keyboard.press("f")
+        await answered(2, page, 2)
+        for _ in range(6):                           # a held key (auto-repeat): one answer
+            await page.keyboard.down("r")
+        await page.keyboard.up("r")
+        await answered(3, page, 3)
+
+    _drive(study, rater, scenario)
     log = study.log_frame()
-    assert len(log) == 4 and log.image_id.is_unique
+    assert len(log) == 3 and log.image_id.is_unique
     assert (log.server_ms >= 500).all()  # every answer after the minimum display time, measured by the server
 
 
@@ -244,6 +241,7 @@ VISIBLE = """(ids) => ids.map((sel) => { const el = document.querySelector(sel);
           && r.right <= window.innerWidth && r.bottom <= window.innerHeight]; })"""
 NO_SCROLL = """() => [document.documentElement.scrollWidth <= window.innerWidth,
                     document.documentElement.scrollHeight <= window.innerHeight]"""
+IMAGE_WIDTH = "() => document.getElementById('image').getBoundingClientRect().width"
 
 
 @pytest.mark.parametrize("viewport", [(390, 844), (1366, 768)], ids=["phone-390x844", "laptop-1366x768"])
@@ -258,86 +256,72 @@ def test_page_fits_the_screen_landing_calibration_and_zoom(tmp_path, viewport):
     shots = Path(SCREENSHOTS) if SCREENSHOTS else None
     name = f"{width}x{height}"
 
-    async def fits(page, controls: list[str]) -> None:
+    async def fits(page, controls: list[str], shot: str | None = None) -> None:
         assert await page.evaluate(NO_SCROLL) == [True, True], f"{name}: the page scrolls"
         visible = dict(await page.evaluate(VISIBLE, controls))
         assert all(visible.values()), f"{name}: not fully on screen: {[k for k, v in visible.items() if not v]}"
+        if shots and shot:
+            await page.screenshot(path=str(shots / f"vtt_{name}_{shot}.png"))
 
-    async def run(url: str) -> None:
-        async with async_api.async_playwright() as p:
-            browser = await _launch(p)
-            context = await browser.new_context(viewport={"width": width, "height": height},
-                                                has_touch=width < 500, is_mobile=width < 500)
-            page = await context.new_page()
-            await page.goto(url)
-            # landing page: who, the instructions (Markdown, as text), consent before Start
-            await page.wait_for_selector("#landing", state="visible")
-            assert await page.inner_text("#who-name") == "Dr $x$ <b>"
-            assert await page.inner_text("#instructions h2") == "How to rate"
-            assert await page.inner_text("#instructions strong") == "closely"
-            assert "recorded" in await page.inner_text("#consent")
-            assert await page.is_disabled("#start")
-            await fits(page, ["#start", "#consent-check"])
-            if shots:
-                await page.screenshot(path=str(shots / f"vtt_{name}_landing.png"))
-            await page.check("#consent-check")
-            await page.click("#start")
-            # a calibration image: banner, all controls on screen, feedback with the key, not counted
-            image_id = await _at(page, 0)
-            assert "Training image 1 of 2" in await page.inner_text("#calib-banner")
-            await fits(page, ["#image", "#real", "#fake", "#back", "#next", "#pause", "#one-to-one",
-                              "#confidence label:first-of-type", "#confidence label:last-of-type", "#counter"])
-            box = await page.evaluate("() => { const i = document.getElementById('image'); "
-                                      "return [i.naturalWidth, i.getBoundingClientRect().width]; }")
-            assert box[0] == 256 and box[1] <= 256  # never enlarged; reduced only to fit
-            if shots:
-                await page.screenshot(path=str(shots / f"vtt_{name}_calibration.png"))
-            await page.click("#confidence label:nth-of-type(4)")
-            await page.click("#real")
-            await page.wait_for_selector("#feedback", state="visible")
-            expected = "real" if truth[image_id] else "fake"
-            assert f"this image is {expected}" in await page.inner_text("#feedback-text")
-            assert ("Correct" in await page.inner_text("#feedback-text")) == bool(truth[image_id])
-            assert await page.inner_text("#counter") == "0 / 6 answered"
-            await fits(page, ["#continue", "#image"])
-            await page.click("#continue")
-            await _at(page, 1)
-            await page.keyboard.press("3")
-            await page.keyboard.press("f")
-            await page.click("#continue")
-            await _at(page, 2)
-            assert await page.is_hidden("#calib-banner")
-            # the 1:1 view: the stored pixels, zoomed, panned by dragging
-            await page.keyboard.press("z")
-            assert await page.evaluate("() => document.getElementById('image').getBoundingClientRect().width") == 256
-            await page.keyboard.press("+")
-            await page.keyboard.press("+")
-            assert await page.evaluate("() => document.getElementById('image').getBoundingClientRect().width") == 1024
-            assert await page.inner_text("#scale") == "400%"
-            stage = await page.query_selector("#stage")
-            b = await stage.bounding_box()
-            await page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
-            await page.mouse.down()
-            await page.mouse.move(b["x"] + b["width"] / 2 - 40, b["y"] + b["height"] / 2 - 40, steps=4)
-            await page.mouse.up()
-            assert await page.evaluate("() => document.getElementById('stage').scrollLeft") > 0
-            await fits(page, ["#real", "#fake", "#one-to-one", "#zoom-in", "#zoom-out"])
-            if shots:
-                await page.screenshot(path=str(shots / f"vtt_{name}_zoom.png"))
-            await page.keyboard.press("z")
-            # pause hides the image; resume shows it again
-            await page.click("#pause")
-            await page.wait_for_selector("#paused", state="visible")
-            assert await page.is_hidden("#image")
-            await page.click("#resume")
-            await _at(page, 2)
-            await page.keyboard.press("5")
-            await page.click("#real")
-            await _at(page, 3)
-            await browser.close()
+    async def scenario(page, server) -> None:
+        # landing page: who, the instructions (Markdown, as text), consent before Start
+        await page.wait_for_selector("#landing", state="visible")
+        assert await page.inner_text("#who-name") == "Dr $x$ <b>"
+        assert await page.inner_text("#instructions h2") == "How to rate"
+        assert await page.inner_text("#instructions strong") == "closely"
+        assert "recorded" in await page.inner_text("#consent")
+        assert await page.is_disabled("#start")
+        await fits(page, ["#start", "#consent-check"], "landing")
+        await _start(page)
+        # a calibration image: banner, all controls on screen, feedback with the key, not counted
+        image_id = await _at(page, 0)
+        assert "Training image 1 of 2" in await page.inner_text("#calib-banner")
+        await fits(page, ["#image", "#real", "#fake", "#back", "#next", "#pause", "#one-to-one",
+                          "#confidence label:first-of-type", "#confidence label:last-of-type", "#counter"],
+                   "calibration")
+        natural = await page.evaluate("() => document.getElementById('image').naturalWidth")
+        assert natural == 256 and await page.evaluate(IMAGE_WIDTH) <= 256  # never enlarged; reduced to fit
+        await page.click("#confidence label:nth-of-type(4)")
+        await page.click("#real")
+        await page.wait_for_selector("#feedback", state="visible")
+        expected = "real" if truth[image_id] else "fake"
+        assert f"this image is {expected}" in await page.inner_text("#feedback-text")
+        assert ("Correct" in await page.inner_text("#feedback-text")) == bool(truth[image_id])
+        assert await page.inner_text("#counter") == "0 / 6 answered"
+        await fits(page, ["#continue", "#image"])
+        await page.click("#continue")
+        await _at(page, 1)
+        await page.keyboard.press("3")
+        await page.keyboard.press("f")
+        await page.click("#continue")
+        await _at(page, 2)
+        assert await page.is_hidden("#calib-banner")
+        # the 1:1 view: the stored pixels, zoomed, panned by dragging
+        await page.keyboard.press("z")
+        assert await page.evaluate(IMAGE_WIDTH) == 256
+        await page.keyboard.press("+")
+        await page.keyboard.press("+")
+        assert await page.evaluate(IMAGE_WIDTH) == 1024 and await page.inner_text("#scale") == "400%"
+        b = await (await page.query_selector("#stage")).bounding_box()
+        await page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+        await page.mouse.down()
+        await page.mouse.move(b["x"] + b["width"] / 2 - 40, b["y"] + b["height"] / 2 - 40, steps=4)
+        await page.mouse.up()
+        assert await page.evaluate("() => document.getElementById('stage').scrollLeft") > 0
+        await fits(page, ["#real", "#fake", "#one-to-one", "#zoom-in", "#zoom-out"], "zoom")
+        await page.keyboard.press("z")
+        # pause hides the image; resume shows it again
+        await page.click("#pause")
+        await page.wait_for_selector("#paused", state="visible")
+        assert await page.is_hidden("#image")
+        await page.click("#resume")
+        await _at(page, 2)
+        await page.keyboard.press("5")
+        await page.click("#real")
+        await _at(page, 3)
 
-    with ServerProcess(study.path) as server:
-        asyncio.run(run(f"{server.url}/r/{rater.token}"))
+    _drive(study, rater, scenario, start=False, viewport={"width": width, "height": height},
+           has_touch=width < 500, is_mobile=width < 500)
     log = study.log_frame()
     assert log.calibration.tolist() == [1, 1, 0] and len(study.answers_frame()) == 1
 
@@ -346,37 +330,24 @@ def test_a_server_restart_seen_from_the_browser(tmp_path):
     study = create_study(tmp_path / "restart.sqlite", real="phantom:8", fake="phantom:8", n_real=3, n_fake=3,
                          size=32, min_display_ms=100)
     (rater,) = study.add_raters("lay", 1)
-    server = ServerProcess(study.path).start()
-    port = server.port
 
-    async def run(url: str) -> None:
-        nonlocal server
-        async with async_api.async_playwright() as p:
-            browser = await _launch(p)
-            page = await browser.new_page()
-            await page.goto(url)
-            await _start(page)
-            await _at(page, 0)
-            await page.keyboard.press("r")
-            await _at(page, 1)
-            server.kill()                                  # crash: the page is left open
-            await page.keyboard.press("f")                 # this answer cannot arrive
-            await page.wait_for_function("() => document.getElementById('vtt').dataset.offline === '1'",
-                                         timeout=10000)
-            assert "lost" in await page.inner_text("#message")
-            server = ServerProcess(study.path, port=port).start()  # back, same address
+    async def scenario(page, server) -> None:
+        await _at(page, 0)
+        await page.keyboard.press("r")
+        await _at(page, 1)
+        server.kill()                                  # crash: the page is left open
+        await page.keyboard.press("f")                 # this answer cannot arrive
+        await page.wait_for_function("() => document.getElementById('vtt').dataset.offline === '1'", timeout=10000)
+        assert "lost" in await page.inner_text("#message")
+        with ServerProcess(study.path, port=server.port):  # back, at the same address
             await page.wait_for_function("() => !document.getElementById('vtt').dataset.offline", timeout=20000)
-            await _at(page, 1)                             # the unsaved answer's image again, nothing lost
+            await _at(page, 1)                         # the unsaved answer's image again, nothing lost
             assert (await page.inner_text("#counter")).startswith("1 / 6")
             for i in range(1, 6):
                 await _at(page, i)
                 await page.keyboard.press("f")
             await page.wait_for_selector("#done", state="visible")
-            await browser.close()
 
-    try:
-        asyncio.run(run(f"{server.url}/r/{rater.token}"))
-    finally:
-        server.stop()
+    _drive(study, rater, scenario)
     answers = study.answers_frame()
     assert len(answers) == 6 and answers.called_real.tolist() == [1, 0, 0, 0, 0, 0]

@@ -1,13 +1,13 @@
 """Visual Turing tests: reader studies of real vs synthetic images (seed 001, Sec. 3.4; seed 003, Sec. 4.1).
 
 ``create_study`` makes a study file, ``Study.add_raters`` invites raters, ``create_app`` is the web app
-(``dermsynth vtt serve``), ``write_report`` analyses the answers.
+(``dermsynth vtt serve``), ``write_report`` analyses the answers, ``export_csv`` exports them.
 """
 
 from dermsynth.vtt.create import create_study
-from dermsynth.vtt.report import write_report
-from dermsynth.vtt.stats import Confusion, fleiss_kappa, wilson_interval
+from dermsynth.vtt.report import export_csv, write_report
+from dermsynth.vtt.stats import Confusion, fleiss_kappa, krippendorff_alpha, roc_auc, wilson_interval
 from dermsynth.vtt.store import Refused, Study, StudySettings
 
-__all__ = ["Confusion", "Refused", "Study", "StudySettings", "create_study", "fleiss_kappa", "wilson_interval",
-           "write_report"]
+__all__ = ["Confusion", "Refused", "Study", "StudySettings", "create_study", "export_csv", "fleiss_kappa",
+           "krippendorff_alpha", "roc_auc", "wilson_interval", "write_report"]

@@ -3,10 +3,11 @@
 The server is the real `dermsynth vtt serve` (uvicorn, one process) on 127.0.0.1 only; the raters are
 asyncio HTTP clients in this process, each doing what the rating page does: load the page and the state,
 press Start, then per image fetch it and post the answer (as fast as they can: the study is made with
-``min_display_ms=0``, since the default 500 ms minimum display time would make every rater wait). Bounded by the study size and ``--max-seconds``. Afterwards the
-study file is checked: every accepted answer stored exactly once, equal to what was sent, nothing else.
+``min_display_ms=0``, since the default 500 ms minimum display time would make every rater wait). Bounded
+by the study size and ``--max-seconds``. Afterwards the study file is checked: every accepted answer stored
+exactly once, equal to what was sent, nothing else.
 
-    python benchmarks/vtt_load.py                 # 50 raters x 80 images (seed 001's study size)
+    python benchmarks/vtt_load.py                 # 50 raters x 80 images (Baur et al.'s study size)
     python benchmarks/vtt_load.py --quick         # 10 raters x 10 images
 """
 

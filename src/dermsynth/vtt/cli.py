@@ -27,8 +27,8 @@ def vtt_group() -> None:
 @vtt_group.command("create")
 @click.option("--real", required=True, help="Real images: folder, prepared cache, dataset root or phantom:N.")
 @click.option("--fake", required=True, help="Synthetic images: such a source, or a training checkpoint to sample.")
-@click.option("--n-real", default=50, show_default=True, help="Real images in the study (seed 001: 50).")
-@click.option("--n-fake", default=30, show_default=True, help="Fake images in the study (seed 001: 30).")
+@click.option("--n-real", default=50, show_default=True, help="Real images in the study (Baur et al. 2018: 50).")
+@click.option("--n-fake", default=30, show_default=True, help="Fake images in the study (Baur et al. 2018: 30).")
 @click.option("--out", type=click.Path(), required=True, help="The study file to write (.sqlite).")
 @click.option("--size", type=int, default=None,
               help="Image side (default: the generator's; else the sources' native size, at most 512; 64 for "
@@ -38,8 +38,10 @@ def vtt_group() -> None:
 @click.option("--order-seed", type=int, default=None,
               help="Seeds every rater's order (default: drawn at random and recorded in the study).")
 @click.option("--images-per-rater", type=int, default=None,
-              help="Show each rater only a random K-image subset, real/fake in the study's proportion (seed 003: 20).")
-@click.option("--time-limit", type=float, default=None, help="Seconds each image stays visible (seed 003: 2-3).")
+              help="Show each rater only a random K-image subset, real/fake in the study's proportion "
+                   "(Furger et al. 2020: 20).")
+@click.option("--time-limit", type=float, default=None,
+              help="Seconds each image stays visible (Furger et al. 2020: 2-3).")
 @click.option("--min-display-ms", default=500, show_default=True,
               help="An image stays this long on screen before an answer is taken (no double clicks).")
 @click.option("--calibration", default=0, show_default=True,
@@ -48,12 +50,13 @@ def vtt_group() -> None:
               help="Instructions on the landing page: text or @FILE (Markdown or plain text).")
 @click.option("--consent", default=None,
               help="Consent text a rater must tick before starting: text or @FILE (Markdown or plain text).")
-@click.option("--allow-revise", is_flag=True, help="Raters may go back and change answers (seed 001).")
+@click.option("--allow-revise", is_flag=True, help="Raters may go back and change answers (Baur et al. 2018).")
 @click.option("--confidence", is_flag=True, help="Ask for a 1-5 confidence with every answer.")
 @click.option("--title", default=None, help="Shown on the rating page.")
 @click.option("--truncation", type=float, default=None, help="Latent truncation when --fake is a checkpoint.")
 @click.option("--seed", default=0, show_default=True, help="Which images are drawn (orders and ids are always random).")
-@click.option("--device", default="auto", show_default=True, help="For sampling a checkpoint (auto: CUDA when present).")
+@click.option("--device", default="auto", show_default=True,
+              help="For sampling a checkpoint (auto: CUDA when present).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing study file.")
 def create_cmd(out: str, **options) -> None:
     """Draw real and fake images into one study file behind random ids."""

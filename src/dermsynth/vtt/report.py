@@ -1,5 +1,5 @@
-"""The study report, laid out as seed 001 reports its visual Turing test (Table 2 per rater, Table 3
-Fleiss' kappa, Fig. 5 TPR vs FPR and accuracy by group) plus seed 003's F1 per participant, a methods
+"""The study report, laid out as Baur et al. 2018 reports its visual Turing test (Table 2 per rater, Table 3
+Fleiss' kappa, Fig. 5 TPR vs FPR and accuracy by group) plus Furger et al.'s F1 per participant, a methods
 paragraph a paper can cite, reading times, per-rater ROC AUC of the confidence scale, and every agreement
 figure with the images and raters behind it (Krippendorff's alpha for incomplete designs).
 
@@ -192,8 +192,8 @@ def plain(text: str) -> str:
 
 
 def _fig5(raters: list[dict], out: Path) -> list[tuple[str, Path]]:
-    """fig5a.png: TPR vs FPR per rater, coloured by group (seed 001, Fig. 5a); fig5b.png: accuracy and F1 per
-    group as box plots (Fig. 5b; seed 003, Fig. 10). Empty without complete raters."""
+    """fig5a.png: TPR vs FPR per rater, coloured by group (Baur et al. 2018, Fig. 5a); fig5b.png: accuracy and F1 per
+    group as box plots (Fig. 5b; Furger et al. 2020, Fig. 10). Empty without complete raters."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -382,7 +382,7 @@ def _write_report(study: Study, out: Path) -> VTTReport:
     for warning in warnings:
         rep.note(f"warning: {warning}")
     if raters:
-        rep.heading("Per rater (seed 001, Table 2 layout)")
+        rep.heading("Per rater (Baur et al. 2018, Table 2 layout)")
         keys = [("TP", "tp"), ("FP", "fp"), ("FN", "fn"), ("TN", "tn"), ("ACC", "accuracy"), ("TPR", "tpr"),
                 ("TNR", "tnr"), ("F1", "f1")] + ([("AUC", "roc_auc")] if s.confidence else [])
         rep.table([""] + [r["rater"] for r in raters],
@@ -409,7 +409,7 @@ def _write_report(study: Study, out: Path) -> VTTReport:
                     _num(g["rater_f1_mean"]), _num(g["rater_auc_mean"]), _reading(g)] for g in group_rows],
                   caption="pooled intervals and tests treat all answers of a group as independent (descriptive)")
     if agreement:
-        rep.heading("Agreement (seed 001, Table 3 layout) with the images and raters behind each figure")
+        rep.heading("Agreement (Baur et al. 2018, Table 3 layout) with the images and raters behind each figure")
         cols = list(agreement)
         rep.table(["images"] + cols,
                   [[f"{subset} images"] + [_agreement_cell(agreement[c][subset]) for c in cols]
@@ -417,7 +417,7 @@ def _write_report(study: Study, out: Path) -> VTTReport:
                   caption="kappa: Fleiss, on the images every rater of the column saw; alpha: Krippendorff "
                           "(nominal), on all answers; 1: perfect agreement, <= 0: none beyond chance")
     if figures:
-        rep.heading("Fig. 5 (seed 001) and F1 by group (seed 003, Fig. 10)")
+        rep.heading("Fig. 5 (Baur et al. 2018) and F1 by group (Furger et al. 2020, Fig. 10)")
         rep.images(figures)
     grids = [(cap, p) for cap, p in (("most often called real", grid_real), ("most often called fake", grid_fake))
              if p is not None]

@@ -109,7 +109,7 @@ class StudySettings:
     title: str = "Real or synthetic?"
     shared_order: bool = False        # one order for every rater; default: a seeded random order per rater
     order_seed: int = 0               # seeds every rater's order (recorded: orders can be rebuilt)
-    images_per_rater: int | None = None  # each rater a random, key-stratified subset of this size (seed 003)
+    images_per_rater: int | None = None  # each rater a random, key-stratified subset of this size (Furger et al. 2020)
     time_limit: float | None = None  # seconds an image stays visible; None: no limit
     min_display_ms: int = DEFAULT_MIN_DISPLAY_MS  # no answer is taken sooner after the image was served
     allow_revise: bool = False
@@ -355,7 +355,8 @@ class Study:
         current = next((pos for pos, _, _, called, _, _ in rows if called is None), len(rows))
         items = []
         for pos, image_id, calibration, called, conf, is_real in rows[:current + 1]:
-            item = {"position": pos, "id": image_id, "answer": None if called is None else ("real" if called else "fake"),
+            item = {"position": pos, "id": image_id,
+                    "answer": None if called is None else ("real" if called else "fake"),
                     "confidence": conf, "calibration": bool(calibration)}
             if calibration and called is not None:  # training images only: their key is the feedback
                 item["truth"] = "real" if is_real else "fake"

@@ -94,7 +94,11 @@
       if (!lines.length) continue;
       if (lines.every((l) => /^\s*[-*]\s+/.test(l))) {
         const ul = document.createElement("ul");
-        for (const l of lines) { const li = document.createElement("li"); inline(li, l.replace(/^\s*[-*]\s+/, "")); ul.append(li); }
+        for (const l of lines) {
+          const li = document.createElement("li");
+          inline(li, l.replace(/^\s*[-*]\s+/, ""));
+          ul.append(li);
+        }
         target.append(ul);
       } else if (/^#{1,6}\s/.test(lines[0]) && lines.length === 1) {
         const h = document.createElement("h2");
@@ -123,7 +127,8 @@
     markdown($("instructions"), state.instructions);
     const n = state.n - state.n_calibration;
     $("landing-keys").textContent =
-      (state.n_calibration ? `First ${state.n_calibration} training images with the answer shown (not scored), then ` : "") +
+      (state.n_calibration
+        ? `First ${state.n_calibration} training images with the answer shown (not scored), then ` : "") +
       `${n} images. Answer each with Real or Fake (keys R / F)` +
       (state.confidence ? " and how sure you are (1–5)" : "") +
       (state.time_limit ? `; each image is visible for ${state.time_limit} s` : "") +
@@ -184,7 +189,8 @@
     const banner = $("calib-banner");
     banner.hidden = !item.calibration;
     if (item.calibration) {
-      banner.textContent = `Training image ${pos + 1} of ${state.n_calibration}: not scored; the answer is shown after yours`;
+      banner.textContent =
+        `Training image ${pos + 1} of ${state.n_calibration}: not scored; the answer is shown after yours`;
     }
     confidence = item.confidence;
     for (const radio of document.querySelectorAll("input[name=confidence]")) {
@@ -207,7 +213,8 @@
     if (feedback === null) return;
     box.classList.toggle("right", feedback.correct);
     box.classList.toggle("wrong", !feedback.correct);
-    $("feedback-text").textContent = `${feedback.correct ? "✓ Correct" : "✗ Not quite"}: this image is ${feedback.truth}.`;
+    const verdict = feedback.correct ? "✓ Correct" : "✗ Not quite";
+    $("feedback-text").textContent = `${verdict}: this image is ${feedback.truth}.`;
     setWaiting(true);
   }
 
@@ -221,7 +228,8 @@
     if (seq !== loadSeq) return;
     if (!response.ok) {
       const timedOut = response.status === 410;
-      placeholder(timedOut ? "The viewing time for this image is over; answer from memory." : await errorText(response));
+      placeholder(timedOut ? "The viewing time for this image is over; answer from memory."
+                           : await errorText(response));
       if (timedOut) { readyAt = performance.now(); setWaiting(false); }
       return;
     }
@@ -392,7 +400,8 @@
   }
 
   async function pause() {
-    if (!state || paused || busy || state.time_limit || pos >= state.n || $("rating").hidden) return;
+    if (!state || paused || busy || feedback !== null || state.time_limit || pos >= state.n) return;
+    if ($("rating").hidden) return;
     const item = state.items[pos];
     paused = true;
     loadSeq++;            // an image still loading is dropped

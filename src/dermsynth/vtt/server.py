@@ -52,7 +52,8 @@ def _asset(name: str) -> str:
 
 
 class _SecurityHeaders:
-    """Pure ASGI middleware adding :data:`_HEADERS` to every response."""
+    """Pure ASGI middleware adding :data:`_HEADERS` to every response and logging each request (at info, the
+    token redacted: uvicorn's own access log is off)."""
 
     def __init__(self, app) -> None:
         self.app = app

@@ -447,3 +447,18 @@ def test_coarse_to_fine_resume_across_stage_changes_is_bit_exact(tmp_path, phant
     a, b = resumed_and_uninterrupted(tmp_path, 12, 5, dataset=phantom, **C2F)  # stages change at steps 6 and 7
     assert_same_training_state(a, b)
     assert a["step_state"]["stage"] == "joint"
+
+
+def test_local_enhancer_weights_saved_before_coarse_to_fine_still_load():
+    g = Pix2PixHDGenerator(32, semantic_nc=1, instance=False, ngf=4, n_downsample=1, n_blocks=1, local_enhancers=1)
+    old = {k: v for k, v in g.state_dict().items() if not k.startswith("global_head.")}
+    fresh = Pix2PixHDGenerator(32, semantic_nc=1, instance=False, ngf=4, n_downsample=1, n_blocks=1, local_enhancers=1)
+    fresh.load_state_dict(old)  # strict: no missing-key error
+    x = torch.rand(1, 1, 32, 32)
+    torch.testing.assert_close(fresh(x), g(x))
+
+
+def test_flip_is_an_option_of_the_translation_models_only():
+    assert all(TrainConfig(model=m).flip for m in ("pix2pixhd", "cyclegan", "unet-translator"))
+    with pytest.raises(DermsynthError, match="--flip does not apply to --model dcgan"):
+        TrainConfig(model="dcgan", flip=False).resolve()

@@ -125,6 +125,14 @@ class Pix2PixHDGenerator(nn.Module):
         # reference's separately trained global model has it, and drops it when the enhancers are added
         self.global_head = nn.Sequential(*_head(ngf_global, 3)) if local_enhancers else None
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        # checkpoints from before coarse-to-fine training have no global_head: keep this one's (the global
+        # generator's output layer is used only while it trains alone)
+        if self.global_head is not None:
+            for key, value in self.global_head.state_dict().items():
+                state_dict.setdefault(f"{prefix}global_head.{key}", value)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def condition(self, semantic: torch.Tensor, instance: torch.Tensor | None = None) -> torch.Tensor:
         """The network input (also what the discriminator is conditioned on): semantic channels (+ boundaries)."""
         x = semantic[:, :self.semantic_nc]

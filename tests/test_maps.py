@@ -168,7 +168,7 @@ def test_images_without_attribute_masks_get_the_lesion_channel_only():
     # the registry's channel count (models do not import the data layer) agrees
     from dermsynth.models import MODELS
     from dermsynth.train.config import TrainConfig
-    cfg = TrainConfig(model="pix2pixhd", size=16).resolve()
+    cfg = TrainConfig(model="pix2pixhd", size=16, g_downsample=1).resolve()
     for d in (lesion_only, data):
         assert MODELS["pix2pixhd"].extra_options(cfg, d)["semantic_nc"] == semantic_channels(d)
 

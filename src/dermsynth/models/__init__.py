@@ -147,8 +147,9 @@ CYCLEGAN_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "
 # (pix2pixHD has none). Perceptual network: the paper's ImageNet VGG19 cannot be downloaded here, so the shipped
 # dermoscopy classifier (derm-smallcnn-v1) stands in, its weight set so that the term takes VGG's share of G's loss
 # (dermsynth.models.perceptual); --perceptual vgg19:FILE uses a local VGG19 at the paper's weight 10. Coarse to
-# fine (--local-enhancers > 0): the global generator alone for the first 20 % of the steps, the finest enhancer
-# alone for the next 10 %, then all jointly (the reference's separate global run + niter_fix_global).
+# fine (--local-enhancers > 0): the global generator alone for the first half of the steps, the finest enhancer
+# alone for the next 5 %, then all jointly (the reference's separate global run + niter_fix_global;
+# dermsynth.train.steps_translate).
 PIX2PIXHD_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 4,
                                       "ema_beta": 0.0, "steps": 2000, "d_scales": 3, "d_layers": 3, "g_downsample": 4,
                                       "g_blocks": 9, "local_enhancers": 0, "lambda_feat": 10.0,

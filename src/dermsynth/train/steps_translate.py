@@ -7,7 +7,8 @@ multi-scale discriminator judges (map, image) pairs. Losses, summed over the dis
 * G: LSGAN E(D(map, fake) - 1)^2, plus ``lambda_feat`` x the feature-matching loss (L1 between D's
   intermediate features of the fake and of the real pair, every layer but the output, weighted
   4 / (n_layers + 1) per layer and 1 / num_D per scale), plus ``lambda_perceptual`` x the perceptual loss of
-  the network ``--perceptual`` names (``dermsynth.models.perceptual``; off by default here).
+  the network ``--perceptual`` names (``dermsynth.models.perceptual``; by default the shipped
+  dermoscopy classifier derm-smallcnn-v1, standing in for the paper's VGG19).
 
 G is updated first, then D, with losses from the same forward passes (the reference's order).
 

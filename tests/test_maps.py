@@ -16,7 +16,7 @@ from dermsynth.data.maps import (SEMANTIC_CHANNELS, LesionMap, add_attribute, di
 from dermsynth.data.phantom import generate_phantom
 from dermsynth.data.prepare import load_dataset, prepare
 from dermsynth.errors import DataError
-from dermsynth.train.batch import batch_from_dataset
+from dermsynth.data.batch import batch_from_dataset
 from dermsynth.train.minibatches import Minibatches
 
 

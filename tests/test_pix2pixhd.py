@@ -15,7 +15,7 @@ from PIL import Image
 
 from _runs import assert_same_training_state, resumed_and_uninterrupted
 from dermsynth.cli import main
-from dermsynth.classify.networks import EXTRACTOR_KIND, build_classifier
+from dermsynth.models.classifiers import EXTRACTOR_KIND, build_classifier
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.maps import read_maps, superpixels
 from dermsynth.data.phantom import generate_phantom

@@ -17,11 +17,11 @@ from dermsynth.data.dataset import LesionDataset
 from dermsynth.edit import edit_folder, edit_image
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.models.pix2pixhd import ResnetBlock
-from dermsynth.models.editing import Furger2020Discriminator, UNetEditor
+from dermsynth.models.editing import Furger2020Discriminator, UNetEditor, mask_change
 from dermsynth.sample import load_generator
 from dermsynth.train import TrainConfig, train
-from dermsynth.train.batch import batch_from_dataset
-from dermsynth.train.steps_edit import mask_change, relevancy_loss
+from dermsynth.data.batch import batch_from_dataset
+from dermsynth.train.steps_edit import relevancy_loss
 
 TINY = dict(model="unet-translator", size=SIZE, width=4, batch_size=4, log_every=2, sample_every=6,
             checkpoint_every=6)

@@ -14,7 +14,8 @@ The public API, importable as ``import dermsynth as ds``::
     ds.create_study("study.sqlite", real="...", fake="runs/gan/latest.pt")          # a visual Turing test
 
 A new model is a registry entry (``register_model``) plus a step (``TrainStep``, ``register_step``); the
-trainer's loop does not change. The subpackages ``dermsynth.metrics`` and ``dermsynth.classify`` hold every metric and classifier piece.
+trainer's loop does not change. The subpackages ``dermsynth.metrics`` and ``dermsynth.classify`` hold every metric
+and classifier piece.
 """
 
 import dermsynth.device  # noqa: F401  first: sets OpenMP's wait policy before torch loads (see dermsynth.device)
@@ -35,6 +36,7 @@ from dermsynth.sample import (latent_walk, load_generator, sample_images, transl
 from dermsynth.train import (Batch, RunLocked, TrainConfig, TrainingDiverged, TrainingInterrupted, TrainResult,
                              TrainStep, register_step, train)
 from dermsynth.translate import translate
+from dermsynth.truncation import TruncationSweep, truncation_sweep
 from dermsynth.vtt import create_study, write_report as write_vtt_report
 
 __version__ = "0.1.0"
@@ -42,10 +44,11 @@ __version__ = "0.1.0"
 __all__ = [
     "AugmentExperimentConfig", "AugmentExperimentResult", "Batch", "CheckpointError", "CompareResult", "DataError",
     "DemoResult", "DermsynthError", "EvaluationResult", "LesionDataset", "RunLocked", "SWDResult", "TrainConfig",
-    "TrainResult", "TrainStep", "TrainingDiverged", "TrainingInterrupted", "TrainingMetrics", "__version__",
+    "TrainResult", "TrainStep", "TrainingDiverged", "TrainingInterrupted", "TrainingMetrics", "TruncationSweep",
+    "__version__",
     "build_gan", "compare", "compute_metrics", "create_study", "cut_patches", "edit_folder", "edit_image",
     "evaluate", "generate_phantom", "latent_walk", "load_dataset", "load_generator", "model_spec", "prepare",
     "read_source", "register_metric", "register_model", "register_step", "run_augment_experiment", "run_demo",
     "sample_images", "swd", "swd_lower_bound", "train", "translate", "translate_images", "truncated_normal",
-    "write_samples", "write_vtt_report",
+    "truncation_sweep", "write_samples", "write_vtt_report",
 ]

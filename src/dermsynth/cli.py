@@ -112,19 +112,6 @@ def _train_options(func):
     return func
 
 
-def _training_metrics(cfg):
-    """The in-training metrics a resolved config names (``--metrics``), against ``--metric-real`` or the data."""
-    from dermsynth.data.prepare import load_dataset
-    from dermsynth.data.splits import split_part
-    from dermsynth.metrics.registry import TrainingMetrics
-
-    real = load_dataset(cfg.metric_real or cfg.data or f"phantom:{cfg.phantom_n}", size=cfg.size)
-    if cfg.split is not None and cfg.metric_real is None:  # the images the generator was trained on
-        real = split_part(real, cfg.split, "train")
-    return TrainingMetrics(names=cfg.metrics, real=real, n_images=cfg.metric_images,
-                           device=cfg.device, seed=cfg.seed)
-
-
 @main.command()
 @_train_options
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest.pt.")
@@ -140,8 +127,7 @@ def train(ctx: click.Context, resume: bool, quiet: bool, **options) -> None:
     from dermsynth.train import TrainConfig, train as run_training
 
     given = {k for k in options if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
-    result = run_training(TrainConfig(**options), resume=resume, progress=not quiet, given=given,
-                          make_metrics=_training_metrics)
+    result = run_training(TrainConfig(**options), resume=resume, progress=not quiet, given=given)
     click.echo(f"step {result.step}: checkpoint {result.checkpoint}")
 
 
@@ -449,7 +435,7 @@ def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str
     from dermsynth.io import check_writable_dir, write_json
     from dermsynth.metrics.features import resolve_extractor
     from dermsynth.metrics.registry import get_metric
-    from dermsynth.metrics.truncation import truncation_sweep
+    from dermsynth.truncation import truncation_sweep
     from dermsynth.sample import load_generator
 
     check_writable_dir(out, "--out")

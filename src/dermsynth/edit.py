@@ -27,11 +27,10 @@ from dermsynth.data.images import load_image, load_mask
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.io import check_writable_dir, write_csv, write_json
-from dermsynth.models.editing import CYCLE_DIRECTIONS
+from dermsynth.models.editing import CYCLE_DIRECTIONS, mask_change
 from dermsynth.progress import tqdm
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.sample import LoadedGenerator, load_generator
-from dermsynth.train.steps_edit import mask_change
 
 EDIT_MODELS = ("unet-translator", "cyclegan")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")

@@ -3,7 +3,7 @@ and :func:`translate_images` for map -> image (and image -> image) generators.
 
 A checkpoint records what its generator takes (``generator_inputs``: batch field names in call order):
 noise -> image generators take ``("z", "labels")`` and are *sampled*; the others take maps or images from a
-dataset (``dermsynth.train.batch``) and are *translated*.
+dataset (``dermsynth.data.batch``) and are *translated*.
 
 Images always come out at the model's full resolution (a PGAN checkpoint taken while it was still growing is
 enlarged nearest-neighbour, as Karras' generator shows it). Generators that draw noise inside (LAPGAN's
@@ -31,8 +31,8 @@ from dermsynth.progress import tqdm
 from dermsynth.models import NOISE_INPUTS, build_gan
 from dermsynth.models.layers import upsample_to
 from dermsynth.report.figures import image_grid, save_png, to_uint8
-from dermsynth.train.batch import batch_from_dataset
-from dermsynth.train.checkpoint import assert_finite_weights, load_checkpoint
+from dermsynth.data.batch import batch_from_dataset
+from dermsynth.checkpoint import assert_finite_weights, load_checkpoint
 
 
 @dataclass

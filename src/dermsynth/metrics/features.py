@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dermsynth.classify.networks import imagenet_normalise, load_saved_classifier
+from dermsynth.models.classifiers import imagenet_normalise, load_saved_classifier
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.metrics.inception import WEIGHTS_ENV

@@ -10,8 +10,8 @@ multi-scale discriminator judges (map, image) pairs. Losses, summed over the dis
   the network ``--perceptual`` names (``dermsynth.models.perceptual``; off by default here).
 
 G is updated first, then D, with losses from the same forward passes (the reference's order). The step needs
-no noise. It also teaches the minibatch stream the batch fields ``semantic`` (bit-coded maps unpacked into channels on
-the device) and ``instance`` (superpixel ids turned into the boundary map on the device); see
+no noise. Its batch fields ``semantic`` (bit-coded maps unpacked into channels on the device) and ``instance``
+(superpixel ids turned into the boundary map on the device) are made by :mod:`dermsynth.data.batch` from
 ``dermsynth.data.maps``.
 """
 
@@ -23,17 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dermsynth.data.maps import instance_edges, instance_ids, render_maps, semantic_codes, unpack_semantic
+from dermsynth.data.batch import Batch
+from dermsynth.data.maps import render_maps
 from dermsynth.errors import DermsynthError
 from dermsynth.models.perceptual import PerceptualNet, load_perceptual
-from dermsynth.train.batch import Batch, BatchField, register_batch_field
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.distributed import DistInfo
 from dermsynth.train.steps import TrainStep, register_step
 from dermsynth.train.losses import lsgan_d, lsgan_g
-
-register_batch_field("semantic", BatchField(semantic_codes, unpack_semantic))
-register_batch_field("instance", BatchField(instance_ids, instance_edges))
 
 PREVIEW_ROWS = 16  # map | synthetic | real triplets in a preview grid (two per row)
 

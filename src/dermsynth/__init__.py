@@ -21,7 +21,7 @@ and classifier piece.
 import dermsynth.device  # noqa: F401  first: sets OpenMP's wait policy before torch loads (see dermsynth.device)
 from dermsynth.classify import AugmentExperimentConfig, AugmentExperimentResult, run_augment_experiment
 from dermsynth.compare import CompareResult, compare
-from dermsynth.data import LesionDataset, generate_phantom, load_dataset, read_source
+from dermsynth.data import LesionDataset, generate_phantom, load_dataset, read_source, register_layout
 from dermsynth.data.patches import cut_patches
 from dermsynth.data.prepare import prepare
 from dermsynth.demo import DemoResult, run_demo
@@ -45,10 +45,9 @@ __all__ = [
     "AugmentExperimentConfig", "AugmentExperimentResult", "Batch", "CheckpointError", "CompareResult", "DataError",
     "DemoResult", "DermsynthError", "EvaluationResult", "LesionDataset", "RunLocked", "SWDResult", "TrainConfig",
     "TrainResult", "TrainStep", "TrainingDiverged", "TrainingInterrupted", "TrainingMetrics", "TruncationSweep",
-    "__version__",
-    "build_gan", "compare", "compute_metrics", "create_study", "cut_patches", "edit_folder", "edit_image",
-    "evaluate", "generate_phantom", "latent_walk", "load_dataset", "load_generator", "model_spec", "prepare",
-    "read_source", "register_metric", "register_model", "register_step", "run_augment_experiment", "run_demo",
-    "sample_images", "swd", "swd_lower_bound", "train", "translate", "translate_images", "truncated_normal",
-    "truncation_sweep", "write_samples", "write_vtt_report",
+    "__version__", "build_gan", "compare", "compute_metrics", "create_study", "cut_patches", "edit_folder",
+    "edit_image", "evaluate", "generate_phantom", "latent_walk", "load_dataset", "load_generator", "model_spec",
+    "prepare", "read_source", "register_layout", "register_metric", "register_model", "register_step",
+    "run_augment_experiment", "run_demo", "sample_images", "swd", "swd_lower_bound", "train", "translate",
+    "translate_images", "truncated_normal", "truncation_sweep", "write_samples", "write_vtt_report",
 ]

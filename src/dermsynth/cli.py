@@ -60,6 +60,14 @@ def main() -> None:
     click.get_current_context().call_on_close(lambda: setattr(warnings, "formatwarning", previous))
 
 
+def _listing_layouts(func):
+    """Put the registered data layouts (``dermsynth.data.readers.LAYOUTS``) where the help says ``{layouts}``."""
+    from dermsynth.data.readers import layouts_help
+
+    func.__doc__ = func.__doc__.replace("{layouts}", "\n    ".join(layouts_help().splitlines()))
+    return func
+
+
 @main.command()
 @click.argument("source")
 @click.option("--size", default=DEFAULT_SIZE, show_default=True, help="Side of the square images.")
@@ -69,9 +77,16 @@ def main() -> None:
 @click.option("--skip-missing", is_flag=True, help="Skip label-table rows whose image file is missing (with a count).")
 @click.option("--superpixels", is_flag=True, help="Also compute SLIC superpixels once (the instance maps of "
               "--model pix2pixhd), cached next to the images.")
+@_listing_layouts
 def prepare(source: str, size: int, out: str | None, skip_corrupt: bool, skip_missing: bool,
             superpixels: bool) -> None:
-    """Decode, center-crop and resize SOURCE once into a memory-mapped uint8 cache."""
+    """Decode, center-crop and resize SOURCE once into a memory-mapped uint8 cache.
+
+    SOURCE's layout is detected; the layouts, in the order they are tried:
+
+    \b
+    {layouts}
+    """
     from dermsynth.data.prepare import prepare as prepare_source
 
     ds = prepare_source(source, size=size, out=out, skip_corrupt=skip_corrupt, skip_missing=skip_missing,

@@ -716,36 +716,38 @@ def _is_class_folder(path: Path) -> bool:
     return len(classes) >= 2 and not at_root
 
 
-register_layout("ham10000", Layout(
-    "HAM10000_metadata.csv (lesion_id, image_id, dx) + images",
-    lambda root, table, split, skip: read_ham10000(root, table, skip_missing=skip),
-    _is_ham10000, "HAM10000_metadata.csv", source="table"))
-register_layout("isic", Layout(
-    "ISIC challenge one-hot ground-truth CSV (image, MEL, NV, ...) + images",
-    lambda root, table, split, skip: read_isic_onehot(root, [table] if table else None, skip_missing=skip),
-    _is_isic, "ISIC ground-truth CSV", source="table"))
-register_layout("labels_csv", Layout(
-    "labels.csv (image_id, dx[, lesion_id]) + images",
-    lambda root, table, split, skip: read_labels_csv(root, table, skip_missing=skip),
-    _is_labels_csv, "labels.csv", source="table"))
-register_layout("ph2", Layout(
-    "PH2: its original release (PH2_dataset.txt/.xlsx) or labels.csv + masks/<id>_lesion.png",
-    lambda root, table, split, skip: read_ph2(root, skip_missing=skip),
-    _is_ph2, "PH2_dataset.txt"))
-register_layout("npz", Layout(
-    "MedMNIST-style .npz (train_images, train_labels, val_*, test_*)",
-    lambda path, table, split, skip: read_npz(path, split),
-    lambda path: path.suffix.lower() == ".npz",
-    ".npz", source="file", splits=True))
-register_layout("folder", Layout(
-    "one subfolder of images per class",
-    lambda root, table, split, skip: read_class_folders(root, skip_missing=skip),
-    _is_class_folder, "class subfolders", generic=True))
-register_layout("images", Layout(
-    "unlabelled images (e.g. dermsynth sample output)",
-    lambda root, table, split, skip: read_image_folder(root, skip_missing=skip),
-    lambda path: bool(_scan(path).images),
-    "images", generic=True))
+def _reads_table(read: Callable[..., SourceIndex]) -> Callable[[Path, Path | None, str, bool], SourceIndex]:
+    """``read(root, table, skip_missing=)`` as a :attr:`Layout.read`."""
+    return lambda root, table, split, skip_missing: read(root, table, skip_missing=skip_missing)
+
+
+def _reads_folder(read: Callable[..., SourceIndex]) -> Callable[[Path, Path | None, str, bool], SourceIndex]:
+    """``read(root, skip_missing=)`` as a :attr:`Layout.read`."""
+    return lambda root, table, split, skip_missing: read(root, skip_missing=skip_missing)
+
+
+def _read_isic(root: Path, table: Path | None, split: str, skip_missing: bool) -> SourceIndex:
+    return read_isic_onehot(root, [table] if table else None, skip_missing=skip_missing)
+
+
+for _name, _layout in {
+    "ham10000": Layout("HAM10000_metadata.csv (lesion_id, image_id, dx) + images", _reads_table(read_ham10000),
+                       _is_ham10000, "HAM10000_metadata.csv", source="table"),
+    "isic": Layout("ISIC challenge one-hot ground-truth CSV (image, MEL, NV, ...) + images", _read_isic, _is_isic,
+                   "ISIC ground-truth CSV", source="table"),
+    "labels_csv": Layout("labels.csv (image_id, dx[, lesion_id]) + images", _reads_table(read_labels_csv),
+                         _is_labels_csv, "labels.csv", source="table"),
+    "ph2": Layout("PH2: its original release (PH2_dataset.txt/.xlsx) or labels.csv + masks/<id>_lesion.png",
+                  _reads_folder(read_ph2), _is_ph2, "PH2_dataset.txt"),
+    "npz": Layout("MedMNIST-style .npz (train_images, train_labels, val_*, test_*)",
+                  lambda path, table, split, skip_missing: read_npz(path, split),
+                  lambda path: path.suffix.lower() == ".npz", ".npz", source="file", splits=True),
+    "folder": Layout("one subfolder of images per class", _reads_folder(read_class_folders), _is_class_folder,
+                     "class subfolders", generic=True),
+    "images": Layout("unlabelled images (e.g. dermsynth sample output)", _reads_folder(read_image_folder),
+                     lambda path: bool(_scan(path).images), "images", generic=True),
+}.items():
+    register_layout(_name, _layout)
 
 
 def _markers() -> str:

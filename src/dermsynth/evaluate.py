@@ -41,7 +41,7 @@ from dermsynth.io import check_writable_dir, write_json
 from dermsynth.metrics.features import EXTRACTOR_CHOICES, FeatureExtractor, resolve_extractor
 from dermsynth.metrics.inception import WEIGHTS_ENV
 from dermsynth.metrics.registry import ImageSet, MetricOptions, RealSet, compute_metrics, get_metric
-from dermsynth.truncation import THRESHOLDS, threshold_label
+from dermsynth.truncation import threshold_label
 from dermsynth.report.figures import image_grid, save_png
 from dermsynth.report.html import HTMLReport
 
@@ -242,7 +242,7 @@ def _memorisation_section(ctx: _Context, real: np.ndarray, fake: np.ndarray, tra
 
 
 def _truncation_section(ctx: _Context, model, real: RealSet, extractor: FeatureExtractor | None,
-                        metric: str, thresholds: Sequence[float | None], n: int | None) -> None:
+                        metric: str, thresholds: Sequence[float | None] | None, n: int | None) -> None:
     from dermsynth.truncation import truncation_sweep
 
     title = "Truncation sweep (Furger et al. 2020, Table 3)"
@@ -250,6 +250,8 @@ def _truncation_section(ctx: _Context, model, real: RealSet, extractor: FeatureE
         return ctx.skip("truncation", title, "no generator checkpoint given (--checkpoint)")
     if get_metric(metric).needs_features and extractor is None:
         return ctx.skip("truncation", title, f"a {metric.upper()} sweep needs a feature extractor")
+    if model.truncation is None:
+        return ctx.skip("truncation", title, f"a {model.model} generator normalises its latent z: it has no truncation")
     n = min(len(real), n or len(real))
     sweep = truncation_sweep(model, real, metric=metric, thresholds=thresholds, n=n, extractor=extractor,
                              seed=ctx.seed, device=ctx.device, progress=ctx.progress)
@@ -257,9 +259,11 @@ def _truncation_section(ctx: _Context, model, real: RealSet, extractor: FeatureE
     ctx.report.heading(title)
     header = sweep.metric.upper() + (f" ({sweep.extractor})" if sweep.extractor else "")
     warning = f" Extractor {sweep.extractor}: {extractor.warning}." if sweep.extractor else ""
-    ctx.report.table(["threshold", header], sweep.rows(),
-                     caption=f"{n} generated images per threshold, same latent draws; components with |z| above the "
-                             f"threshold are resampled. Lower is better; best: {threshold_label(sweep.best)}.{warning}")
+    how = ("components with |z| above the threshold are resampled" if sweep.parameter == "threshold"
+           else "w is moved toward the average w by psi (1 = none)")
+    ctx.report.table([sweep.parameter, header], sweep.rows(),
+                     caption=f"{n} generated images per setting, same latent draws; {how}. Lower is better; "
+                             f"best: {threshold_label(sweep.best)}.{warning}")
     ctx.report.images([("metric against truncation threshold", sweep.plot(ctx.out / "truncation.png"))])
 
 
@@ -325,7 +329,7 @@ def evaluate(
     max_images: int | None = None,
     n_fake: int | None = None,
     sweep_metric: str = "swd",
-    thresholds: Sequence[float | None] = THRESHOLDS,
+    thresholds: Sequence[float | None] | None = None,
     sweep_n: int | None = 512,
     stats_cache: str | Path | None = None,
     seed: int = 0,
@@ -340,7 +344,8 @@ def evaluate(
     each set to at most this many (seeded). ``extractor``: auto | inception | shipped | classifier | none
     (auto: Inception if its weights are given, else the classifier if its checkpoint is given, else the
     shipped ``derm-smallcnn-v1``). ``sweep_metric``: a lower-is-better registered metric (swd, fid, kid,
-    colour_jsd) for the truncation sweep, over ``sweep_n`` images per threshold. ``stats_cache``: a folder
+    colour_jsd) for the truncation sweep (``thresholds``; default by model: latent thresholds, or psi for
+    StyleGAN2; skipped for PGAN), over ``sweep_n`` images per setting. ``stats_cache``: a folder
     where the real set's features are cached on disk (keyed by a hash of the images + extractor version).
     """
     from dermsynth.sample import load_generator

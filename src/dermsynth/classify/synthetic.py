@@ -36,7 +36,7 @@ from dermsynth.data.images import load_image, preprocess_image
 from dermsynth.data.maps import dihedral_map, maps_of, masked_subset
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
-from dermsynth.sample import LoadedGenerator, generate, load_generator, translate_maps, truncated_normal
+from dermsynth.sample import LoadedGenerator, generate, load_generator, translate_maps
 
 __all__ = ["CallableSource", "FolderSource", "GeneratorSource", "SyntheticImages", "SyntheticSource",
            "TranslationSource", "open_source", "phantom_source"]
@@ -175,7 +175,7 @@ class GeneratorSource(SyntheticSource):
 
     def _generate(self, class_name: str, n: int, seed: int, size: int) -> tuple[np.ndarray, list[str]]:
         gen = torch.Generator().manual_seed(seed)
-        z = truncated_normal(n, self.model.z_dim, self.truncation, gen)
+        z = self.model.latents(n, self.truncation, gen)
         labels = (torch.full((n,), self.model.class_index(class_name), dtype=torch.long)
                   if self.model.conditional else None)
         images = generate(self.model, z, labels, self.batch_size, seed=seed)  # seed: noise drawn inside G

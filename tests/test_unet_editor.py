@@ -89,7 +89,7 @@ def test_the_generator_is_furger2020s_residual_unet():
     assert torch.allclose(d(x), 0.5 * (d.full(x) + d.coarse(torch.nn.functional.avg_pool2d(x, 2))))
 
 
-def test_translator_learns_to_add_a_dark_lesion_inside_the_mask(tmp_path, patches):
+def test_unet_editor_learns_to_add_a_dark_lesion_inside_the_mask(tmp_path, patches):
     healthy, lesion = patches
     out = tmp_path / "add"
     cfg = TrainConfig(model="unet-translator", size=SIZE, width=8, batch_size=8, steps=150, lr_g=2e-4, lr_d=2e-4,
@@ -124,7 +124,7 @@ def test_resume_reproduces_uninterrupted_run_bit_exactly(tmp_path, patches, dire
     assert x["model_options"]["direction"] == direction
 
 
-def test_bad_translator_options(tmp_path, patches):
+def test_bad_unet_editor_options(tmp_path, patches):
     healthy, lesion = patches
     with pytest.raises(DermsynthError, match="direction must be one of add, remove, got 'sideways'"):
         train(TrainConfig(out=str(tmp_path / "a"), steps=1, direction="sideways", **TINY), dataset=healthy,

@@ -51,7 +51,8 @@ class LoadedGenerator:
 
     @property
     def samples_noise(self) -> bool:
-        """True for noise -> image generators (sampled from latents), False for translators."""
+        """True for noise -> image generators (sampled from latents), False for map -> image and image -> image
+        generators."""
         return "z" in self.inputs
 
     @property

@@ -112,7 +112,7 @@ class UNetEditorStep(AdversarialStep):
         if self.direction == "remove":
             return source.masks[:n]
         if self.preview_masks is None:
-            raise DermsynthError("the add translator has seen no lesion masks yet (no training step was run)")
+            raise DermsynthError("the add editor has seen no lesion masks yet (no training step was run)")
         reps = -(-n // len(self.preview_masks))
         return self.preview_masks.repeat(reps, 1, 1, 1)[:n].to(source.images.device)
 

@@ -19,7 +19,7 @@ SRC = Path(dermsynth.__file__).parent
 #: not in ``metrics``; the classifier networks live in ``models`` because the metrics' feature extractors load them.
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
-    ("io", "device", "defaults", "progress", "report"),
+    ("io", "device", "defaults", "progress", "report", "resources"),
     ("checkpoint", "models"),
     ("data",),
     ("metrics",),

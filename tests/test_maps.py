@@ -18,7 +18,7 @@ from dermsynth.data.phantom import generate_phantom
 from dermsynth.data.prepare import load_dataset, prepare
 from dermsynth.data.readers import DataWarning
 from dermsynth.errors import DataError
-from dermsynth.train.batch import batch_from_dataset
+from dermsynth.data.batch import batch_from_dataset
 from dermsynth.train.minibatches import Minibatches
 
 

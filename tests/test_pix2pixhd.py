@@ -15,7 +15,7 @@ from PIL import Image
 
 from _runs import assert_same_training_state, resumed_and_uninterrupted
 from dermsynth.cli import main
-from dermsynth.classify.networks import EXTRACTOR_KIND, build_classifier
+from dermsynth.models.classifiers import EXTRACTOR_KIND, build_classifier
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.maps import read_maps, superpixels
 from dermsynth.data.phantom import generate_phantom
@@ -414,7 +414,7 @@ C2F = dict(TINY, g_downsample=1, local_enhancers=1, width=4)
 
 def test_coarse_to_fine_stages_update_global_then_finest_enhancer_then_all(phantom):
     from dermsynth.models import build_networks
-    from dermsynth.train.batch import batch_from_dataset
+    from dermsynth.data.batch import batch_from_dataset
     from dermsynth.train.steps_translate import Pix2PixHDStep, coarse_to_fine_stage
     from dermsynth.train.trainer import model_options
 

@@ -4,7 +4,7 @@ and :func:`translate_images` for map -> image (and image -> image) generators.
 A checkpoint names the network that is sampled (``sampled``, the generator of a GAN) and records what it
 takes (``sampled_inputs``: batch field names in call order):
 noise -> image generators take ``("z", "labels")`` and are *sampled*; the others take maps or images from a
-dataset (``dermsynth.train.batch``) and are *translated*.
+dataset (``dermsynth.data.batch``) and are *translated*.
 
 Images always come out at the model's full resolution (a PGAN checkpoint taken while it was still growing is
 enlarged nearest-neighbour, as Karras' generator shows it). Generators that draw noise inside (LAPGAN's
@@ -32,8 +32,8 @@ from dermsynth.progress import tqdm
 from dermsynth.models import MODELS, NOISE_INPUTS, build_networks
 from dermsynth.models.layers import upsample_to
 from dermsynth.report.figures import image_grid, save_png, to_uint8
-from dermsynth.train.batch import batch_from_dataset
-from dermsynth.train.checkpoint import assert_finite_weights, load_checkpoint
+from dermsynth.data.batch import batch_from_dataset
+from dermsynth.checkpoint import assert_finite_weights, load_checkpoint
 
 
 @dataclass
@@ -53,7 +53,8 @@ class LoadedGenerator:
 
     @property
     def samples_noise(self) -> bool:
-        """True for noise -> image generators (sampled from latents), False for translators."""
+        """True for noise -> image generators (sampled from latents), False for map -> image and image -> image
+        generators."""
         return "z" in self.inputs
 
     @property

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dermsynth.classify.networks import imagenet_normalise, load_saved_classifier, shipped_weights_path
+from dermsynth.models.classifiers import imagenet_normalise, load_saved_classifier, shipped_weights_path
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.metrics.inception import WEIGHTS_ENV

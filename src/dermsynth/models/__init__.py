@@ -23,12 +23,12 @@ from dermsynth.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from dermsynth.models.lapgan import LAPGANDiscriminator, LAPGANGenerator, build_lapgan
 from dermsynth.models.options import (CycleGANOptions, DCGANOptions, LAPGANOptions, ModelOptions, NoiseGANOptions,
                                       PGANOptions, Pix2PixHDOptions, StyleGAN2Options, UNetTranslatorOptions)
-from dermsynth.data.maps import masked_subset
 from dermsynth.models.perceptual import default_lambda
 from dermsynth.models.pix2pixhd import MultiScaleDiscriminator, build_pix2pixhd
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANDiscriminator, PGANGenerator, build_pgan, pgan_schedule
 from dermsynth.models.stylegan2 import STYLEGAN2_DEFAULTS, build_stylegan2, stylegan2_options
 from dermsynth.models.editing import build_cyclegan, build_unet_editor
+import dermsynth.models.classifiers  # noqa: E402,F401  (registers the "classifier" perceptual network)
 
 GANBuilder = Callable[..., tuple[nn.Module, nn.Module]]
 #: a registry builder: keyword options -> the model's networks by name
@@ -76,8 +76,8 @@ class ModelSpec:
     steps_for_images: Callable[[Any, int], int] = field(default=lambda cfg, images: _fixed_batch_steps(cfg, images))
     #: builder options beyond resolution/z_dim/width/num_classes, from (resolved config, training data)
     extra_options: Callable[[Any, Any], dict[str, Any]] = field(default=lambda cfg, data: {})
-    #: the training data as the model trains on it, from (resolved config, loaded data) (e.g. only masked images)
-    prepare_data: Callable[[Any, Any], Any] = field(default=lambda cfg, data: data)
+    #: trains on images with a lesion mask only (the others are skipped with ``--skip-unmasked``, else an error)
+    masks_required: bool = False
     #: two-domain models: which patch set (``healthy`` / ``lesion``) ``--data`` stands for under a config, so
     #: that a patch folder given as ``--data`` alone is split into its two domains (``data.patches``)
     data_domain: Callable[[Any], str] | None = None
@@ -203,9 +203,8 @@ MODELS: dict[str, ModelSpec] = {
     "cyclegan": ModelSpec(gan_networks(build_cyclegan), "cyclegan", CYCLEGAN_DEFAULTS, inputs=("images",),
                           data_domain=lambda cfg: "healthy",
                           extra_options=lambda cfg, data: {"residual": cfg.cycle_residual}, options=CycleGANOptions),
-    "pix2pixhd": ModelSpec(gan_networks(build_pix2pixhd), "pix2pixhd", PIX2PIXHD_DEFAULTS, inputs=("semantic", "instance"),
-                           extra_options=_pix2pixhd_options,
-                           prepare_data=lambda cfg, data: masked_subset(data, cfg.skip_unmasked),
+    "pix2pixhd": ModelSpec(gan_networks(build_pix2pixhd), "pix2pixhd", PIX2PIXHD_DEFAULTS,
+                           inputs=("semantic", "instance"), extra_options=_pix2pixhd_options, masks_required=True,
                            options=Pix2PixHDOptions),
     # Karras et al. 2020 (StyleGAN2-ADA): the reference configuration at the run's resolution
     "stylegan2": ModelSpec(gan_networks(build_stylegan2), "stylegan2", STYLEGAN2_DEFAULTS,

@@ -60,6 +60,20 @@ def _check_side(x: torch.Tensor, multiple: int, what: str) -> None:
         raise ValueError(f"{what} takes images whose sides are multiples of {multiple}, got {w}x{h}")
 
 
+GREY = 127.5  # [-1, 1] units -> 8-bit grey levels
+
+
+def mask_change(photo: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean absolute change (8-bit grey levels, over pixels and channels) inside and outside the mask.
+
+    Images in [-1, 1], (B, 3, H, W); mask (B, 1, H, W) in {0, 1}. A region with no pixel gives 0."""
+    m = mask.float().expand_as(photo)
+    diff = (edited.float().clamp(-1, 1) - photo.float()).abs() * GREY
+    inside = (diff * m).sum() / m.sum().clamp(min=1)
+    outside = (diff * (1 - m)).sum() / (1 - m).sum().clamp(min=1)
+    return inside, outside
+
+
 class UNetEditor(nn.Module):
     """Furger et al.'s image-modification generator: ``G(photo, mask) = photo + residual(photo, mask)``.
 

@@ -21,7 +21,7 @@ in ``config.json`` and in ``translate``'s manifest):
     no perceptual loss.
 
 :func:`register_perceptual` adds a kind; a kind may be registered as ``"module:function"``, imported when a run
-uses it (the classifier kinds live in ``dermsynth.classify.networks``, which the training layer does not import).
+uses it (the classifier kinds live in ``dermsynth.models.classifiers``, imported only when one is used).
 Every network is frozen and in eval mode.
 """
 
@@ -142,8 +142,8 @@ PerceptualLoader = Callable[[str], PerceptualNet]
 #: kind -> loader, or "module:function" naming it (imported on first use)
 PERCEPTUAL: dict[str, PerceptualLoader | str] = {
     "vgg19": _load_vgg19,
-    "classifier": "dermsynth.classify.networks:load_perceptual_classifier",
-    "derm-smallcnn-v1": "dermsynth.classify.networks:load_shipped_perceptual",
+    "classifier": "dermsynth.models.classifiers:load_perceptual_classifier",
+    "derm-smallcnn-v1": "dermsynth.models.classifiers:load_shipped_perceptual",
 }
 #: kinds named without an argument (``--perceptual derm-smallcnn-v1``)
 NAMED: frozenset[str] = frozenset({"derm-smallcnn-v1"})

@@ -1,6 +1,6 @@
 """Mini-batches cut from a dataset's arrays kept on the training device.
 
-The stream uploads, once, the arrays of exactly the batch fields a step needs (``dermsynth.train.batch``):
+The stream uploads, once, the arrays of exactly the batch fields a step needs (``dermsynth.data.batch``):
 images stay uint8 (4x smaller than float) and every field is converted per batch. The order is a fresh
 permutation per epoch drawn from (seed, epoch), so the stream's whole state is two integers and a resumed run
 sees exactly the batches an uninterrupted run would. Under multi-process training every rank walks the same
@@ -22,7 +22,7 @@ import torch
 
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.errors import DermsynthError
-from dermsynth.train.batch import Batch, data_fields, field_spec
+from dermsynth.data.batch import Batch, data_fields, field_spec
 from dermsynth.train.distributed import DistInfo
 
 

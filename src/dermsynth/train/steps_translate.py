@@ -24,9 +24,9 @@ generator at half resolution, then ``--niter_fix_global`` epochs of the finest e
 
 G's Adam state restarts at each stage change (the reference builds a new optimizer for each); D and its Adam
 state carry on. The stage follows from the step number, so a resumed run changes stage where an uninterrupted one
-does. The step needs
-no noise. It also teaches the minibatch stream the batch fields ``semantic`` (bit-coded maps unpacked into channels on
-the device) and ``instance`` (superpixel ids turned into the boundary map on the device); see
+does. The step needs no noise. Its batch fields ``semantic`` (bit-coded maps unpacked into channels on the device)
+and ``instance`` (superpixel ids turned into the boundary map on the device) are made by :mod:`dermsynth.data.batch`
+from
 ``dermsynth.data.maps``.
 """
 
@@ -38,18 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dermsynth.data.maps import instance_edges, instance_ids, render_maps, semantic_codes, unpack_semantic
+from dermsynth.data.batch import Batch
+from dermsynth.data.maps import render_maps
 from dermsynth.errors import DermsynthError
 from dermsynth.models.perceptual import PerceptualNet, load_perceptual
 from dermsynth.models.pix2pixhd import downsample
-from dermsynth.train.batch import Batch, BatchField, register_batch_field
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.distributed import DistInfo
 from dermsynth.train.steps import AdversarialStep, register_step
 from dermsynth.train.losses import lsgan_d, lsgan_g
-
-register_batch_field("semantic", BatchField(semantic_codes, unpack_semantic))
-register_batch_field("instance", BatchField(instance_ids, instance_edges))
 
 PREVIEW_ROWS = 16  # map | synthetic | real triplets in a preview grid (two per row)
 #: coarse-to-fine stages as fractions of the run: the reference trains the global generator for as many epochs

@@ -176,7 +176,7 @@ def test_furger2020_preset_is_the_theses_cyclegan_and_explicit_options_override_
 def test_furger2020_trains_unet_translators_with_the_two_scale_d_and_the_mse_cycle_loss(tmp_path, patches):
     from dermsynth.models import build_networks
     from dermsynth.models.editing import Furger2020Discriminator, UNetTranslator
-    from dermsynth.train.batch import Batch
+    from dermsynth.data.batch import Batch
     from dermsynth.train.steps_edit import CycleGANStep
     healthy, lesion = patches
     out = tmp_path / "f"

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dermsynth.models.layers import normal_init
 from dermsynth.models.pix2pixhd import GlobalGenerator, ResnetBlock
 
 #: the edit directions of each model: the U-Net's is fixed at training, CycleGAN's chosen per call
@@ -61,9 +62,26 @@ def _check_side(x: torch.Tensor, multiple: int, what: str) -> None:
         raise ValueError(f"{what} takes images whose sides are multiples of {multiple}, got {w}x{h}")
 
 
+GREY = 127.5  # [-1, 1] units -> 8-bit grey levels
+
+
+def mask_change(photo: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean absolute change (8-bit grey levels, over pixels and channels) inside and outside the mask.
+
+    Images in [-1, 1], (B, 3, H, W); mask (B, 1, H, W) in {0, 1}. A region with no pixel gives 0."""
+    m = mask.float().expand_as(photo)
+    diff = (edited.float().clamp(-1, 1) - photo.float()).abs() * GREY
+    inside = (diff * m).sum() / m.sum().clamp(min=1)
+    outside = (diff * (1 - m)).sum() / (1 - m).sum().clamp(min=1)
+    return inside, outside
+
+
 class UNetTranslator(nn.Module):
     """Furger et al.'s U-Net translator (3.2.2) without a mask: ``G(x) = x + residual(x)`` ("image modification");
     the generators of their CycleGAN variant (4.3). ``in_channels``: the input's channels (3, or 4 with a mask)."""
+
+    #: how size errors name the network
+    what = "the U-Net translator"
 
     def __init__(self, resolution: int, width: int = 64, blocks: int = 4, in_channels: int = 3) -> None:
         super().__init__()
@@ -79,7 +97,7 @@ class UNetTranslator(nn.Module):
 
     def unet(self, x: torch.Tensor) -> torch.Tensor:
         """The U-Net's 3-channel output (the residual) for the network input ``x``."""
-        _check_side(x, 4, "the U-Net")
+        _check_side(x, 4, self.what)
         e0 = self.stem(x)
         e1 = self.down1(e0)
         u1 = self.up1(self.blocks(self.down2(e1)))
@@ -97,6 +115,8 @@ class UNetEditor(UNetTranslator):
     not clamped (the residual may push it a little outside [-1, 1]; images are clamped when saved).
     ``direction`` ("add" or "remove") records what the model was trained to do.
     """
+
+    what = "the U-Net editor"
 
     def __init__(self, resolution: int, width: int = 64, blocks: int = 4, direction: str = "add") -> None:
         if direction not in UNET_DIRECTIONS:
@@ -259,5 +279,8 @@ def build_cyclegan(resolution: int, z_dim: int = 0, num_classes: int = 0, width:
     if resolution < 32:
         raise ValueError(f"the {'two-scale' if discriminator == 'two-scale' else '70x70 PatchGAN'} discriminator "
                          f"needs --size >= 32, got {resolution}")
-    return (CycleGANGenerator(resolution, g_width or width, residual=residual, kind=generator),
-            CycleGANDiscriminator(d_width or width, discriminator, resolution))
+    G = CycleGANGenerator(resolution, g_width or width, residual=residual, kind=generator)
+    D = CycleGANDiscriminator(d_width or width, discriminator, resolution)
+    for net in (G, D):  # the CycleGAN code's init_weights(init_type="normal", init_gain=0.02)
+        normal_init(net)
+    return G, D

@@ -97,7 +97,7 @@ def test_cifar_preset_uses_the_plain_discriminator():
     block = D.blocks["b8"]
     x = torch.randn(2, block.conv0.weight.shape[1], 8, 8)
     assert torch.equal(block(x, None), block.conv1(block.conv0(x)))           # plain: gain 1, no skip
-    with pytest.raises(DermsynthError, match="--d-architecture"):
+    with pytest.raises(DermsynthError, match="--d-architecture must be one of resnet, orig"):
         TrainConfig(model="stylegan2", size=32, d_architecture="skip").resolve()
 
 

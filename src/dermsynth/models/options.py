@@ -27,6 +27,16 @@ def option(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def check_choices(cfg: Any, choices: dict[str, tuple[str, ...]]) -> None:
+    """A one-line error for the first field of ``choices`` (name -> allowed values) set to another value."""
+    from dermsynth.errors import DermsynthError
+
+    for name, allowed in choices.items():
+        value = getattr(cfg, name)
+        if value is not None and value not in allowed:
+            raise DermsynthError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {value!r}")
+
+
 @dataclass
 class ModelOptions:
     """Base of every model's options (no fields)."""
@@ -158,10 +168,7 @@ class StyleGAN2Options(AugmentOptions, LatentOptions, AdversarialOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        from dermsynth.errors import DermsynthError
-
-        if cfg.d_architecture not in (None, "resnet", "orig"):
-            raise DermsynthError(f"--d-architecture must be resnet or orig, got {cfg.d_architecture!r}")
+        check_choices(cfg, {"d_architecture": ("resnet", "orig")})
 
 
 @dataclass
@@ -272,11 +279,8 @@ class CycleGANOptions(WidthOptions, TwoDomainOptions):
         from dermsynth.errors import DermsynthError
 
         WidthOptions.check(cfg)
-        for name, allowed in (("cycle_loss", ("l1", "mse")), ("cycle_generator", ("resnet", "unet")),
-                              ("cycle_discriminator", ("patch", "two-scale"))):
-            value = getattr(cfg, name)
-            if value is not None and value not in allowed:
-                raise DermsynthError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {value!r}")
+        check_choices(cfg, {"cycle_loss": ("l1", "mse"), "cycle_generator": ("resnet", "unet"),
+                            "cycle_discriminator": ("patch", "two-scale")})
         if cfg.cycle_residual and cfg.cycle_generator == "unet":
             raise DermsynthError("--cycle-residual applies to --cycle-generator resnet (the U-Net translator always "
                                  "outputs input + residual)")

@@ -198,3 +198,17 @@ def test_furger2020_trains_unet_translators_with_the_two_scale_d_and_the_mse_cyc
         expected = (((Gn.g_ba(Gn.g_ab(a)) - a) ** 2).mean() + ((Gn.g_ab(Gn.g_ba(b)) - b) ** 2).mean()).item()
     stats = dict(zip(step.stat_names, step(Batch(images=a, domain_b=Batch(images=b))).tolist()))
     assert stats["cycle_loss"] == pytest.approx(expected, rel=1e-5) and stats["identity_loss"] == 0.0
+
+
+def test_a_run_from_before_flips_resumes_without_them():
+    """Runs made before the random flip existed have no 'flip' in their config: resuming them must not start
+    flipping (it would change how they train); a new run flips by default."""
+    from dermsynth.train import trainer as trainer_module
+
+    config = TrainConfig(model="cyclegan", size=16).resolve().to_dict()
+    assert config["flip"] is True
+    old = {k: v for k, v in config.items() if k != "flip"}
+    saved, changes = trainer_module._resume_config(TrainConfig(model="cyclegan", size=16), {"config": old}, set())
+    assert saved.flip is False and changes == []
+    saved, _ = trainer_module._resume_config(TrainConfig(model="cyclegan", size=16), {"config": config}, set())
+    assert saved.flip is True

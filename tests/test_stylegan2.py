@@ -310,3 +310,12 @@ def test_mapping_network_stays_float32_under_autocast():
         assert G.mapping(z, None).dtype == torch.float32
         G.mapping.autocast = True                                           # --bf16-everywhere
         assert G.mapping(z, None).dtype == torch.bfloat16
+
+
+def test_a_run_from_before_the_plain_d_and_fp32_penalties_resumes_as_it_trained():
+    from dermsynth.train import trainer as trainer_module
+    config = TrainConfig(model="stylegan2", size=32).resolve().to_dict()
+    assert (config["d_architecture"], config["bf16_everywhere"]) == ("orig", False)
+    old = {k: v for k, v in config.items() if k not in ("d_architecture", "bf16_everywhere")}
+    saved, _ = trainer_module._resume_config(TrainConfig(model="stylegan2", size=32), {"config": old}, set())
+    assert (saved.d_architecture, saved.bf16_everywhere) == ("resnet", True)

@@ -449,7 +449,7 @@ def build_stylegan2(resolution: int, z_dim: int, num_classes: int, width: int = 
                     **_: object):
     """(G, D) at ``resolution`` with the reference configuration's fmaps/mapping depth/mbstd group/D
     architecture (see :func:`config_for`) unless given, all widths scaled by ``width / 64`` (64 = the paper's
-    size). A <= 32 px run from before "orig" existed resumes with ``--d-architecture resnet``."""
+    size)."""
     _, spec = config_for(resolution)
     d_architecture = spec["d_arch"] if d_architecture is None else d_architecture
     fmaps = spec["fmaps"] if fmaps is None else fmaps

@@ -158,27 +158,67 @@ def test_bad_sampling_options_are_one_line_errors():
         Diffusion(prediction="x0")
 
 
-def test_a_tiny_denoiser_learns_two_flat_colours_one_per_class():
-    """Behaviour: trained for a few hundred steps on flat images (class 0 red, class 1 blue), v prediction on
-    the cosine schedule, every sampler draws nearly flat images of the asked class's colour; untrained, not."""
-    colours = torch.tensor([[0.8, -0.5, -0.5], [-0.6, -0.2, 0.7]])
-    d, process = _denoiser(2).train(), Diffusion("cosine", 1000, "v")
-    labels = torch.tensor([0, 1] * 4)
-
-    def colour_error(sampler: str) -> tuple[float, float]:
-        images = process.sample(d.eval(), 8, labels=labels, sampler=sampler, steps=20, seed=1)
-        return ((images.mean((2, 3)) - colours[labels]).abs().max().item(), images.std((2, 3)).mean().item())
-
-    before, _ = colour_error("ddim")
-    opt = torch.optim.Adam(d.train().parameters(), 2e-3)
+def _fit(denoiser: Denoiser, process: Diffusion, batch, steps: int) -> Denoiser:
+    """``steps`` Adam steps of the diffusion loss on ``batch(generator)`` -> (images, labels, condition)."""
+    opt = torch.optim.Adam(denoiser.train().parameters(), 2e-3)
     g = torch.Generator().manual_seed(0)
-    for _ in range(250):
-        y = torch.randint(2, (32,), generator=g)
-        loss = process.loss(d, colours[y][:, :, None, None].expand(-1, -1, 16, 16), y, generator=g)
+    for _ in range(steps):
+        images, labels, condition = batch(g)
+        loss = process.loss(denoiser, images, labels, condition, generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return denoiser.eval()
+
+
+SAMPLERS = ("ddpm", "ddim", "dpm-solver")
+RED, BLUE = torch.tensor([0.8, -0.5, -0.5]), torch.tensor([-0.6, -0.2, 0.7])
+
+
+def test_a_tiny_denoiser_learns_two_flat_colours_one_per_class():
+    """Behaviour: trained for a few hundred steps on flat images (class 0 red, class 1 blue), v prediction on
+    the cosine schedule, every sampler draws nearly flat images of the asked class's colour; untrained, not."""
+    colours = torch.stack([RED, BLUE])
+    d, process = _denoiser(2), Diffusion("cosine", 1000, "v")
+    labels = torch.tensor([0, 1] * 4)
+
+    def colour_error(sampler: str) -> tuple[float, float]:
+        images = process.sample(d, 8, labels=labels, sampler=sampler, steps=20, seed=1)
+        return ((images.mean((2, 3)) - colours[labels]).abs().max().item(), images.std((2, 3)).mean().item())
+
+    before, _ = colour_error("ddim")
+
+    def batch(g):
+        y = torch.randint(2, (32,), generator=g)
+        return colours[y][:, :, None, None].expand(-1, -1, 16, 16), y, None
+
+    _fit(d, process, batch, 200)
     assert before > 0.5
-    for sampler in ("ddpm", "ddim", "dpm-solver"):
+    for sampler in SAMPLERS:
         error, spread = colour_error(sampler)
         assert error < 0.2 and spread < 0.2, (sampler, error, spread)
+
+
+def _discs(n: int, g: torch.Generator) -> torch.Tensor:
+    """(n, 1, 16, 16) masks of discs of radius 3-5 px at random centres."""
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    centre, radius = torch.rand(n, 2, generator=g) * 8 + 4, torch.rand(n, generator=g) * 2 + 3
+    inside = (yy - centre[:, 0, None, None]) ** 2 + (xx - centre[:, 1, None, None]) ** 2 <= radius[:, None, None] ** 2
+    return inside.float()[:, None]
+
+
+def test_a_mask_conditioned_denoiser_paints_inside_its_mask():
+    """Behaviour of the concatenated conditioning channels (the mask-conditioned model): trained on images red
+    inside a disc mask and blue outside, with the mask as a conditioning channel, samples follow the mask they
+    are given, not another one."""
+    def painted(masks: torch.Tensor) -> torch.Tensor:
+        return masks * RED[:, None, None] + (1 - masks) * BLUE[:, None, None]
+
+    d, process = _denoiser(0, condition_channels=1), Diffusion("cosine", 1000, "v")
+    _fit(d, process, lambda g: (painted(m := _discs(32, g)), None, m * 2 - 1), 150)
+    masks = _discs(8, torch.Generator().manual_seed(5))
+    for sampler in SAMPLERS:
+        images = process.sample(d, 8, condition=masks * 2 - 1, sampler=sampler, steps=20, seed=1)
+        own = (images - painted(masks)).abs().mean((1, 2, 3))
+        other = (images - painted(masks.roll(1, 0))).abs().mean((1, 2, 3))
+        assert own.max() < 0.15 and (other > 2 * own).all(), (sampler, own, other)

@@ -96,14 +96,14 @@ def test_loss_is_the_mse_to_the_noise_with_labels_dropped_at_p_uncond():
     x0, labels = torch.rand(6, 3, 16, 16) * 2 - 1, torch.tensor([0, 1, 0, 1, 0, 1])
     loss = process.loss(d, x0, labels, p_uncond=0.0, generator=torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)  # the same draws, in the loss's order
-    t = torch.randint(0, 100, (6,), generator=g)
+    t = (torch.rand(6, generator=g) * 100).long()
     noise = torch.randn(x0.shape, generator=g)
     expected = ((d(process.add_noise(x0, noise, t), t, labels) - noise) ** 2).mean()
     torch.testing.assert_close(loss, expected)
     # p_uncond = 1: every label is the null class, i.e. the unconditional loss
     dropped = process.loss(d, x0, labels, p_uncond=1.0, generator=torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
-    t, noise = torch.randint(0, 100, (6,), generator=g), torch.randn(x0.shape, generator=g)
+    t, noise = (torch.rand(6, generator=g) * 100).long(), torch.randn(x0.shape, generator=g)
     unconditional = ((d(process.add_noise(x0, noise, t), t) - noise) ** 2).mean()
     torch.testing.assert_close(dropped, unconditional)
     assert not torch.allclose(dropped, loss)

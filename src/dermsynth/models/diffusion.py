@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -95,6 +95,9 @@ SAMPLERS: dict[str, type] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm-
 #: network evaluations per sample by default: DDPM's full chain, DDIM's and diffusers' pipeline 50, DPM-Solver++'s
 #: 20 (Lu et al. 2022 report converged guided samples at 15-20 steps)
 DEFAULT_SAMPLING_STEPS: dict[str, int] = {"ddpm": 1000, "ddim": 50, "dpm-solver": 20}
+
+#: a source of random tensors: ``draw(kind, *shape)``, kind ``"uniform"`` ([0, 1)) or ``"normal"``
+Draw = Callable[..., torch.Tensor]
 
 #: Ho & Salimans 2022: the class label is dropped (replaced by the null class) with probability 0.1 in training
 DEFAULT_P_UNCOND = 0.1
@@ -237,17 +240,24 @@ class Diffusion:
 
     def loss(self, denoiser: Denoiser, clean: torch.Tensor, labels: torch.Tensor | None = None,
              condition: torch.Tensor | None = None, p_uncond: float = DEFAULT_P_UNCOND,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, draw: Draw | None = None) -> torch.Tensor:
         """DDPM's simple loss: the MSE between the network output and :meth:`target` at a uniform random t.
 
-        Labels are replaced by the null class with probability ``p_uncond`` (classifier-free guidance training);
-        timesteps, noise and the dropout are drawn from ``generator`` (on the images' device).
+        Labels are replaced by the null class with probability ``p_uncond`` (classifier-free guidance training).
+        Random draws, in this order: t (uniform), the noise (normal), the label dropout (uniform, only with
+        labels and ``p_uncond`` > 0), from ``draw(kind, *shape)`` (kind ``"uniform"`` or ``"normal"``, float32 on
+        the images' device; a training step passes one that draws for the global batch and keeps its rank's
+        rows), else from ``generator``.
         """
-        b, device = clean.shape[0], clean.device
-        t = torch.randint(0, self.timesteps, (b,), device=device, generator=generator)
-        noise = torch.randn(clean.shape, device=device, generator=generator, dtype=clean.dtype)
+        if draw is None:
+            def draw(kind: str, *shape: int) -> torch.Tensor:
+                fn = torch.randn if kind == "normal" else torch.rand
+                return fn(*shape, generator=generator, device=clean.device)
+        b = clean.shape[0]
+        t = (draw("uniform", b) * self.timesteps).long().clamp_(max=self.timesteps - 1)
+        noise = draw("normal", *clean.shape).to(clean.dtype)
         if labels is not None and denoiser.num_classes > 0 and p_uncond > 0:
-            drop = torch.rand(b, device=device, generator=generator) < p_uncond
+            drop = draw("uniform", b) < p_uncond
             labels = torch.where(drop, torch.full_like(labels, denoiser.null_class), labels)
         out = denoiser(self.add_noise(clean, noise, t), t, labels, condition)
         return F.mse_loss(out.float(), self.target(clean, noise, t).float())
@@ -299,6 +309,6 @@ class Diffusion:
         return x.clamp(-1.0, 1.0)
 
 
-__all__ = ["DEFAULT_P_UNCOND", "DEFAULT_SAMPLING_STEPS", "DENOISER_PRESETS", "PREDICTIONS", "PRESET_FOR_SIZE",
+__all__ = ["DEFAULT_P_UNCOND", "Draw", "DEFAULT_SAMPLING_STEPS", "DENOISER_PRESETS", "PREDICTIONS", "PRESET_FOR_SIZE",
            "SAMPLERS", "SCHEDULES", "Denoiser", "DenoiserPreset", "Diffusion", "class_labels", "guided_prediction",
            "image_generator", "resolve_preset"]

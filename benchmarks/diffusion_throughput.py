@@ -21,7 +21,7 @@ import argparse
 
 import torch
 
-from _common import peak_gib, pick_device, record, time_steps  # this folder is on sys.path when run
+from _common import peak_gib, pick_device, print_table, record, time_steps  # this folder is on sys.path when run
 from dermsynth.models.diffusion import DEFAULT_SAMPLING_STEPS, PRESET_FOR_SIZE, Denoiser, Diffusion
 
 NUM_CLASSES = 7  # HAM10000's
@@ -108,31 +108,27 @@ def main() -> None:
         preset = "tiny" if args.quick else PRESET_FOR_SIZE[res]
         for mode in (["plain", "fast"] if on_gpu else ["plain"]):
             fast = mode == "fast"
-            rate, status = _guarded(training_rate, res, preset, batch, device, fast, steps, warmup)
-            rows.append({"resolution": res, "preset": preset, "batch": batch, "mode": mode, "task": "train",
-                         "status": status, "img_per_s": None if rate is None else round(rate, 2),
-                         "evals_per_s": None, "peak_gib": peak_gib(device)})
+
+            def add(task: str, rate: float | None, status: str, evals_per_image: int | None = None) -> None:
+                rows.append({"resolution": res, "preset": preset, "batch": batch, "mode": mode, "task": task,
+                             "status": status, "img_per_s": None if rate is None else round(rate, 3),
+                             "evals_per_s": None if rate is None or evals_per_image is None
+                             else round(rate * evals_per_image, 1), "peak_gib": peak_gib(device)})
+
+            add("train", *_guarded(training_rate, res, preset, batch, device, fast, steps, warmup))
             for sampler in SAMPLERS:
-                n_steps = sampling_steps[sampler]
-                rate, status = _guarded(sampling_rate, res, preset, batch, device, fast, sampler, n_steps)
-                evals = None if rate is None else rate * n_steps * (1 if GUIDANCE == 1 else 2)
-                rows.append({"resolution": res, "preset": preset, "batch": batch, "mode": mode,
-                             "task": f"sample {sampler} {n_steps}", "status": status,
-                             "img_per_s": None if rate is None else round(rate, 3),
-                             "evals_per_s": None if evals is None else round(evals, 1), "peak_gib": peak_gib(device)})
+                n = sampling_steps[sampler]  # network evaluations per image: steps, twice with guidance
+                add(f"sample {sampler} {n}", *_guarded(sampling_rate, res, preset, batch, device, fast, sampler, n),
+                    n * (1 if GUIDANCE == 1 else 2))
     out = args.json or f"benchmarks/results/diffusion_throughput{'_quick' if args.quick else ''}.json"
     result = record("diffusion_throughput", device, out, steps=steps, guidance=GUIDANCE, num_classes=NUM_CLASSES,
                     quick=args.quick, rows=rows)
     print(f"DDPM throughput on {result['device']} (torch {torch.__version__}; training {steps} timed steps; "
           f"sampling with guidance {GUIDANCE})")
-    print(f"{'res':>5} {'preset':>12} {'batch':>6} {'mode':>6} {'task':>20} {'img/s':>10} {'evals/s':>10} "
-          f"{'peak GiB':>9}")
-    for r in rows:
-        rate = r["status"] if r["img_per_s"] is None else f"{r['img_per_s']:.2f}"
-        evals = "-" if r["evals_per_s"] is None else f"{r['evals_per_s']:.1f}"
-        peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
-        print(f"{r['resolution']:>5} {r['preset']:>12} {r['batch']:>6} {r['mode']:>6} {r['task']:>20} {rate:>10} "
-              f"{evals:>10} {peak:>9}")
+    print_table([{**r, "img_per_s": r["status"] if r["img_per_s"] is None else r["img_per_s"]} for r in rows],
+                [("resolution", "res", 5), ("preset", "preset", 12), ("batch", "batch", 6), ("mode", "mode", 6),
+                 ("task", "task", 20), ("img_per_s", "img/s", 10), ("evals_per_s", "evals/s", 10),
+                 ("peak_gib", "peak GiB", 9)])
     print(f"wrote {out}")
 
 

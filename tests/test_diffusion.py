@@ -38,6 +38,12 @@ def test_presets_have_the_published_parameter_counts():
         resolve_preset("auto", 48)
     with pytest.raises(DermsynthError, match="--preset"):
         resolve_preset("huge", 32)
+    # --width scales every level: half the channels, about a quarter of the (mostly conv) parameters
+    with torch.device("meta"):
+        half = sum(p.numel() for p in Denoiser(32, 0, "ddpm-32", width=32).parameters())
+    assert 0.24 < half / _parameters("ddpm-32", 32) < 0.26
+    with pytest.raises(DermsynthError, match="--width 8 does not scale"):
+        Denoiser(32, 0, "ddpm-32", width=8)  # 16 channels in the first level, 32 groups
 
 
 def test_denoiser_shapes_with_classes_and_condition_channels():

@@ -124,7 +124,8 @@ def resolve_preset(preset: str | DenoiserPreset, resolution: int) -> DenoiserPre
 
 class Denoiser(nn.Module):
     """The noise (or v) predictor: diffusers' ``UNet2DModel`` over the noisy image and, when
-    ``condition_channels`` > 0, conditioning maps concatenated to it as extra input channels.
+    ``condition_channels`` > 0, conditioning maps concatenated to it as extra input channels. ``width`` scales the
+    preset's channels by ``width / 64`` (64: as published).
 
     With ``num_classes`` > 0 it is class-conditional with ``num_classes + 1`` class embeddings added to the
     time embedding (diffusers' ``num_class_embeds``); label :attr:`null_class` (= ``num_classes``) is the
@@ -132,16 +133,22 @@ class Denoiser(nn.Module):
     """
 
     def __init__(self, resolution: int, num_classes: int = 0, preset: str | DenoiserPreset = "auto",
-                 image_channels: int = 3, condition_channels: int = 0) -> None:
+                 image_channels: int = 3, condition_channels: int = 0, width: int = 64) -> None:
         super().__init__()
         layout = resolve_preset(preset, resolution)
         if resolution % 2 ** (len(layout.channels) - 1):
             raise DermsynthError(f"a {len(layout.channels)}-level denoiser cannot take {resolution} px images")
+        # --width scales every level's channels by width / 64 (64: the preset as published)
+        channels = tuple(c * width // 64 for c in layout.channels)
+        if width < 1 or any(c % layout.norm_groups or c * 64 != width * layout.channels[i]
+                            for i, c in enumerate(channels)):
+            raise DermsynthError(f"--width {width} does not scale the preset's channels {layout.channels} (x width / "
+                                 f"64) to multiples of its {layout.norm_groups} normalisation groups")
         self.resolution, self.num_classes = resolution, num_classes
         self.image_channels, self.condition_channels = image_channels, condition_channels
         self.unet = UNet2DModel(
             sample_size=resolution, in_channels=image_channels + condition_channels, out_channels=image_channels,
-            block_out_channels=layout.channels, layers_per_block=layout.layers_per_block, dropout=layout.dropout,
+            block_out_channels=channels, layers_per_block=layout.layers_per_block, dropout=layout.dropout,
             down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in layout.attention),
             up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(layout.attention)),
             attention_head_dim=layout.attention_head_dim, norm_num_groups=layout.norm_groups,

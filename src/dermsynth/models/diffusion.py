@@ -25,6 +25,7 @@ import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from functools import cached_property
 
 import numpy as np
@@ -38,10 +39,33 @@ from dermsynth.errors import DermsynthError
 
 
 @dataclass(frozen=True)
+class TrainingRecipe:
+    """How a preset's source trained it: AdamW learning rate, minibatch, betas, weight decay and learning-rate
+    warm-up steps (every source also clips the gradient norm at 1 and keeps an EMA of decay 0.9999)."""
+
+    lr: float
+    batch_size: int
+    betas: tuple[float, float]
+    weight_decay: float
+    warmup: int
+    source: str
+
+
+#: Ho et al. 2020, appendix B and their code: Adam 2e-4 (TensorFlow's betas), minibatch 128, 5000 warm-up steps
+DDPM_CIFAR10_RECIPE = TrainingRecipe(2e-4, 128, (0.9, 0.999), 0.0, 5000, "DDPM, CIFAR-10")
+#: Ho et al. 2020: 2e-5 at 256 px ("unstable to train with the larger learning rate"), minibatch 64
+DDPM_256_RECIPE = TrainingRecipe(2e-5, 64, (0.9, 0.999), 0.0, 5000, "DDPM, 256 px")
+#: diffusers' train_unconditional.py defaults: AdamW 1e-4, betas 0.95/0.999, weight decay 1e-6, minibatch 16,
+#: 500 warm-up steps (then a cosine decay, which we do not follow: the rate stays constant as DDPM's)
+DIFFUSERS_EXAMPLE_RECIPE = TrainingRecipe(1e-4, 16, (0.95, 0.999), 1e-6, 500, "diffusers' unconditional example")
+
+
+@dataclass(frozen=True)
 class DenoiserPreset:
     """A U-Net layout: channels per resolution level (the first at full resolution, each next one halved),
     which levels have self-attention, residual blocks per level, dropout, attention head width (None: one head
-    over all channels, as DDPM) and GroupNorm groups. ``source`` names where the numbers come from."""
+    over all channels, as DDPM) and GroupNorm groups; ``recipe``: how its source trained it. ``source`` names
+    where the numbers come from."""
 
     channels: tuple[int, ...]
     attention: tuple[bool, ...]
@@ -50,6 +74,7 @@ class DenoiserPreset:
     attention_head_dim: int | None
     norm_groups: int
     source: str
+    recipe: TrainingRecipe = DDPM_CIFAR10_RECIPE
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.attention):
@@ -70,17 +95,20 @@ DENOISER_PRESETS: dict[str, DenoiserPreset] = {
     "example-64": DenoiserPreset(
         _SIX_LEVELS, _ATTENTION_FIFTH, 2, 0.0, 8, 32,
         "diffusers examples/unconditional_image_generation/train_unconditional.py at its default --resolution 64: "
-        "UNet2DModel 128,128,256,256,512,512, attention in the fifth level (4 px), two blocks per level"),
+        "UNet2DModel 128,128,256,256,512,512, attention in the fifth level (4 px), two blocks per level",
+        DIFFUSERS_EXAMPLE_RECIPE),
     "example-128": DenoiserPreset(
         _SIX_LEVELS, _ATTENTION_FIFTH, 2, 0.0, 8, 32,
-        "diffusers' basic training tutorial (image_size 128): the example's network at 128 px, attention at 8 px"),
+        "diffusers' basic training tutorial (image_size 128): the example's network at 128 px, attention at 8 px",
+        DIFFUSERS_EXAMPLE_RECIPE),
     "ddpm-256": DenoiserPreset(
         _SIX_LEVELS, _ATTENTION_FIFTH, 2, 0.0, None, 32,
         "Ho et al. 2020, appendix B: the LSUN / CelebA-HQ 256 px model (114M parameters; diffusers' "
-        "google/ddpm-celebahq-256): ch 128, multipliers 1,1,2,2,4,4, attention at 16 px"),
+        "google/ddpm-celebahq-256): ch 128, multipliers 1,1,2,2,4,4, attention at 16 px", DDPM_256_RECIPE),
     "tiny": DenoiserPreset(
         (32, 64, 64), (False, True, False), 1, 0.0, None, 8,
-        "ours, for CPU-scale runs: three levels, one block each, attention in the second (16 px at 32 px)"),
+        "ours, for CPU-scale runs: three levels, one block each, attention in the second (16 px at 32 px); "
+        "trained as DDPM's CIFAR-10 model"),
 }
 
 #: the preset ``preset="auto"`` picks for an image size
@@ -109,23 +137,27 @@ def _choice(value: str, known: Sequence[str], option: str) -> str:
     return value
 
 
-def resolve_preset(preset: str | DenoiserPreset, resolution: int) -> DenoiserPreset:
-    """The preset object for a name (``auto``: the one sized for ``resolution``) or a preset given as is."""
-    if isinstance(preset, DenoiserPreset):
-        return preset
+def preset_name(preset: str, resolution: int) -> str:
+    """A preset name checked, ``auto`` replaced by the one sized for ``resolution``."""
     if preset == "auto":
         if resolution not in PRESET_FOR_SIZE:
             raise DermsynthError(f"no denoiser preset is sized for {resolution} px (sized: "
                                  f"{', '.join(map(str, PRESET_FOR_SIZE))}); choose --preset from "
                                  f"{', '.join(DENOISER_PRESETS)}")
-        preset = PRESET_FOR_SIZE[resolution]
-    return DENOISER_PRESETS[_choice(preset, list(DENOISER_PRESETS), "--preset")]
+        return PRESET_FOR_SIZE[resolution]
+    return _choice(preset, list(DENOISER_PRESETS), "--preset")
+
+
+def resolve_preset(preset: str | DenoiserPreset, resolution: int) -> DenoiserPreset:
+    """The preset object for a name (``auto``: the one sized for ``resolution``) or a preset given as is."""
+    return preset if isinstance(preset, DenoiserPreset) else DENOISER_PRESETS[preset_name(preset, resolution)]
 
 
 class Denoiser(nn.Module):
     """The noise (or v) predictor: diffusers' ``UNet2DModel`` over the noisy image and, when
     ``condition_channels`` > 0, conditioning maps concatenated to it as extra input channels. ``width`` scales the
-    preset's channels by ``width / 64`` (64: as published).
+    preset's channels by ``width / 64`` (64: as published). ``process``: the diffusion it was trained for (DDPM's
+    linear 1000-step epsilon process by default), which samplers of a checkpoint use.
 
     With ``num_classes`` > 0 it is class-conditional with ``num_classes + 1`` class embeddings added to the
     time embedding (diffusers' ``num_class_embeds``); label :attr:`null_class` (= ``num_classes``) is the
@@ -133,8 +165,10 @@ class Denoiser(nn.Module):
     """
 
     def __init__(self, resolution: int, num_classes: int = 0, preset: str | DenoiserPreset = "auto",
-                 image_channels: int = 3, condition_channels: int = 0, width: int = 64) -> None:
+                 image_channels: int = 3, condition_channels: int = 0, width: int = 64,
+                 process: Diffusion | None = None) -> None:
         super().__init__()
+        self.process = process or Diffusion()
         layout = resolve_preset(preset, resolution)
         if resolution % 2 ** (len(layout.channels) - 1):
             raise DermsynthError(f"a {len(layout.channels)}-level denoiser cannot take {resolution} px images")
@@ -316,6 +350,42 @@ class Diffusion:
         return x.clamp(-1.0, 1.0)
 
 
-__all__ = ["DEFAULT_P_UNCOND", "Draw", "DEFAULT_SAMPLING_STEPS", "DENOISER_PRESETS", "PREDICTIONS", "PRESET_FOR_SIZE",
-           "SAMPLERS", "SCHEDULES", "Denoiser", "DenoiserPreset", "Diffusion", "class_labels", "guided_prediction",
-           "image_generator", "resolve_preset"]
+def build_diffusion(resolution: int, num_classes: int = 0, width: int = 64, preset: str = "auto",
+                    schedule: str = "linear", timesteps: int = 1000, prediction: str = "epsilon",
+                    condition_channels: int = 0, **_: object) -> dict[str, nn.Module]:
+    """The registry builder: ``{"denoiser": Denoiser}`` carrying its :class:`Diffusion` (latent options such as
+    ``z_dim``, which every noise model's options include, mean nothing here and are ignored)."""
+    process = Diffusion(schedule, timesteps, prediction)
+    return {"denoiser": Denoiser(resolution, num_classes, preset, condition_channels=condition_channels, width=width,
+                                 process=process)}
+
+
+def _recipe(cfg: Any) -> TrainingRecipe:
+    return resolve_preset(cfg.preset, cfg.size).recipe
+
+
+# Training defaults (``TrainConfig`` fields): the preset's recipe (DDPM's or the diffusers example's), gradients
+# clipped at norm 1 and an EMA of decay 0.9999 (both sources), classifier-free label dropout 0.1 for class-conditional
+# models (Ho & Salimans), previews and metrics drawn with DDIM at 50 steps.
+DIFFUSION_DEFAULTS: dict[str, Any] = {
+    "lr": lambda cfg: _recipe(cfg).lr, "batch_size": lambda cfg: _recipe(cfg).batch_size,
+    "beta1": lambda cfg: _recipe(cfg).betas[0], "beta2": lambda cfg: _recipe(cfg).betas[1],
+    "weight_decay": lambda cfg: _recipe(cfg).weight_decay, "warmup": lambda cfg: _recipe(cfg).warmup,
+    "grad_clip": 1.0, "ema_beta": 0.9999, "steps": 2000,
+    "p_uncond": lambda cfg: DEFAULT_P_UNCOND if cfg.conditional else 0.0,
+    "sampling_steps": lambda cfg: Diffusion(cfg.schedule, cfg.timesteps, cfg.prediction).sampling_steps(cfg.sampler,
+                                                                                                         None),
+}
+
+
+def diffusion_options(cfg: Any, data: Any) -> dict[str, Any]:
+    """Builder options from a resolved config (the preset by name, ``auto`` resolved, so a checkpoint names it)."""
+    return {"preset": preset_name(cfg.preset, cfg.size), "schedule": cfg.schedule, "timesteps": cfg.timesteps,
+            "prediction": cfg.prediction}
+
+
+__all__ = ["DDPM_256_RECIPE", "DDPM_CIFAR10_RECIPE", "DEFAULT_P_UNCOND", "DEFAULT_SAMPLING_STEPS",
+           "DENOISER_PRESETS", "DIFFUSERS_EXAMPLE_RECIPE", "DIFFUSION_DEFAULTS", "Denoiser", "DenoiserPreset",
+           "Diffusion", "Draw", "PREDICTIONS", "PRESET_FOR_SIZE", "SAMPLERS", "SCHEDULES", "TrainingRecipe",
+           "build_diffusion", "class_labels", "diffusion_options", "guided_prediction", "image_generator",
+           "preset_name", "resolve_preset"]

@@ -154,12 +154,20 @@ def train(ctx: click.Context, resume: bool, quiet: bool, **options) -> None:
 @click.option("--psi", type=float, default=None,
               help="StyleGAN2: truncation toward the average w, in [0, 1] (1 = none).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--interpolate", is_flag=True, help="Write a latent-walk grid instead of single images.")
+@click.option("--interpolate", is_flag=True, help="Write a latent-walk grid instead of single images (GANs).")
+@click.option("--sampler", default=None,
+              help="Diffusion models: ddpm | ddim | dpm-solver (default ddim).")
+@click.option("--sampling-steps", type=int, default=None,
+              help="Diffusion models: sampler steps (default ddpm 1000, ddim 50, dpm-solver 20).")
+@click.option("--guidance", type=float, default=None,
+              help="Diffusion models: classifier-free guidance w, eps_uncond + w (eps_cond - eps_uncond) "
+                   "(default 1 = none; class-conditional models).")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation: float | None, psi: float | None,
-           seed: int, interpolate: bool, device: str, quiet: bool) -> None:
-    """Sample PNGs and a manifest.csv from a training CHECKPOINT."""
+           seed: int, interpolate: bool, sampler: str | None, sampling_steps: int | None, guidance: float | None,
+           device: str, quiet: bool) -> None:
+    """Sample PNGs and a manifest.csv from a training CHECKPOINT (a GAN, or a diffusion model with a sampler)."""
     from dermsynth.device import resolve_device
     from dermsynth.io import check_writable_dir
     from dermsynth.sample import latent_walk, write_samples
@@ -167,12 +175,15 @@ def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation
     device = str(resolve_device(device))
     check_writable_dir(out, "--out")
     if interpolate:
+        if sampler is not None or sampling_steps is not None or guidance is not None:
+            raise DermsynthError("--interpolate (a GAN latent walk) takes no --sampler, --sampling-steps or --guidance")
         path = latent_walk(checkpoint, Path(out) / "latent_walk.png", class_name=class_name,
                            truncation=truncation, seed=seed, device=device, psi=psi)
         click.echo(f"latent walk: {path}")
         return
     manifest = write_samples(checkpoint, n, out, class_name=class_name, truncation=truncation, seed=seed,
-                             device=device, progress=not quiet, psi=psi)
+                             device=device, progress=not quiet, psi=psi, sampler=sampler,
+                             sampling_steps=sampling_steps, guidance=guidance)
     click.echo(f"{n} images; manifest {manifest}")
 
 

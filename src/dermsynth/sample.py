@@ -29,6 +29,7 @@ from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import check_writable_dir, write_csv
 from dermsynth.progress import tqdm
 from dermsynth.models import NOISE_INPUTS, build_gan
+from dermsynth.models.diffusion import Denoiser, class_labels
 from dermsynth.models.layers import upsample_to
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.train.batch import batch_from_dataset
@@ -52,6 +53,11 @@ class LoadedGenerator:
     def samples_noise(self) -> bool:
         """True for noise -> image generators (sampled from latents), False for translators."""
         return "z" in self.inputs
+
+    @property
+    def diffusion(self) -> bool:
+        """True for a diffusion model (its network is a denoiser, sampled by a diffusion sampler)."""
+        return isinstance(self.generator, Denoiser)
 
     @property
     def takes_instance(self) -> bool:
@@ -159,6 +165,9 @@ def generate(model: LoadedGenerator, z: torch.Tensor, labels: torch.Tensor | Non
     seeded with it, leaving the caller's global RNG untouched; without, from the global RNG. ``psi``: StyleGAN2's
     truncation toward the average w (1 = none).
     """
+    if model.diffusion:
+        raise DermsynthError(f"{model.checkpoint} is a diffusion model: it is sampled from its own noise by a "
+                             f"diffusion sampler, not from latents (use sample_images / `dermsynth sample`)")
     options = _psi_options(model, psi)
     device = next(model.generator.parameters()).device
     resolution = int(model.generator.resolution)
@@ -181,10 +190,87 @@ def sample_images(model: LoadedGenerator, n: int, seed: int, truncation: float |
     """``n`` uint8 images and their labels (None when unconditional), reproducible from ``seed``: latents, then
     labels, from one generator seeded with it; noise the generator draws itself (LAPGAN) seeded with it too."""
     model.require_noise()
+    if model.diffusion:
+        check_sampling_options(model, truncation=truncation, psi=psi)
+        labels = diffusion_labels(model, range(n), class_name, seed)
+        return diffuse(model, n, seed, labels, diffusion_sampling(model), batch_size=batch_size), labels
     gen = torch.Generator().manual_seed(seed)
     z = truncated_normal(n, model.z_dim, truncation, gen)
     labels = sample_labels(model, n, class_name, gen)
     return generate(model, z, labels, batch_size, seed=seed, psi=psi), labels
+
+
+@dataclass(frozen=True)
+class DiffusionSampling:
+    """How a diffusion model is sampled: ``sampler`` (ddpm | ddim | dpm-solver), its ``steps`` (None: the
+    sampler's default) and the classifier-free ``guidance`` (1 = none)."""
+
+    sampler: str = "ddim"
+    steps: int | None = None
+    guidance: float = 1.0
+
+
+#: sampling options of GANs (latent truncation) and of diffusion models, by the command-line flag
+_GAN_ONLY, _DIFFUSION_ONLY = ("--truncation", "--psi", "--interpolate"), ("--sampler", "--sampling-steps", "--guidance")
+
+
+def check_sampling_options(model: LoadedGenerator, **given: object) -> None:
+    """A one-line error for a sampling option the model cannot take: latent truncation for a diffusion model,
+    a diffusion sampler for a GAN. ``given``: option name (as the keyword, e.g. ``sampling_steps``) -> value,
+    None / False when not given."""
+    for name, value in given.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if model.diffusion and flag in _GAN_ONLY:
+            raise DermsynthError(f"{flag} applies to GANs (their latents); {model.checkpoint} is a {model.model} "
+                                 f"diffusion model: use {', '.join(_DIFFUSION_ONLY)}")
+        if not model.diffusion and flag in _DIFFUSION_ONLY:
+            raise DermsynthError(f"{flag} applies to diffusion models (ddpm); {model.checkpoint} is a "
+                                 f"{model.model or 'GAN'} model")
+
+
+def diffusion_sampling(model: LoadedGenerator, sampler: str | None = None, steps: int | None = None,
+                       guidance: float | None = None) -> DiffusionSampling:
+    """The sampling of a diffusion model, None = the default (ddim, its 50 steps, no guidance), checked before any
+    work: a known sampler, steps within the training timesteps, guidance only on a class-conditional model."""
+    default = DiffusionSampling()
+    sampler = sampler or default.sampler
+    guidance = default.guidance if guidance is None else guidance
+    if guidance != 1.0 and not model.conditional:
+        raise DermsynthError(f"--guidance needs a class-conditional model; {model.checkpoint} is unconditional")
+    return DiffusionSampling(sampler, model.generator.process.sampling_steps(sampler, steps), guidance)
+
+
+def diffusion_labels(model: LoadedGenerator, indices: range, class_name: str | int | None,
+                     seed: int) -> torch.Tensor | None:
+    """Labels of images ``indices`` of a diffusion run: the requested class, or (class-conditional models) uniform
+    labels, label i a function of the seed and i (so a sample does not depend on the batch it is drawn in)."""
+    if not model.conditional:
+        if class_name is not None:
+            model.class_index(class_name)  # raises the explanatory error
+        return None
+    idx = model.class_index(class_name)
+    if idx is not None:
+        return torch.full((len(indices),), idx, dtype=torch.long)
+    return class_labels(len(model.class_names), seed, indices)
+
+
+def diffuse(model: LoadedGenerator, n: int, seed: int, labels: torch.Tensor | None, sampling: DiffusionSampling,
+            first_index: int = 0, batch_size: int = 256) -> np.ndarray:
+    """Images ``first_index .. first_index + n - 1`` of a diffusion model's run seeded ``seed`` (uint8
+    (N, H, W, 3)); bf16 on CUDA."""
+    denoiser = model.generator
+    device = next(denoiser.parameters()).device
+    out = []
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        images = denoiser.process.sample(
+            denoiser, stop - start, labels=None if labels is None else labels[start:stop], sampler=sampling.sampler,
+            steps=sampling.steps, guidance=sampling.guidance, seed=seed, first_index=first_index + start,
+            bf16=device.type == "cuda")
+        out.append(to_uint8(images))
+    return np.concatenate(out) if out else np.zeros((0, denoiser.resolution, denoiser.resolution, 3), np.uint8)
 
 
 @torch.no_grad()
@@ -238,29 +324,47 @@ def sample_labels(model: LoadedGenerator, n: int, class_name: str | int | None, 
 
 def write_samples(checkpoint: str | Path, n: int, out: str | Path, class_name: str | int | None = None,
                   truncation: float | None = None, seed: int = 0, device: str = "auto",
-                  batch_size: int = 256, progress: bool = True, psi: float | None = None) -> Path:
-    """Write ``n`` PNGs and ``manifest.csv`` (file, class, seed, truncation, psi, checkpoint) to ``out``."""
+                  batch_size: int = 256, progress: bool = True, psi: float | None = None,
+                  sampler: str | None = None, sampling_steps: int | None = None,
+                  guidance: float | None = None) -> Path:
+    """Write ``n`` PNGs and ``manifest.csv`` (file, class, seed, truncation, psi, checkpoint; diffusion models also
+    sampler, sampling_steps, guidance) to ``out``. ``sampler``/``sampling_steps``/``guidance``: diffusion models
+    only (default ddim at its 50 steps, no guidance); ``truncation``/``psi``: GANs only."""
     if n < 1:
         raise DermsynthError(f"--n must be >= 1, got {n}")
     model = load_generator(checkpoint, device)
     model.require_noise()
-    _psi_options(model, psi)  # a clear error before any work
+    check_sampling_options(model, truncation=truncation, psi=psi, sampler=sampler, sampling_steps=sampling_steps,
+                           guidance=guidance)
+    if model.diffusion:
+        sampling = diffusion_sampling(model, sampler, sampling_steps, guidance)
+    else:
+        _psi_options(model, psi)  # a clear error before any work
     out = check_writable_dir(out, "--out")
-    gen = torch.Generator().manual_seed(seed)
-    z = truncated_normal(n, model.z_dim, truncation, gen)
-    labels = sample_labels(model, n, class_name, gen)
+    if not model.diffusion:
+        gen = torch.Generator().manual_seed(seed)
+        z = truncated_normal(n, model.z_dim, truncation, gen)
+        labels = sample_labels(model, n, class_name, gen)
     rows = []
     for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
         stop = min(start + batch_size, n)
-        images = generate(model, z[start:stop], None if labels is None else labels[start:stop], batch_size,
-                          seed=seed * 1_000_003 + start, psi=psi)  # one noise stream per batch of the manifest
+        if model.diffusion:
+            labels_now = diffusion_labels(model, range(start, stop), class_name, seed)
+            images = diffuse(model, stop - start, seed, labels_now, sampling, first_index=start, batch_size=batch_size)
+        else:
+            labels_now = None if labels is None else labels[start:stop]
+            images = generate(model, z[start:stop], labels_now, batch_size,
+                              seed=seed * 1_000_003 + start, psi=psi)  # one noise stream per batch of the manifest
         for i, img in zip(range(start, stop), images):
             name = f"sample_{seed}_{i:06d}.png"
             save_png(img, out / name)
-            cls = "" if labels is None else model.class_names[int(labels[i])]
-            rows.append([name, cls, seed, "" if truncation is None else truncation, "" if psi is None else psi,
-                         str(model.checkpoint)])
-    return write_csv(out / "manifest.csv", ["file", "class", "seed", "truncation", "psi", "checkpoint"], rows)
+            cls = "" if labels_now is None else model.class_names[int(labels_now[i - start])]
+            row = [name, cls, seed, "" if truncation is None else truncation, "" if psi is None else psi,
+                   str(model.checkpoint)]
+            rows.append(row + [sampling.sampler, sampling.steps, sampling.guidance] if model.diffusion else row)
+    header = ["file", "class", "seed", "truncation", "psi", "checkpoint"]
+    return write_csv(out / "manifest.csv", header + (["sampler", "sampling_steps", "guidance"] if model.diffusion
+                                                     else []), rows)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -280,6 +384,7 @@ def latent_walk(checkpoint: str | Path, out: str | Path, rows: int = 4, steps: i
     (z; StyleGAN2 maps every point to w, truncated toward the average w by ``psi``)."""
     model = load_generator(checkpoint, device)
     model.require_noise()
+    check_sampling_options(model, interpolate=True)
     gen = torch.Generator().manual_seed(seed)
     ends = truncated_normal(2 * rows, model.z_dim, truncation, gen)
     t = torch.linspace(0, 1, steps)

@@ -52,7 +52,7 @@ class LatentOptions(ModelOptions):
     """Noise -> image generators: the latent and the classes."""
 
     conditional: bool = option(False, "Class-conditional: label embedding in G, projection in D.")
-    z_dim: int = option(128, "Latent dimension (seed 001 uses 128 for every model; stylegan2: 8 x --width, not a "
+    z_dim: int = option(128, "Latent dimension (Baur et al. 2018 uses 128 for every model; stylegan2: 8 x --width, not a "
                              "free choice).")
 
 
@@ -60,9 +60,12 @@ class LatentOptions(ModelOptions):
 class AugmentOptions(ModelOptions):
     """Discriminator augmentation (``dermsynth.train.augment_pipe``)."""
 
-    augment: str = option("none", "Discriminator augmentation: none | ada (adaptive p, Karras et al. 2020) | fixed "
-                                  "(p = --augment-p) | diffaugment (Zhao et al. 2020).")
+    augment: str | None = option(None, "Discriminator augmentation: none | ada (adaptive p, Karras et al. 2020) | "
+                                       "fixed (p = --augment-p) | diffaugment (Zhao et al. 2020). Default: ada for "
+                                       "stylegan2 (as the reference's --aug=ada), else none.")
     augment_p: float = option(0.0, "Augmentation probability: fixed p, or ADA's initial p.")
+    augment_pipe: str = option("bgc", "Transforms of --augment ada/fixed (the reference's --augpipe): blit | geom | "
+                                      "color | filter | noise | cutout | bg | bgc | bgcf | bgcfn | bgcfnc.")
     ada_target: float = option(0.6, "ADA target of r_t = E[sign(D(real))].")
     ada_kimg: float = option(500.0, "ADA speed: thousands of real images for p to move from 0 to 1.")
 
@@ -78,8 +81,8 @@ class NoiseGANOptions(AugmentOptions, LatentOptions, AdversarialOptions):
 
 @dataclass
 class DCGANOptions(NoiseGANOptions):
-    d_scales: int | None = option(None, "Discriminator scales (seed 003's multi-scale D, each on the input "
-                                        "average-pooled by 2 once more): 1 (seed 003: 2).")
+    d_scales: int | None = option(None, "Discriminator scales (Furger et al. 2020's multi-scale D, each on the input "
+                                        "average-pooled by 2 once more): 1 (Furger et al. 2020: 2).")
 
 
 @dataclass
@@ -135,7 +138,7 @@ class Pix2PixHDOptions(AdversarialOptions):
     d_scales: int | None = option(None, "Discriminator scales (multi-scale D, each on the input average-pooled by 2 "
                                         "once more): 3.")
     instance: bool = option(True, "Feed the superpixel instance-boundary map besides the semantic map "
-                                  "(--no-instance: seed 000's variant (c), semantic maps alone).")
+                                  "(--no-instance: Bissoto et al.'s variant (c), semantic maps alone).")
     skip_unmasked: bool = option(False, "Skip images without a lesion mask (with a count) instead of failing.")
     perceptual: str | None = option(None, "Perceptual loss network: off, vgg19:FILE (a local torchvision VGG19 state "
                                           "dict) or classifier:CKPT (dermsynth train-extractor); off.")
@@ -165,12 +168,12 @@ class TwoDomainOptions(AdversarialOptions):
 
 @dataclass
 class UNetTranslatorOptions(TwoDomainOptions):
-    loss: str | None = option(None, "GAN loss (nonsaturating, seed 003's BCE).")
+    loss: str | None = option(None, "GAN loss (nonsaturating, Furger et al.'s BCE).")
     direction: str = option("add", "add (healthy --data + lesion masks of --data-b -> lesion) or remove (lesion "
                                    "--data + its masks -> healthy like --data-b).")
     truncate_healthy: bool = option(False, "--direction add: edit a random subset of the healthy set (--data) as "
-                                           "large as the lesion set (--data-b), as seed 003.")
-    relevancy_weight: float | None = option(None, "lambda_REL, weight of the MSE outside the mask (seed 003: 10).")
+                                           "large as the lesion set (--data-b), as Furger et al. 2020.")
+    relevancy_weight: float | None = option(None, "lambda_REL, weight of the MSE outside the mask (Furger et al. 2020: 10).")
 
     @staticmethod
     def check(cfg: Any) -> None:
@@ -186,5 +189,5 @@ class CycleGANOptions(TwoDomainOptions):
     identity_weight: float | None = option(None, "Identity loss weight relative to --cycle-weight (0.5; 0 disables "
                                                  "it).")
     pool_size: int | None = option(None, "Generated images kept per discriminator's image pool (50; 0 off).")
-    cycle_residual: bool = option(False, "Generators output input + residual (seed 003's image modification) "
+    cycle_residual: bool = option(False, "Generators output input + residual (Furger et al.'s image modification) "
                                          "instead of the paper's tanh image.")

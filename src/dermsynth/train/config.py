@@ -7,8 +7,9 @@ registered model's options, so the API is one flat config and the CLI one option
 groups them by model). An option given for a model that does not take it is refused with one line.
 
 Fields left at ``None`` mean "the model's default" (``dermsynth.models.MODELS[name].defaults``): DCGAN's
-are the DCGAN papers' (seeds 002/004), PGAN's Karras et al.'s (seed 001). :meth:`TrainConfig.resolve`
-fills them in once; ``config.json`` holds the resolved values, so a run's settings are never implicit.
+are the DCGAN papers' (Essipova et al. 2020 and Lunagariya & Patel), PGAN's Karras et al.'s (Baur et al. 2018).
+:meth:`TrainConfig.resolve` fills them in once; ``config.json`` holds the resolved values, so a run's settings are
+never implicit.
 
 Training length: ``steps`` (optimizer steps) or ``kimg`` (thousands of real images shown to D). ``kimg`` is
 converted to the exact number of steps under the model's minibatch sizes (per resolution for PGAN), and the
@@ -35,7 +36,7 @@ __all__ = ["CommonOptions", "TrainConfig", "model_fields", "option_groups"]
 
 _LENGTH = ("steps", "kimg")
 #: what a ``None`` option of every model becomes when its model names no default
-_ANY_MODEL_DEFAULTS: dict[str, Any] = {"lr_decay_start": 1.0}
+_ANY_MODEL_DEFAULTS: dict[str, Any] = {"lr_decay_start": 1.0, "augment": "none"}  # where the model takes them
 
 
 @dataclass
@@ -120,7 +121,7 @@ class _TrainConfigMethods:
             if getattr(cfg, name) is None:
                 setattr(cfg, name, value(cfg) if callable(value) else value)
         for name, value in _ANY_MODEL_DEFAULTS.items():
-            if getattr(cfg, name) is None:
+            if getattr(cfg, name) is None and (name in _COMMON or name in model_fields(cfg.model)):
                 setattr(cfg, name, value)
         cfg.validate()
         if cfg.kimg is not None:

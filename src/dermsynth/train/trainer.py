@@ -53,7 +53,7 @@ from dermsynth.train.checkpoint import FORMAT, load_checkpoint, nonfinite_tensor
 from dermsynth.train.config import TrainConfig, parse_batch_schedule
 from dermsynth.train.distributed import DistInfo, init_distributed
 from dermsynth.train.monitor import OverfitMonitor, split_holdout
-from dermsynth.train.sampler import BatchSampler
+from dermsynth.train.minibatches import Minibatches
 from dermsynth.train.steps import PREVIEW_SIZE, GANStep, TrainStep, ema_beta_at, step_class
 
 __all__ = ["GANStep", "MetricsHook", "RunLocked", "TrainResult", "TrainingDiverged", "TrainingInterrupted",
@@ -150,8 +150,8 @@ class _Run:
     inputs: tuple[str, ...]  # the batch fields the sampled network takes, in call order
     noise: torch.Generator
     train_step: TrainStep    # owns the networks, their optimizers and the EMA copy
-    sampler: BatchSampler
-    sampler_b: BatchSampler | None
+    sampler: Minibatches
+    sampler_b: Minibatches | None
     fixed: Batch             # the preview grid's real batch
     metrics: MetricsHook | None
     sync_buffers: bool
@@ -222,7 +222,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     train_step: TrainStep = kind.from_config(cfg, networks, bf16=use_cuda and cfg.bf16, noise=noise, ema=ema,
                                            dist=dist)
-    if cfg.augment != "none" and getattr(train_step, "augment", None) is None:
+    if (cfg.augment or "none") != "none" and getattr(train_step, "augment", None) is None:
         raise DermsynthError(f"--augment {cfg.augment} does not apply to --model {cfg.model}; use --augment none")
     # Batch sizes are global (all ranks together); the sampler validates the largest one.
     max_batch = max(parse_batch_schedule(cfg.batch_schedule, cfg.size).values()) if cfg.batch_schedule \
@@ -236,9 +236,9 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
             data_b = load_training_data(cfg, progress and dist.is_main, source=cfg.data_b)
         _check_data(data_b, cfg, "--data-b")
         data, data_b = spec.prepare_domains(cfg, data, data_b)
-        sampler_b = BatchSampler(data_b, max_batch, cfg.seed + 7, device,
-                                 needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist)
-    sampler = BatchSampler(data, max_batch, cfg.seed, device, needs=train_step.needs, dist=dist)
+        sampler_b = Minibatches(data_b, max_batch, cfg.seed + 7, device,
+                                needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist)
+    sampler = Minibatches(data, max_batch, cfg.seed, device, needs=train_step.needs, dist=dist)
     preview_rows = np.sort(np.random.default_rng(cfg.seed + 2).permutation(len(data))[:PREVIEW_SIZE])
     fixed = batch_from_dataset(data, preview_rows, train_step.needs, device)
     inputs = tuple(train_step.sampled_inputs or spec.inputs)  # e.g. pix2pixHD --no-instance

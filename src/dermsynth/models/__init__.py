@@ -21,12 +21,13 @@ from torch import nn
 from dermsynth.errors import DermsynthError
 from dermsynth.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from dermsynth.models.lapgan import LAPGANDiscriminator, LAPGANGenerator, build_lapgan
-from dermsynth.models.options import (CycleGANOptions, DCGANOptions, LAPGANOptions, ModelOptions, NoiseGANOptions,
+from dermsynth.models.options import (CycleGANOptions, DCGANOptions, DiffusionOptions, LAPGANOptions, ModelOptions, NoiseGANOptions,
                                       PGANOptions, Pix2PixHDOptions, StyleGAN2Options, UNetTranslatorOptions)
 from dermsynth.data.maps import masked_subset
 from dermsynth.models.pix2pixhd import MultiScaleDiscriminator, build_pix2pixhd
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANDiscriminator, PGANGenerator, build_pgan, pgan_schedule
 from dermsynth.models.stylegan2 import STYLEGAN2_DEFAULTS, build_stylegan2, stylegan2_options
+from dermsynth.models.diffusion import DIFFUSION_DEFAULTS, build_diffusion, diffusion_options
 from dermsynth.models.editing import build_cyclegan, build_unet_editor
 
 GANBuilder = Callable[..., tuple[nn.Module, nn.Module]]
@@ -200,6 +201,10 @@ MODELS: dict[str, ModelSpec] = {
     # Karras et al. 2020 (StyleGAN2-ADA): the reference configuration at the run's resolution
     "stylegan2": ModelSpec(gan_networks(build_stylegan2), "stylegan2", STYLEGAN2_DEFAULTS, extra_options=stylegan2_options,
                            options=StyleGAN2Options, truncation="w"),
+    # Ho et al. 2020 (DDPM), sampled by DDPM / DDIM / DPM-Solver; each preset trained as its source (see
+    # dermsynth.models.diffusion); no latent to truncate: classifier-free guidance instead
+    "ddpm": ModelSpec(build_diffusion, "ddpm", DIFFUSION_DEFAULTS, extra_options=diffusion_options,
+                      options=DiffusionOptions, truncation=None),
 }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "LAPGANOptions", "LatentOptions",
+__all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "DiffusionOptions", "LAPGANOptions", "LatentOptions",
            "ModelOptions", "NoiseGANOptions", "PGANOptions", "Pix2PixHDOptions", "StyleGAN2Options", "TwoDomainOptions", "UNetTranslatorOptions",
            "option"]
 
@@ -191,3 +191,56 @@ class CycleGANOptions(TwoDomainOptions):
     pool_size: int | None = option(None, "Generated images kept per discriminator's image pool (50; 0 off).")
     cycle_residual: bool = option(False, "Generators output input + residual (Furger et al.'s image modification) "
                                          "instead of the paper's tanh image.")
+
+
+@dataclass
+class DiffusionOptions(ModelOptions):
+    """Denoising diffusion (``dermsynth.models.diffusion``): the denoiser, the process, AdamW, and the sampler of
+    the preview grids and in-training metrics. The defaults are the preset's source's (DDPM, or diffusers'
+    unconditional training example)."""
+
+    conditional: bool = option(False, "Class-conditional: label embedding in G, projection in D.")
+    preset: str = option("auto", "ddpm: denoiser U-Net, auto (by --size: 32 ddpm-32, 64 example-64, 128 example-128, "
+                                 "256 ddpm-256) | ddpm-32 | example-64 | example-128 | ddpm-256 | tiny; --width "
+                                 "scales its channels by width / 64.")
+    prediction: str = option("epsilon", "ddpm: what the denoiser predicts, epsilon (DDPM) | v (Salimans & Ho 2022).")
+    schedule: str = option("linear", "ddpm: noise schedule, linear (DDPM) | cosine (improved DDPM).")
+    timesteps: int = option(1000, "ddpm: diffusion timesteps T (DDPM 1000).")
+    p_uncond: float | None = option(None, "ddpm: probability of training a label as the null class, for "
+                                          "classifier-free guidance (--conditional: 0.1, Ho & Salimans 2022).")
+    lr: float | None = option(None, "ddpm: AdamW learning rate (the preset's: ddpm-32, tiny 2e-4; example-64/128 "
+                                    "1e-4; ddpm-256 2e-5; may change on --resume).")
+    beta1: float | None = option(None, "Adam beta1 (model default).")
+    beta2: float | None = option(None, "Adam beta2 (model default).")
+    weight_decay: float | None = option(None, "ddpm: AdamW weight decay (DDPM 0; diffusers' example 1e-6).")
+    warmup: int | None = option(None, "ddpm: steps of linear learning-rate warm-up (DDPM 5000; diffusers' example "
+                                      "500).")
+    grad_clip: float | None = option(None, "ddpm: gradient-norm clip (1, both sources; 0 = none).")
+    sampler: str = option("ddim", "ddpm: sampler of preview grids and in-training metrics, ddpm | ddim | dpm-solver.")
+    sampling_steps: int | None = option(None, "ddpm: sampler steps of previews and metrics (ddpm 1000, ddim 50, "
+                                              "dpm-solver 20).")
+    guidance: float = option(1.0, "ddpm: classifier-free guidance of previews and metrics (1 = none; "
+                                  "--conditional).")
+
+    @staticmethod
+    def check(cfg: Any) -> None:
+        import math
+
+        from dermsynth.errors import DermsynthError
+        from dermsynth.models.diffusion import Diffusion
+
+        process = Diffusion(cfg.schedule, cfg.timesteps, cfg.prediction)  # checks the three
+        if cfg.sampling_steps is not None:
+            process.sampling_steps(cfg.sampler, cfg.sampling_steps)
+        if cfg.p_uncond is not None and not 0 <= cfg.p_uncond < 1:
+            raise DermsynthError(f"--p-uncond must be in [0, 1), got {cfg.p_uncond}")
+        if not cfg.conditional and cfg.p_uncond:
+            raise DermsynthError("--p-uncond applies to class-conditional models (--conditional)")
+        if not (math.isfinite(cfg.guidance) and cfg.guidance >= 0):
+            raise DermsynthError(f"--guidance must be a finite number >= 0, got {cfg.guidance}")
+        if not cfg.conditional and cfg.guidance != 1.0:
+            raise DermsynthError("--guidance (classifier-free guidance) needs a class-conditional model (--conditional)")
+        for name in ("weight_decay", "grad_clip", "warmup"):
+            value = getattr(cfg, name)
+            if value is not None and not value >= 0:
+                raise DermsynthError(f"--{name.replace('_', '-')} must be >= 0, got {value}")

@@ -343,7 +343,10 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
         nonlocal best
         g = eval_generator()
 
+        sampled_for_metrics = {"seconds": 0.0, "images": 0}
+
         def sample_fn(n: int, seed: int) -> np.ndarray:
+            t0 = time.perf_counter()
             chunks = []
             for start in range(0, n, 64):
                 k = min(64, n - start)
@@ -351,12 +354,19 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
                           if "z" not in inputs else None)
                 with frozen(g, seed * 1_000_003 + start):
                     chunks.append(to_uint8(train_step.synthesize(g, k, seed * 1_000_003 + start, source).float()))
+            sampled_for_metrics["seconds"] += time.perf_counter() - t0  # to_uint8 waited for the device
+            sampled_for_metrics["images"] += n
             return np.concatenate(chunks)
 
         values = dict(metrics(sample_fn))
         names = list(metrics.names)
-        append_csv_row(metrics_csv, ["step", "kimg", *names], [step, f"{images_seen / 1000:.3f}",
-                                                            *[f"{values[k]:.6g}" for k in names]])
+        # steps whose synthesis has settings of its own (a diffusion sampler) state them and its cost per image
+        notes = train_step.synthesis_settings()
+        per_image = sampled_for_metrics["seconds"] / max(1, sampled_for_metrics["images"])
+        cost = {**notes, "sample_s_per_img": f"{per_image:.4g}"} if notes else {}
+        append_csv_row(metrics_csv, ["step", "kimg", *names, *cost], [step, f"{images_seen / 1000:.3f}",
+                                                                   *[f"{values[k]:.6g}" for k in names],
+                                                                   *cost.values()])
         plot_curves(metrics_csv, out / "metrics.png", names, ylabel="metric (lower is better)",
                     title="metrics during training")
         if board is not None:

@@ -253,20 +253,25 @@ def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation
 @click.option("--export-maps", is_flag=True, help="Also write the (edited) maps to OUT/maps, a maps folder.")
 @click.option("--skip-unmasked", is_flag=True, help="--from-data: skip images without a lesion mask (with a count).")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--sampler", default=None, help="ddpm-maps: ddpm | ddim | dpm-solver (default ddim).")
+@click.option("--sampling-steps", type=int, default=None,
+              help="ddpm-maps: sampler steps (default ddpm 1000, ddim 50, dpm-solver 20).")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def translate(checkpoint: str, maps: str | None, from_data: str | None, out: str, ids: str | None, n: int | None,
-              edits: tuple[str, ...], export_maps: bool, skip_unmasked: bool, seed: int, device: str,
-              quiet: bool) -> None:
-    """Images from semantic (+ instance) maps with a map -> image CHECKPOINT (pix2pixhd): PNGs, manifest.csv
-    (file, source map, class) and grid.png (map | synthetic | real)."""
+              edits: tuple[str, ...], export_maps: bool, skip_unmasked: bool, seed: int, sampler: str | None,
+              sampling_steps: int | None, device: str, quiet: bool) -> None:
+    """Images from semantic (+ instance) maps with a map -> image CHECKPOINT (pix2pixhd, or the mask-conditioned
+    diffusion model ddpm-maps): PNGs, manifest.csv (file, source map, class) and grid.png (map | synthetic |
+    real)."""
     from dermsynth.device import resolve_device
     from dermsynth.translate import translate as run_translate
 
     result = run_translate(checkpoint, out, maps=maps, from_data=from_data,
                            ids=[i.strip() for i in ids.split(",") if i.strip()] if ids else None, n=n, edits=edits,
                            seed=seed, device=str(resolve_device(device)), skip_unmasked=skip_unmasked,
-                           export_maps=export_maps, progress=not quiet)
+                           export_maps=export_maps, progress=not quiet, sampler=sampler,
+                           sampling_steps=sampling_steps)
     click.echo(f"{result.count} images; manifest {result.manifest}; grid {result.grid}")
 
 

@@ -30,7 +30,7 @@ from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import check_writable_dir, write_csv
 from dermsynth.progress import tqdm
 from dermsynth.models import MODELS, NOISE_INPUTS, build_networks
-from dermsynth.models.diffusion import Denoiser, class_labels
+from dermsynth.models.diffusion import Denoiser, class_labels, maps_condition
 from dermsynth.models.layers import upsample_to
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.train.batch import batch_from_dataset
@@ -64,13 +64,21 @@ class LoadedGenerator:
     def takes_instance(self) -> bool:
         """True for a map -> image generator trained with superpixel instance maps (pix2pixHD without
         ``--no-instance``)."""
-        return bool(getattr(self.generator, "instance", False))
+        return bool(getattr(self.generator, "instance", "instance" in self.inputs))  # a denoiser: by its inputs
 
     def require_noise(self) -> None:
         if not self.samples_noise:
             command = "dermsynth edit" if "images" in self.inputs else "dermsynth translate"
             raise DermsynthError(f"{self.checkpoint} is a {self.model or 'translation'} model that takes "
                                  f"{', '.join(self.inputs)}, not latents; use `{command}`")
+
+    @property
+    def semantic_channels(self) -> int:
+        """The semantic-map channels a map -> image model takes (pix2pixHD's ``semantic_nc``; a map-conditioned
+        denoiser's conditioning channels less the instance map's)."""
+        if self.diffusion:
+            return self.generator.condition_channels - int(self.takes_instance)
+        return int(self.generator.semantic_nc)
 
     def require_maps(self) -> None:
         """A one-line error unless this generator translates semantic (lesion) maps (pix2pixHD)."""
@@ -274,16 +282,18 @@ def diffusion_labels(model: LoadedGenerator, indices: range, class_name: str | i
 
 
 def diffuse(model: LoadedGenerator, n: int, seed: int, labels: torch.Tensor | None, sampling: DiffusionSampling,
-            first_index: int = 0, batch_size: int = 256) -> np.ndarray:
+            first_index: int = 0, batch_size: int = 256, condition: torch.Tensor | None = None) -> np.ndarray:
     """Images ``first_index .. first_index + n - 1`` of a diffusion model's run seeded ``seed`` (uint8
-    (N, H, W, 3)); bf16 on CUDA."""
+    (N, H, W, 3)), given their ``labels`` and conditioning maps (``condition``, n rows) when the model takes them;
+    bf16 on CUDA."""
     denoiser = model.generator
     device = next(denoiser.parameters()).device
     out = []
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         images = denoiser.process.sample(
-            denoiser, stop - start, labels=None if labels is None else labels[start:stop], sampler=sampling.sampler,
+            denoiser, stop - start, labels=None if labels is None else labels[start:stop],
+            condition=None if condition is None else condition[start:stop], sampler=sampling.sampler,
             steps=sampling.steps, guidance=sampling.guidance, seed=seed, first_index=first_index + start,
             bf16=device.type == "cuda")
         out.append(to_uint8(images))
@@ -296,27 +306,35 @@ def translate_images(model: LoadedGenerator, data: LesionDataset, index: np.ndar
     """Run a map -> image (or image -> image) generator over rows of ``data``: uint8 (N, H, W, 3).
 
     The generator's recorded inputs (e.g. semantic and instance maps, or an image and its mask) are cut from
-    the dataset as during training; ``generator_options`` are passed through (e.g. CycleGAN's direction).
+    the dataset as during training; ``generator_options`` are passed through (e.g. CycleGAN's direction; a
+    map-conditioned diffusion model: ``sampler``, ``steps``, ``guidance`` of :func:`diffusion_sampling`).
     Noise the generator draws itself comes from a forked RNG seeded with ``seed``.
     """
     if model.samples_noise:
         raise DermsynthError(f"{model.checkpoint} samples from latents; use `dermsynth sample`")
     index = np.arange(len(data)) if index is None else np.asarray(index, dtype=np.int64)
     device = next(model.generator.parameters()).device
+    sampling = diffusion_sampling(model, **generator_options) if model.diffusion else None
     out = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(index), batch_size):
             batch = batch_from_dataset(data, index[start:start + batch_size], model.inputs, device)
-            out.append(to_uint8(model.generator(*[batch.get(name) for name in model.inputs], **generator_options)))
+            maps = [batch.get(name) for name in model.inputs]
+            if sampling is not None:  # image i of the call: a function of the seed, i and its maps
+                out.append(diffuse(model, len(batch), seed, None, sampling, first_index=start, batch_size=len(batch),
+                                   condition=maps_condition(*maps)))
+            else:
+                out.append(to_uint8(model.generator(*maps, **generator_options)))
     return np.concatenate(out) if out else np.zeros((0, data.size, data.size, 3), np.uint8)
 
 
 def translate_maps(model: LoadedGenerator, maps: list[LesionMap], class_names: list[str] | None = None,
-                   batch_size: int = 64, seed: int = 0) -> np.ndarray:
+                   batch_size: int = 64, seed: int = 0, **generator_options: object) -> np.ndarray:
     """Translate editable maps (:class:`~dermsynth.data.maps.LesionMap`) with a map -> image generator:
     uint8 (N, S, S, 3). A generator trained without instance maps gets one superpixel per map (its input
-    ignores them; SLIC is never run on the blank images of a maps dataset)."""
+    ignores them; SLIC is never run on the blank images of a maps dataset). ``generator_options``: as
+    :func:`translate_images` (a diffusion model's sampling)."""
     model.require_maps()
     if not model.takes_instance:
         maps = [replace(m, instance=np.zeros_like(m.codes, dtype=np.int32)) for m in maps]
@@ -324,7 +342,8 @@ def translate_maps(model: LoadedGenerator, maps: list[LesionMap], class_names: l
         first = next(m for m in maps if m.instance is None)
         raise DermsynthError(f"{model.checkpoint} was trained with instance maps, but map {first.map_id or '?'} "
                              f"has no superpixels")
-    return translate_images(model, maps_dataset(maps, class_names), batch_size=batch_size, seed=seed)
+    return translate_images(model, maps_dataset(maps, class_names), batch_size=batch_size, seed=seed,
+                            **generator_options)
 
 
 def sample_labels(model: LoadedGenerator, n: int, class_name: str | int | None, generator: torch.Generator) -> torch.Tensor | None:

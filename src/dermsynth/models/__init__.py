@@ -21,13 +21,13 @@ from torch import nn
 from dermsynth.errors import DermsynthError
 from dermsynth.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from dermsynth.models.lapgan import LAPGANDiscriminator, LAPGANGenerator, build_lapgan
-from dermsynth.models.options import (CycleGANOptions, DCGANOptions, DiffusionOptions, LAPGANOptions, ModelOptions, NoiseGANOptions,
+from dermsynth.models.options import (CycleGANOptions, DCGANOptions, DiffusionOptions, LAPGANOptions, MapDiffusionOptions, ModelOptions, NoiseGANOptions,
                                       PGANOptions, Pix2PixHDOptions, StyleGAN2Options, UNetTranslatorOptions)
 from dermsynth.data.maps import masked_subset
 from dermsynth.models.pix2pixhd import MultiScaleDiscriminator, build_pix2pixhd
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANDiscriminator, PGANGenerator, build_pgan, pgan_schedule
 from dermsynth.models.stylegan2 import STYLEGAN2_DEFAULTS, build_stylegan2, stylegan2_options
-from dermsynth.models.diffusion import DIFFUSION_DEFAULTS, build_diffusion, diffusion_options
+from dermsynth.models.diffusion import DIFFUSION_DEFAULTS, build_diffusion, diffusion_maps_options, diffusion_options
 from dermsynth.models.editing import build_cyclegan, build_unet_editor
 
 GANBuilder = Callable[..., tuple[nn.Module, nn.Module]]
@@ -205,6 +205,12 @@ MODELS: dict[str, ModelSpec] = {
     # dermsynth.models.diffusion); no latent to truncate: classifier-free guidance instead
     "ddpm": ModelSpec(build_diffusion, "ddpm", DIFFUSION_DEFAULTS, extra_options=diffusion_options,
                       options=DiffusionOptions, truncation=None),
+    # Bissoto et al.'s task by diffusion: DDPM with the semantic (+ instance) maps concatenated to its input,
+    # trained on the same data as pix2pixHD
+    "ddpm-maps": ModelSpec(build_diffusion, "ddpm-maps", DIFFUSION_DEFAULTS, inputs=("semantic", "instance"),
+                           extra_options=diffusion_maps_options,
+                           prepare_data=lambda cfg, data: masked_subset(data, cfg.skip_unmasked),
+                           options=MapDiffusionOptions, truncation=None),
 }
 
 

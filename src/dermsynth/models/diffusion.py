@@ -360,6 +360,13 @@ def build_diffusion(resolution: int, num_classes: int = 0, width: int = 64, pres
                                  process=process)}
 
 
+def maps_condition(*maps: torch.Tensor | None) -> torch.Tensor | None:
+    """Conditioning maps in {0, 1} (e.g. the semantic channels and the instance-boundary map) as the denoiser's
+    extra input channels in [-1, 1], the range of its images (None without maps)."""
+    present = [m for m in maps if m is not None]
+    return torch.cat(present, dim=1) * 2 - 1 if present else None
+
+
 def _recipe(cfg: Any) -> TrainingRecipe:
     return resolve_preset(cfg.preset, cfg.size).recipe
 
@@ -384,8 +391,16 @@ def diffusion_options(cfg: Any, data: Any) -> dict[str, Any]:
             "prediction": cfg.prediction}
 
 
+def diffusion_maps_options(cfg: Any, data: Any) -> dict[str, Any]:
+    """Builder options of the mask-conditioned model: as :func:`diffusion_options`, plus one conditioning channel
+    per semantic channel (the lesion, and the five ISIC attributes when the data have attribute masks, as
+    ``dermsynth.data.maps.semantic_channels``; models do not import the data layer) and the instance-boundary map."""
+    semantic = 6 if data.attribute_masks is not None else 1
+    return {**diffusion_options(cfg, data), "condition_channels": semantic + (1 if cfg.instance else 0)}
+
+
 __all__ = ["DDPM_256_RECIPE", "DDPM_CIFAR10_RECIPE", "DEFAULT_P_UNCOND", "DEFAULT_SAMPLING_STEPS",
            "DENOISER_PRESETS", "DIFFUSERS_EXAMPLE_RECIPE", "DIFFUSION_DEFAULTS", "Denoiser", "DenoiserPreset",
            "Diffusion", "Draw", "PREDICTIONS", "PRESET_FOR_SIZE", "SAMPLERS", "SCHEDULES", "TrainingRecipe",
-           "build_diffusion", "class_labels", "diffusion_options", "guided_prediction", "image_generator",
-           "preset_name", "resolve_preset"]
+           "build_diffusion", "class_labels", "diffusion_maps_options", "diffusion_options", "guided_prediction", "image_generator",
+           "maps_condition", "preset_name", "resolve_preset"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "DiffusionOptions", "LAPGANOptions", "LatentOptions",
+__all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "DiffusionOptions", "LAPGANOptions", "MapDiffusionOptions", "LatentOptions",
            "ModelOptions", "NoiseGANOptions", "PGANOptions", "Pix2PixHDOptions", "StyleGAN2Options", "TwoDomainOptions", "UNetTranslatorOptions",
            "option"]
 
@@ -244,3 +244,21 @@ class DiffusionOptions(ModelOptions):
             value = getattr(cfg, name)
             if value is not None and not value >= 0:
                 raise DermsynthError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+
+
+@dataclass
+class MapDiffusionOptions(DiffusionOptions):
+    """Mask-conditioned diffusion (``ddpm-maps``): the semantic (+ instance-boundary) maps of Bissoto et al.'s
+    pix2pixHD as extra input channels of the denoiser, on the same data."""
+
+    instance: bool = option(True, "Feed the superpixel instance-boundary map besides the semantic map "
+                                  "(--no-instance: seed 000's variant (c), semantic maps alone).")
+    skip_unmasked: bool = option(False, "Skip images without a lesion mask (with a count) instead of failing.")
+
+    @staticmethod
+    def check(cfg: Any) -> None:
+        from dermsynth.errors import DermsynthError
+
+        if cfg.conditional:
+            raise DermsynthError("--model ddpm-maps is conditioned on lesion maps, not classes; drop --conditional")
+        DiffusionOptions.check(cfg)

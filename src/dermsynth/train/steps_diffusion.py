@@ -8,7 +8,8 @@ ramps up linearly over the first ``warmup`` steps (DDPM: 5000; diffusers' exampl
 the checkpointed ``noise`` generator for the global batch, each rank keeping its rows, as in the GAN steps.
 
 Previews and in-training metrics draw images with the configured ``sampler`` at ``sampling_steps`` steps and
-``guidance``; map-conditioned models (``ddpm-maps``) denoise given the maps of the source batch.
+``guidance``; the map-conditioned model (``ddpm-maps``, :class:`MapDiffusionStep`) denoises given the semantic
+(+ instance-boundary) maps of the batch, as extra input channels.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dermsynth.models.diffusion import Denoiser, class_labels
+from dermsynth.models.diffusion import Denoiser, class_labels, maps_condition
 from dermsynth.train.batch import Batch
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.distributed import DistInfo
@@ -46,6 +47,7 @@ class DiffusionStep(TrainStep):
         self.sampler, self.guidance = sampler, guidance
         self.sampling_steps = self.process.sampling_steps(sampler, sampling_steps)
         self.needs = frozenset({"images", *(("labels",) if conditional else ()), *condition_fields})
+        self.sampled_inputs = condition_fields or None  # a map-conditioned denoiser takes its maps
         self.base_lr = float(opt.param_groups[0]["lr"])
         self.steps_done = 0
         self.preview_seed, self.bf16 = preview_seed, bf16
@@ -74,8 +76,7 @@ class DiffusionStep(TrainStep):
 
     def condition(self, batch: Batch) -> torch.Tensor | None:
         """The conditioning maps of a batch, as channels in [-1, 1] (None for an image-only model)."""
-        maps = [batch.get(name) for name in self.condition_fields]
-        return torch.cat(maps, dim=1) * 2 - 1 if maps else None
+        return maps_condition(*[batch.get(name) for name in self.condition_fields])
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         factor = min(1.0, (self.steps_done + 1) / self.warmup) if self.warmup else 1.0
@@ -105,8 +106,10 @@ class DiffusionStep(TrainStep):
                                    seed=seed, bf16=self.bf16)
 
     def preview(self, generator: nn.Module, fixed: Batch) -> tuple[torch.Tensor, int]:
-        labels = torch.arange(PREVIEW_SIZE) % generator.num_classes if self.conditional else None
-        return self._sample(generator, PREVIEW_SIZE, self.preview_seed, labels, self.condition(fixed)), 8
+        condition = self.condition(fixed)  # the fixed batch's maps (it may hold fewer than PREVIEW_SIZE images)
+        n = PREVIEW_SIZE if condition is None else len(fixed)
+        labels = torch.arange(n) % generator.num_classes if self.conditional else None
+        return self._sample(generator, n, self.preview_seed, labels, condition), 8
 
     def synthesize(self, generator: nn.Module, n: int, seed: int, source: Batch | None) -> torch.Tensor:
         labels = class_labels(generator.num_classes, seed, range(n)) if self.conditional else None
@@ -123,4 +126,13 @@ class DiffusionStep(TrainStep):
         self.base_lr = float(state.get("base_lr", self.base_lr))
 
 
+class MapDiffusionStep(DiffusionStep):
+    """``ddpm-maps``: the denoiser also sees the semantic (+ instance-boundary) maps of each image."""
+
+    @classmethod
+    def config_options(cls, cfg: TrainConfig) -> dict[str, Any]:
+        return {"condition_fields": ("semantic", "instance") if cfg.instance else ("semantic",)}
+
+
 register_step("ddpm", DiffusionStep)
+register_step("ddpm-maps", MapDiffusionStep)

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from dermsynth.data.dataset import LesionDataset
+from dermsynth.data.fingerprint import data_fingerprint
 from dermsynth.data.prepare import load_dataset
 from dermsynth.data.patches import patch_domains
 from dermsynth.data.splits import split_part
@@ -49,9 +50,10 @@ from dermsynth.progress import tqdm
 from dermsynth.models import build_networks, model_spec
 from dermsynth.report.figures import image_grid, plot_curves, save_png, to_uint8
 from dermsynth.train.batch import Batch, batch_from_dataset
-from dermsynth.train.checkpoint import FORMAT, load_checkpoint, nonfinite_tensor, save_checkpoint
+from dermsynth.train.checkpoint import FORMAT, assert_finite_weights, load_checkpoint, save_checkpoint
 from dermsynth.train.config import TrainConfig, parse_batch_schedule
 from dermsynth.train.distributed import DistInfo, init_distributed
+from dermsynth.train.divergence import DivergenceCheck, not_finite
 from dermsynth.train.monitor import OverfitMonitor, split_holdout
 from dermsynth.train.minibatches import Minibatches
 from dermsynth.train.steps import PREVIEW_SIZE, GANStep, TrainStep, ema_beta_at, step_class
@@ -59,6 +61,8 @@ from dermsynth.train.steps import PREVIEW_SIZE, GANStep, TrainStep, ema_beta_at,
 __all__ = ["GANStep", "MetricsHook", "RunLocked", "TrainResult", "TrainingDiverged", "TrainingInterrupted",
            "ema_beta_at", "load_training_data", "model_options", "train", "update_ema"]
 
+#: data paths stored resolved (and, on --resume, compared by the fingerprint of their contents)
+_DATA_PATHS = ("data", "data_b", "split")
 #: options ``--resume`` may change (applied, and recorded in config.json with the step); every other option
 #: is fixed by the run (model, data, size, architecture, schedule, seed) and a different value is an error
 LOSSES_CSV, OVERFIT_CSV, METRICS_CSV = "losses.csv", "overfit.csv", "metrics.csv"  # logs in the run folder
@@ -156,6 +160,9 @@ class _Run:
     metrics: MetricsHook | None
     sync_buffers: bool
     changes: list[dict]      # options changed on --resume, with the step each took effect
+    divergence: DivergenceCheck
+    data_seen: dict          # what the run trains on: resolved paths and fingerprints (checked on --resume)
+    log_state: dict | None = None  # statistics summed since the last log row, from the checkpoint
 
     @property
     def ckpt_path(self) -> Path:
@@ -180,6 +187,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     """
     spec = model_spec(cfg.model)
     cfg.refuse_foreign(given)  # e.g. --direction for dcgan, even at its default value
+    cfg = replace(cfg, **{k: _resolved(getattr(cfg, k)) for k in _DATA_PATHS})
     if spec.data_domain is not None:  # a patch folder as --data alone: its healthy/ and lesion/ sets
         cfg = replace(cfg, **dict(zip(("data", "data_b"), patch_domains(cfg.data, cfg.data_b, spec.data_domain(cfg)))))
     out = Path(cfg.out)
@@ -187,11 +195,15 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     state, changes = None, []
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
+        assert_finite_weights(state, ckpt_path)  # a diverged checkpoint (earlier versions wrote them) is no start
         cfg, changes = _resume_config(cfg, state, given)
     elif not resume and ckpt_path.exists():
         raise DermsynthError(f"{out} already holds a run (latest.pt); pass --resume to continue it "
                              f"or choose another --out")
     cfg = cfg.resolve()
+    if state is not None and cfg.steps < int(state["step"]):
+        raise DermsynthError(f"--resume: the run in {out} is at step {state['step']}, beyond --steps {cfg.steps}; "
+                             f"give a longer --steps/--kimg to continue it (or sample its latest.pt as it is)")
     if cfg.metrics and metrics is None and make_metrics is not None:
         metrics = make_metrics(cfg)
     if cfg.metrics and metrics is None:
@@ -219,6 +231,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     networks = {name: net.to(device).to(**memory) for name, net in build_networks(cfg.model, **options).items()}
     kind = step_class(spec.step)
     ema = copy.deepcopy(networks[kind.sampled]).eval().requires_grad_(False) if cfg.ema_beta > 0 else None
+    divergence = DivergenceCheck(kind.stat_names, networks)  # the initial weights' RMS (the seed's, on resume too)
     noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     train_step: TrainStep = kind.from_config(cfg, networks, bf16=use_cuda and cfg.bf16, noise=noise, ema=ema,
                                            dist=dist)
@@ -227,7 +240,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     # Batch sizes are global (all ranks together); the sampler validates the largest one.
     max_batch = max(parse_batch_schedule(cfg.batch_schedule, cfg.size).values()) if cfg.batch_schedule \
         else cfg.batch_size
-    sampler_b = None
+    sampler_b, data_b = None, None
     if "domain_b" in train_step.needs:
         data_b = dataset_b
         if data_b is None:
@@ -239,11 +252,17 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
         sampler_b = Minibatches(data_b, max_batch, cfg.seed + 7, device,
                                 needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist)
     sampler = Minibatches(data, max_batch, cfg.seed, device, needs=train_step.needs, dist=dist)
+    data_seen = {"data": {"path": cfg.data, **data_fingerprint(data)}}
+    if sampler_b is not None:
+        data_seen["data_b"] = {"path": cfg.data_b, **data_fingerprint(data_b)}
+    if state is not None:
+        _check_same_data(state, data_seen)
     preview_rows = np.sort(np.random.default_rng(cfg.seed + 2).permutation(len(data))[:PREVIEW_SIZE])
     fixed = batch_from_dataset(data, preview_rows, train_step.needs, device)
     inputs = tuple(train_step.sampled_inputs or spec.inputs)  # e.g. pix2pixHD --no-instance
+    divergence.stat_names = list(train_step.stat_names)  # e.g. with aug_p under --augment
     run = _Run(cfg, out, device, dist, data, held_out, options, inputs, noise, train_step, sampler, sampler_b, fixed,
-               metrics, sync_buffers=False, changes=changes)
+               metrics, sync_buffers=False, changes=changes, divergence=divergence, data_seen=data_seen)
     step, images_seen, best = 0, 0, math.inf
     if state is not None:
         _restore(state, run)
@@ -281,7 +300,9 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
     cfg, out, ckpt_path, device, dist, data = run.cfg, run.out, run.ckpt_path, run.device, run.dist, run.data
     train_step = run.train_step
     sampled, ema = train_step.networks[train_step.sampled], train_step.ema
-    weights = (*train_step.networks.values(), ema)  # every network checked for non-finite values
+    # every network (and the EMA copy) is checked for non-finite or exploded weights
+    watched = {**train_step.networks, **({f"{train_step.sampled} (EMA)": ema} if ema is not None else {})}
+    lr_flags = ", ".join(f"--{o.replace('_', '-')}" for o in train_step.lr_options.values()) or "the learning rate"
     sampler, sampler_b, fixed, metrics, inputs = run.sampler, run.sampler_b, run.fixed, run.metrics, run.inputs
     losses_csv, overfit_csv, metrics_csv = out / LOSSES_CSV, out / OVERFIT_CSV, out / METRICS_CSV
     main = dist.is_main
@@ -294,12 +315,22 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
     board = _tensorboard(out / "tensorboard", step) if cfg.tensorboard and main else None
     last_good = {"step": int(step)}
     log_sum = torch.zeros(len(stat_names), device=device)
+    log_n, log_from = 0, step + 1
+    if run.log_state is not None:  # steps since the last log row before the checkpoint: the row comes out whole
+        log_sum.copy_(run.log_state["sum"])
+        log_n, log_from = int(run.log_state["n"]), int(run.log_state["from"])
 
     def checkpoint_state() -> dict:
-        return _state(run, step, images_seen, best)
+        return _state(run, step, images_seen, best, {"sum": log_sum.cpu().clone(), "n": log_n, "from": log_from})
+
+    def refuse_diverged(reasons: list[str], first: int) -> None:
+        if reasons:
+            raise TrainingDiverged(_diverged(reasons, first, step, ckpt_path, last_good["step"], lr_flags))
 
     def checkpoint() -> Path:
-        _check_finite(log_sum, stat_names, step, weights, ckpt_path, last_good["step"])
+        # never write a diverged state: statistics since the last log row, then every weight
+        refuse_diverged(not_finite([k for k, ok in zip(stat_names, torch.isfinite(log_sum).tolist()) if not ok])
+                        or run.divergence.weights(watched), step)
         state = checkpoint_state()
         path = save_checkpoint(state, ckpt_path)
         last_good["step"] = step
@@ -374,10 +405,10 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
                 board.add_scalar(f"metrics/{k}", values[k], step)
         if values[names[0]] < best:
             best = float(values[names[0]])
-            _check_finite(log_sum, stat_names, step, weights, ckpt_path, last_good["step"])
+            refuse_diverged(run.divergence.weights(watched), step)
             save_checkpoint(checkpoint_state(), out / "best.pt")
 
-    log_n, log_images, t_log, log_from = 0, 0, time.perf_counter(), step + 1
+    log_images, t_log = 0, time.perf_counter()  # img_per_s: this session's images and time since its last row
     bar = tqdm(total=cfg.steps, initial=step, unit="step", disable=not (progress and main), dynamic_ncols=True)
     with (open(losses_csv, "a", newline="") if main else contextlib.nullcontext()) as log_file, \
             _StopOnSignal() as stop:
@@ -424,9 +455,7 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
                             board.add_scalar(f"train/{k}", v, step)
                         board.add_scalar("train/img_per_s", ips, step)
                         board.flush()
-                bad = [k for k, v in zip(stat_names, values) if not math.isfinite(v)]
-                if bad:
-                    raise TrainingDiverged(_diverged(bad, log_from, step, ckpt_path, last_good["step"]))
+                refuse_diverged(run.divergence.statistics(values) or run.divergence.weights(watched), log_from)
                 log_sum.zero_()
                 log_n, log_images, t_log, log_from = 0, 0, now, step + 1
                 if monitor is not None:
@@ -472,39 +501,56 @@ def _check_data(data: LesionDataset, cfg: TrainConfig, option: str) -> None:
         raise DermsynthError(f"--conditional needs labelled data; {option} has no classes")
 
 
-def _diverged(bad: list[str], first: int, last: int, ckpt_path: Path, good_step: int) -> str:
+def _diverged(reasons: list[str], first: int, last: int, ckpt_path: Path, good_step: int, lr_flags: str) -> str:
     where = f"step {last}" if first >= last else f"steps {first}-{last}"
     kept = (f"the last good checkpoint {ckpt_path} (step {good_step}) is kept" if good_step and ckpt_path.exists()
             else "no checkpoint was written")
-    return (f"training diverged: {', '.join(bad)} not finite at {where}; {kept}; lower --lr-g/--lr-d "
-            f"(or change the loss) and --resume")
+    return (f"training diverged at {where}: {'; '.join(reasons)}; {kept}; lower {lr_flags} (or change the loss) "
+            f"and --resume")
 
 
-def _check_finite(log_sum: torch.Tensor, stat_names: list[str], step: int, modules, ckpt_path: Path,
-                  good_step: int) -> None:
-    """Refuse to checkpoint a diverged state: statistics since the last log, then every weight."""
-    bad = [k for k, ok in zip(stat_names, torch.isfinite(log_sum).tolist()) if not ok]
-    for m in modules:
-        if m is not None and not bad and (found := nonfinite_tensor(m)) is not None:
-            bad = [f"weights ({found[0]}: {found[1]})"]
-    if bad:
-        raise TrainingDiverged(_diverged(bad, step, step, ckpt_path, good_step))
+def _resolved(path: str | None) -> str | None:
+    """An existing file or folder as its absolute path (``imgs/`` and ``./imgs`` are one folder); anything else
+    (``phantom:N``, a dataset name, None) as given."""
+    if path is None or ":" in path.split("/")[0] or not Path(path).exists():
+        return path
+    return str(Path(path).resolve())
+
+
+def _check_same_data(state: dict, seen: dict) -> None:
+    """Refuse a resume on other training data than the checkpoint's (count and content hash), whatever the
+    paths are called; checkpoints before fingerprints (no ``data_seen``) are compared by path only."""
+    saved = state.get("data_seen") or {}
+    for key, now in seen.items():
+        before = saved.get(key)
+        if before is None:
+            continue
+        if (before["count"], before["sha256"]) != (now["count"], now["sha256"]):
+            flag = "--" + key.replace("_", "-")
+            raise DermsynthError(
+                f"--resume: {flag} {now['path'] or '(given in memory)'} is not the data the run was trained on "
+                f"({now['count']} images, content {now['sha256'][:12]}; the run had {before['count']} images, "
+                f"{before['sha256'][:12]} from {before['path'] or '(given in memory)'}); resume on the same "
+                f"data or start a new --out")
 
 
 def _resume_config(cfg: TrainConfig, state: dict, given: set[str] | None) -> tuple[TrainConfig, list[dict]]:
     """The checkpoint's config with the options the user may change applied; errors for the others."""
     saved = TrainConfig.from_dict(state["config"]).applicable()  # earlier versions recorded every model's options
+    saved = replace(saved, **{k: _resolved(getattr(saved, k)) for k in _DATA_PATHS})  # earlier: as typed
+    # data whose fingerprint the checkpoint holds may come from another path: its contents are compared instead
+    mutable = (*RESUME_MUTABLE, *(state.get("data_seen") or {}))
     defaults = TrainConfig()
     if given is None:
         given = {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) != getattr(defaults, f.name)}
     fixed = [f.name for f in fields(TrainConfig)
-             if f.name in given and f.name not in RESUME_MUTABLE and f.name != "out"
+             if f.name in given and f.name not in mutable and f.name != "out"
              and getattr(cfg, f.name) != getattr(saved, f.name)]
     if fixed:
         diffs = ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k)} (the run has {getattr(saved, k)})" for k in fixed)
         raise DermsynthError(f"--resume cannot change {diffs}; drop the option(s) or start a new --out")
     changes = []
-    for key in RESUME_MUTABLE:
+    for key in mutable:
         new, old = getattr(cfg, key), getattr(saved, key)
         if key in given and new != old:
             changes.append({"option": key, "from": old, "to": new})
@@ -582,7 +628,7 @@ class _StopOnSignal:
             signal.signal(s, previous)
 
 
-def _state(run: _Run, step: int, images_seen: int, best: float) -> dict:
+def _state(run: _Run, step: int, images_seen: int, best: float, log_state: dict) -> dict:
     """The checkpoint: everything an exact resume, a sampler and an audit of the run need."""
     return {
         "format": FORMAT,
@@ -597,6 +643,9 @@ def _state(run: _Run, step: int, images_seen: int, best: float) -> dict:
         "step": step,
         "images_seen": images_seen,  # real images shown: PGAN's growth stage and phase derive from it
         "best_metric": best,
+        "data_seen": run.data_seen,  # resolved paths and fingerprints of the training data
+        "divergence": run.divergence.state_dict(),
+        "log_state": log_state,      # statistics summed since the last log row: losses.csv resumes exactly
         "step_state": run.train_step.state_dict(),
         "networks": {name: net.state_dict() for name, net in run.train_step.networks.items()},
         "ema": {} if run.train_step.ema is None else {run.train_step.sampled: run.train_step.ema.state_dict()},
@@ -625,6 +674,8 @@ def _restore(state: dict, run: _Run) -> None:
     if run.sampler_b is not None and state.get("sampler_b") is not None:
         run.sampler_b.load_state_dict(state["sampler_b"])
     train_step.load_state_dict(state.get("step_state", {}))
+    run.divergence.load_state_dict(state.get("divergence"))
+    run.log_state = state.get("log_state")
     run.noise.set_state(state["noise_rng"])
     torch.set_rng_state(state["torch_rng"])
     if torch.cuda.is_available() and state.get("cuda_rng"):

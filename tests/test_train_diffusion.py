@@ -142,3 +142,13 @@ def test_cli_trains_samples_and_refuses_a_gan_option_in_one_line(tmp_path):
                    tmp_path / "s", "--quiet")
     assert proc.returncode == 0, proc.stderr and (tmp_path / "s" / "sample_0_000001.png").is_file()
     assert_one_line_error(run_cli("sample", run, "--n", 2, "--psi", 0.5, "--out", tmp_path / "t"), "--psi applies to GANs")
+
+
+def test_resume_may_change_the_learning_rate(tmp_path, noise_dataset):
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), steps=2, **TINY), dataset=noise_dataset, progress=False)
+    train(TrainConfig(out=str(out), steps=3, **{**TINY, "lr": 1e-5}), dataset=noise_dataset, progress=False,
+          resume=True, given={"steps", "lr"})
+    state = torch.load(out / "latest.pt", weights_only=True)
+    assert state["optimizers"]["denoiser"]["param_groups"][0]["lr"] == pytest.approx(1e-5)  # warmed up: 3 of 3
+    assert json.loads((out / "config.json").read_text())["lr"] == 1e-5

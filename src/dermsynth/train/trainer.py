@@ -67,7 +67,7 @@ _DATA_PATHS = ("data", "data_b", "split")
 #: is fixed by the run (model, data, size, architecture, schedule, seed) and a different value is an error
 LOSSES_CSV, OVERFIT_CSV, METRICS_CSV = "losses.csv", "overfit.csv", "metrics.csv"  # logs in the run folder
 RESUME_MUTABLE = ("steps", "kimg", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "device",
-                  "lr_g", "lr_d", "bf16", "channels_last", "compile", "metrics", "metric_every", "metric_real",
+                  "lr_g", "lr_d", "lr", "bf16", "channels_last", "compile", "metrics", "metric_every", "metric_real",
                   "metric_images", "tensorboard")
 
 

@@ -1,8 +1,8 @@
 """DDPM training and sampling throughput at 64 and 256 px, in images per second, with peak GPU memory.
 
-Training: the package's diffusion loss (``dermsynth.models.diffusion.Diffusion.loss``: uniform t, epsilon target,
-classifier-free label dropout 0.1, seven classes as HAM10000) and one AdamW step (lr 1e-4, as diffusers'
-unconditional training example) on the preset sized for each resolution (64 px: the diffusers example's U-Net,
+Training: the trainer's own step (``dermsynth.train.steps_diffusion.DiffusionStep``: DDPM's loss at a uniform t,
+epsilon target, classifier-free label dropout 0.1, seven classes as HAM10000, gradient clip 1, one AdamW step with
+diffusers' example settings) on the preset sized for each resolution (64 px: the diffusers example's U-Net,
 256 px: DDPM's 256 px U-Net; both 114M parameters), at DDPM's minibatch 64 unless ``--batch``. Sampling: the
 same networks drawing a batch with DDIM (50 steps) and DPM-Solver++ (20 steps), with classifier-free guidance 2
 (two network evaluations per step on the doubled batch); ``evals/s`` is denoiser evaluations (image x step) per
@@ -23,6 +23,8 @@ import torch
 
 from _common import peak_gib, pick_device, print_table, record, time_steps  # this folder is on sys.path when run
 from dermsynth.models.diffusion import DEFAULT_SAMPLING_STEPS, PRESET_FOR_SIZE, Denoiser, Diffusion
+from dermsynth.train.batch import Batch
+from dermsynth.train.steps_diffusion import DiffusionStep
 
 NUM_CLASSES = 7  # HAM10000's
 GUIDANCE = 2.0
@@ -37,25 +39,21 @@ def _denoiser(resolution: int, preset: str, device: torch.device, fast: bool) ->
 
 def training_rate(resolution: int, preset: str, batch: int, device: torch.device, fast: bool, steps: int,
                   warmup: int) -> float:
-    """Training images/s: loss, backward and AdamW step per minibatch."""
-    denoiser, process = _denoiser(resolution, preset, device, fast).train(), Diffusion("linear", 1000, "epsilon")
+    """Training images/s of the trainer's own step (``DiffusionStep``: loss, backward, gradient clip, AdamW)."""
+    denoiser = _denoiser(resolution, preset, device, fast).train()
     opt = torch.optim.AdamW(denoiser.parameters(), 1e-4, betas=(0.95, 0.999), weight_decay=1e-6)
     noise = torch.Generator(device=device).manual_seed(0)
+    step = DiffusionStep(denoiser, opt, bf16=fast, batch_size=batch, conditional=True, noise=noise)
     images = torch.rand(batch, 3, resolution, resolution, device=device, generator=noise) * 2 - 1
     if fast:
         images = images.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(NUM_CLASSES, (batch,), device=device, generator=noise)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast)
+    data = Batch(images=images, labels=torch.randint(NUM_CLASSES, (batch,), device=device, generator=noise))
 
     def run(n: int) -> torch.Tensor:
         total = torch.zeros((), device=device)
         for _ in range(n):
-            with autocast:
-                loss = process.loss(denoiser, images, labels, generator=noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach()
+            step.begin(0)
+            total += step(data)[0]
         return total
 
     return steps * batch / time_steps(run, steps, warmup, device)

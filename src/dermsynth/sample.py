@@ -271,14 +271,19 @@ def diffusion_labels(model: LoadedGenerator, indices: range, class_name: str | i
                      seed: int) -> torch.Tensor | None:
     """Labels of images ``indices`` of a diffusion run: the requested class, or (class-conditional models) uniform
     labels, label i a function of the seed and i (so a sample does not depend on the batch it is drawn in)."""
+    return _class_or_drawn(model, len(indices), class_name, lambda: class_labels(len(model.class_names), seed, indices))
+
+
+def _class_or_drawn(model: LoadedGenerator, n: int, class_name: str | int | None,
+                    draw) -> torch.Tensor | None:
+    """``n`` labels of the requested class; None for an unconditional model (which refuses a class); else
+    ``draw()``."""
     if not model.conditional:
         if class_name is not None:
             model.class_index(class_name)  # raises the explanatory error
         return None
     idx = model.class_index(class_name)
-    if idx is not None:
-        return torch.full((len(indices),), idx, dtype=torch.long)
-    return class_labels(len(model.class_names), seed, indices)
+    return torch.full((n,), idx, dtype=torch.long) if idx is not None else draw()
 
 
 def diffuse(model: LoadedGenerator, n: int, seed: int, labels: torch.Tensor | None, sampling: DiffusionSampling,
@@ -348,14 +353,8 @@ def translate_maps(model: LoadedGenerator, maps: list[LesionMap], class_names: l
 
 def sample_labels(model: LoadedGenerator, n: int, class_name: str | int | None, generator: torch.Generator) -> torch.Tensor | None:
     """Labels for a batch: the requested class, or (conditional models) uniform over classes."""
-    if not model.conditional:
-        if class_name is not None:
-            model.class_index(class_name)  # raises the explanatory error
-        return None
-    idx = model.class_index(class_name)
-    if idx is not None:
-        return torch.full((n,), idx, dtype=torch.long)
-    return torch.randint(len(model.class_names), (n,), generator=generator)
+    return _class_or_drawn(model, n, class_name,
+                           lambda: torch.randint(len(model.class_names), (n,), generator=generator))
 
 
 def write_samples(checkpoint: str | Path, n: int, out: str | Path, class_name: str | int | None = None,

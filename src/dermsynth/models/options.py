@@ -17,6 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dermsynth.errors import DermsynthError
+from dermsynth.models.perceptual import check_perceptual_spec
+from dermsynth.models.pgan import parse_batch_schedule
+
 __all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "LAPGANOptions", "LatentOptions",
            "ModelOptions", "NoiseGANOptions", "PGANOptions", "Pix2PixHDOptions", "StyleGAN2Options", "TwoDomainOptions", "UNetTranslatorOptions",
            "option"]
@@ -102,9 +106,6 @@ class PGANOptions(NoiseGANOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        from dermsynth.errors import DermsynthError
-        from dermsynth.models.pgan import parse_batch_schedule
-
         for name in ("stable_kimg", "fade_kimg"):
             value = getattr(cfg, name)
             if value is not None and not value >= 0:
@@ -152,8 +153,6 @@ class Pix2PixHDOptions(AdversarialOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        from dermsynth.models.perceptual import check_perceptual_spec
-
         if cfg.perceptual is not None:
             check_perceptual_spec(cfg.perceptual)
 
@@ -177,8 +176,6 @@ class UNetTranslatorOptions(TwoDomainOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        from dermsynth.errors import DermsynthError
-
         if cfg.truncate_healthy and cfg.direction != "add":
             raise DermsynthError("--truncate-healthy applies to --model unet-translator --direction add")
 

@@ -14,8 +14,14 @@ the options by model. An options class may add a :meth:`ModelOptions.check` for 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from dermsynth.errors import DermsynthError
+from dermsynth.models.diffusion import Diffusion
+from dermsynth.models.perceptual import check_perceptual_spec
+from dermsynth.models.pgan import parse_batch_schedule
 
 __all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "DiffusionOptions", "LAPGANOptions",
            "LatentOptions", "MapDiffusionOptions", "ModelOptions", "NoiseGANOptions", "PGANOptions", "Pix2PixHDOptions", "StyleGAN2Options", "TwoDomainOptions", "UNetTranslatorOptions",
@@ -102,9 +108,6 @@ class PGANOptions(NoiseGANOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        from dermsynth.errors import DermsynthError
-        from dermsynth.models.pgan import parse_batch_schedule
-
         for name in ("stable_kimg", "fade_kimg"):
             value = getattr(cfg, name)
             if value is not None and not value >= 0:
@@ -152,8 +155,6 @@ class Pix2PixHDOptions(AdversarialOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        from dermsynth.models.perceptual import check_perceptual_spec
-
         if cfg.perceptual is not None:
             check_perceptual_spec(cfg.perceptual)
 
@@ -177,8 +178,6 @@ class UNetTranslatorOptions(TwoDomainOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        from dermsynth.errors import DermsynthError
-
         if cfg.truncate_healthy and cfg.direction != "add":
             raise DermsynthError("--truncate-healthy applies to --model unet-translator --direction add")
 
@@ -224,11 +223,6 @@ class DiffusionOptions(ModelOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        import math
-
-        from dermsynth.errors import DermsynthError
-        from dermsynth.models.diffusion import Diffusion
-
         process = Diffusion(cfg.schedule, cfg.timesteps, cfg.prediction)  # checks the three
         if cfg.sampling_steps is not None:
             process.sampling_steps(cfg.sampler, cfg.sampling_steps)
@@ -257,8 +251,6 @@ class MapDiffusionOptions(DiffusionOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        from dermsynth.errors import DermsynthError
-
         if cfg.conditional:
             raise DermsynthError("--model ddpm-maps is conditioned on lesion maps, not classes; drop --conditional")
         DiffusionOptions.check(cfg)

@@ -13,9 +13,10 @@ run, also across PGAN phase changes), and data-parallel training when started by
 
 Reliability: a run holds a lock on its folder (a second run into the same ``out`` is refused; a killed
 run's lock dies with it); Ctrl-C or SIGTERM (``timeout``, SLURM, Kubernetes) finish the current step, save
-a checkpoint and stop; a non-finite loss or weight stops the run with an error naming the step and never
-overwrites the last good checkpoint; ``--resume`` refuses options that cannot change and records the ones
-that may.
+a checkpoint and stop; a non-finite or exploding statistic or weight (``dermsynth.train.divergence``) stops the
+run with an error naming the steps and never overwrites the last good checkpoint; ``--resume`` refuses options
+that cannot change, other training data (by fingerprint) and a length behind the run, and records the options
+that may change.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class TrainingInterrupted(DermsynthError):
 
 
 class TrainingDiverged(DermsynthError):
-    """A loss or weight became NaN/inf; the last good checkpoint was kept."""
+    """A statistic or weight became NaN/inf or exploded (``dermsynth.train.divergence``); the last good checkpoint
+    was kept."""
 
 
 class RunLocked(DermsynthError):

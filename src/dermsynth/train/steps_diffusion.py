@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dermsynth.models.diffusion import Denoiser, class_labels, maps_condition
-from dermsynth.train.batch import Batch
+from dermsynth.data.batch import Batch
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.distributed import DistInfo
 from dermsynth.train.steps import PREVIEW_SIZE, TrainStep, register_step

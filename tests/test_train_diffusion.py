@@ -176,3 +176,15 @@ def test_two_ranks_train_as_one_process_with_the_same_global_batch(tmp_path, noi
         diff = torch.cat([(ddp[part]["denoiser"][k] - x).abs().flatten() for k, x in single[part]["denoiser"].items()
                           if x.is_floating_point()])
         assert diff.max() <= 2 * lr * 4 and diff.median() <= lr / 10, (part, diff.max(), diff.median())
+
+
+def test_augment_takes_a_ddpm_checkpoint_as_a_synthetic_source(conditional_run):
+    from dermsynth.classify.synthetic import GeneratorSource, open_source
+
+    source = open_source(conditional_run)
+    assert isinstance(source, GeneratorSource) and source.class_names == ["MEL", "NV", "BCC"]
+    drawn = source.draw(np.array([0, 2, 1]), source.class_names, 16, seed=5)
+    assert drawn.images.shape == (3, 16, 16, 3) and drawn.labels.tolist() == [1, 1, 2]
+    assert np.array_equal(drawn.images, source.draw(np.array([0, 2, 1]), source.class_names, 16, seed=5).images)
+    with pytest.raises(DermsynthError, match="--truncation applies to GANs"):
+        open_source(conditional_run, truncation=0.5)

@@ -84,9 +84,9 @@ class ModelSpec:
     prepare_domains: Callable[[Any, Any, Any], tuple[Any, Any]] = field(default=lambda cfg, a, b: (a, b))
     #: the options the model takes besides the common ones (their fields, help and checks)
     options: type[ModelOptions] = NoiseGANOptions
-    #: how samples are truncated: "latent" (z components resampled beyond a threshold, Furger et al. 2020), "w" (toward the
-    #: average w by psi: StyleGAN), or None. A generator that renormalises z (PGAN's pixel norm, StyleGAN's
-    #: second-moment normalisation) undoes latent resampling, so "latent" would be a silent no-op there.
+    #: how samples are truncated: "latent" (z components resampled beyond a threshold, Furger et al. 2020), "w"
+    #: (toward the average w by psi: StyleGAN), or None. A generator that renormalises z (PGAN's pixel norm,
+    #: StyleGAN's second-moment normalisation) undoes latent resampling, so "latent" would be a silent no-op there.
     truncation: str | None = "latent"
 
 
@@ -198,8 +198,8 @@ MODELS: dict[str, ModelSpec] = {
                            prepare_data=lambda cfg, data: masked_subset(data, cfg.skip_unmasked),
                            options=Pix2PixHDOptions),
     # Karras et al. 2020 (StyleGAN2-ADA): the reference configuration at the run's resolution
-    "stylegan2": ModelSpec(gan_networks(build_stylegan2), "stylegan2", STYLEGAN2_DEFAULTS, extra_options=stylegan2_options,
-                           options=StyleGAN2Options, truncation="w"),
+    "stylegan2": ModelSpec(gan_networks(build_stylegan2), "stylegan2", STYLEGAN2_DEFAULTS,
+                           extra_options=stylegan2_options, options=StyleGAN2Options, truncation="w"),
 }
 
 

@@ -56,22 +56,22 @@ class LatentOptions(ModelOptions):
     """Noise -> image generators: the latent and the classes."""
 
     conditional: bool = option(False, "Class-conditional: label embedding in G, projection in D.")
-    z_dim: int = option(128, "Latent dimension (Baur et al. 2018 uses 128 for every model; stylegan2: 8 x --width, not a "
+    z_dim: int = option(128, "Latent dimension (Baur et al. 2018 use 128 for every model; stylegan2: 8 x --width, not a "
                              "free choice).")
 
 
 @dataclass
 class AugmentOptions(ModelOptions):
-    """Discriminator augmentation (``dermsynth.train.augment_pipe``)."""
+    """Discriminator augmentation (``dermsynth.train.disc_augment``)."""
 
     augment: str | None = option(None, "Discriminator augmentation: none | ada (adaptive p, Karras et al. 2020) | "
                                        "fixed (p = --augment-p) | diffaugment (Zhao et al. 2020). Default: ada for "
-                                       "stylegan2 (as the reference's --aug=ada), else none.")
+                                       "stylegan2 (the reference's --aug=ada), else none.")
     augment_p: float = option(0.0, "Augmentation probability: fixed p, or ADA's initial p.")
-    augment_pipe: str = option("bgc", "Transforms of --augment ada/fixed (the reference's --augpipe): blit | geom | "
-                                      "color | filter | noise | cutout | bg | bgc | bgcf | bgcfn | bgcfnc.")
     ada_target: float = option(0.6, "ADA target of r_t = E[sign(D(real))].")
     ada_kimg: float = option(500.0, "ADA speed: thousands of real images for p to move from 0 to 1.")
+    augment_pipe: str = option("bgc", "Transforms of --augment ada/fixed (the reference's --augpipe): blit | geom | "
+                                      "color | filter | noise | cutout | bg | bgc | bgcf | bgcfn | bgcfnc.")
 
 
 @dataclass
@@ -85,7 +85,7 @@ class NoiseGANOptions(AugmentOptions, LatentOptions, AdversarialOptions):
 
 @dataclass
 class DCGANOptions(NoiseGANOptions):
-    d_scales: int | None = option(None, "Discriminator scales (Furger et al. 2020's multi-scale D, each on the input "
+    d_scales: int | None = option(None, "Discriminator scales (Furger et al.'s multi-scale D, each on the input "
                                         "average-pooled by 2 once more): 1 (Furger et al. 2020: 2).")
 
 

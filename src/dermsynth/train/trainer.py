@@ -44,7 +44,7 @@ from dermsynth.data.fingerprint import data_fingerprint
 from dermsynth.data.prepare import load_dataset
 from dermsynth.data.patches import patch_domains
 from dermsynth.data.splits import split_part
-from dermsynth.device import resolve_device, runtime_info
+from dermsynth.device import bf16_native, resolve_device, runtime_info
 from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import append_csv_row, check_writable_dir, read_csv_rows, write_csv, write_json
 from dermsynth.progress import tqdm
@@ -228,14 +228,14 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
         data, held_out = split_holdout(data, cfg.overfit_holdout, cfg.seed)
 
     options = model_options(cfg, data)
-    use_cuda = device.type == "cuda"
-    memory = {"memory_format": torch.channels_last} if use_cuda and cfg.channels_last else {}
+    bf16, channels_last = precision(cfg, device)
+    memory = {"memory_format": torch.channels_last} if channels_last else {}
     networks = {name: net.to(device).to(**memory) for name, net in build_networks(cfg.model, **options).items()}
     kind = step_class(spec.step)
     ema = copy.deepcopy(networks[kind.sampled]).eval().requires_grad_(False) if cfg.ema_beta > 0 else None
     divergence = DivergenceCheck(kind.stat_names, networks)  # the initial weights' RMS (the seed's, on resume too)
     noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    train_step: TrainStep = kind.from_config(cfg, networks, bf16=use_cuda and cfg.bf16, noise=noise, ema=ema,
+    train_step: TrainStep = kind.from_config(cfg, networks, bf16=bf16, noise=noise, ema=ema,
                                            dist=dist)
     if (cfg.augment or "none") != "none" and getattr(train_step, "augment", None) is None:
         raise DermsynthError(f"--augment {cfg.augment} does not apply to --model {cfg.model}; use --augment none")
@@ -252,7 +252,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
         _check_data(data_b, cfg, "--data-b")
         data, data_b = spec.prepare_domains(cfg, data, data_b)
         sampler_b = Minibatches(data_b, max_batch, cfg.seed + 7, device,
-                                needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist)
+                                 needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist)
     sampler = Minibatches(data, max_batch, cfg.seed, device, needs=train_step.needs, dist=dist)
     data_seen = {"data": {"path": cfg.data, **data_fingerprint(data)}}
     if sampler_b is not None:
@@ -309,6 +309,7 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
     losses_csv, overfit_csv, metrics_csv = out / LOSSES_CSV, out / OVERFIT_CSV, out / METRICS_CSV
     main = dist.is_main
     use_cuda = device.type == "cuda"
+    channels_last = precision(cfg, device)[1]
     autocast = train_step.autocast
     stat_names = list(train_step.stat_names)
     monitor = (OverfitMonitor(data, run.held_out, device, needs=train_step.needs, seed=cfg.seed)
@@ -417,7 +418,7 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
             batch = sampler.next(batch_size)           # this rank's rows of it
             if sampler_b is not None:
                 batch.domain_b = sampler_b.next(batch_size)
-            if use_cuda and cfg.channels_last:
+            if channels_last:
                 batch.images = batch.images.contiguous(memory_format=torch.channels_last)
             stats = train_step(batch)
             if run.sync_buffers:
@@ -552,11 +553,18 @@ def _resume_config(cfg: TrainConfig, state: dict, given: set[str] | None) -> tup
     return saved, changes
 
 
+def precision(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast, channels_last) of a run on ``device``: both on CUDA, and on a CPU that computes bf16
+    natively (:func:`dermsynth.device.bf16_native`), unless ``--no-bf16`` / ``--no-channels-last``."""
+    bf16 = bool(cfg.bf16) and bf16_native(device)
+    return bf16, bool(cfg.channels_last) and (device.type == "cuda" or bf16)
+
+
 def _save_config(cfg: TrainConfig, changes: list[dict], path: Path, device: torch.device) -> None:
     """config.json: the resolved options, every change made on --resume with the step it took effect, and
     where this session (the latest) runs (device, torch, CPU threads)."""
     write_json(path, {**cfg.to_dict(), **({"resume_changes": changes} if changes else {}),
-                      "runtime": runtime_info(device)})
+                      "runtime": runtime_info(device, *precision(cfg, device))})
 
 
 class _RunLock:

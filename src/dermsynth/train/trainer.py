@@ -40,9 +40,8 @@ import torch
 from torch import nn
 
 from dermsynth.data.dataset import LesionDataset
-from dermsynth.data.fingerprint import data_fingerprint
 from dermsynth.data.maps import masked_subset
-from dermsynth.data.prepare import load_dataset
+from dermsynth.data.prepare import content_hash, load_dataset
 from dermsynth.data.patches import patch_domains
 from dermsynth.data.splits import split_part
 from dermsynth.device import bf16_native, resolve_device, runtime_info
@@ -53,7 +52,7 @@ from dermsynth.models import build_networks, model_spec
 from dermsynth.models.options import FlipOptions
 from dermsynth.report.figures import image_grid, plot_curves, save_png, to_uint8
 from dermsynth.data.batch import Batch, batch_from_dataset
-from dermsynth.checkpoint import FORMAT, assert_finite_weights, load_checkpoint, nonfinite_tensor, save_checkpoint
+from dermsynth.checkpoint import FORMAT, assert_finite_weights, load_checkpoint, save_checkpoint
 from dermsynth.train.config import TrainConfig, parse_batch_schedule
 from dermsynth.train.distributed import DistInfo, init_distributed
 from dermsynth.train.divergence import DivergenceCheck, not_finite
@@ -256,9 +255,9 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
         sampler_b = Minibatches(data_b, max_batch, cfg.seed + 7, device,
                                  needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist, flip=flip)
     sampler = Minibatches(data, max_batch, cfg.seed, device, needs=train_step.needs, dist=dist, flip=flip)
-    data_seen = {"data": {"path": cfg.data, **data_fingerprint(data)}}
+    data_seen = {"data": {"path": cfg.data, "count": len(data), "sha256": content_hash(data)}}
     if sampler_b is not None:
-        data_seen["data_b"] = {"path": cfg.data_b, **data_fingerprint(data_b)}
+        data_seen["data_b"] = {"path": cfg.data_b, "count": len(data_b), "sha256": content_hash(data_b)}
     if state is not None:
         _check_same_data(state, data_seen)
     preview_rows = np.sort(np.random.default_rng(cfg.seed + 2).permutation(len(data))[:PREVIEW_SIZE])

@@ -96,3 +96,13 @@ def record(name: str, device: torch.device, path: str | Path, **fields: object) 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def print_table(rows: list[dict], columns: list[tuple[str, str, int]]) -> None:
+    """Rows as a right-aligned table: ``columns`` are (key, header, width); None prints as ``-``, floats with
+    two decimals."""
+    print(" ".join(f"{header:>{width}}" for _, header, width in columns))
+    for row in rows:
+        cells = [row.get(key) for key, _, _ in columns]
+        print(" ".join(f"{'-' if v is None else f'{v:.2f}' if isinstance(v, float) else v:>{w}}"
+                       for v, (_, _, w) in zip(cells, columns)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+os.environ.setdefault("DERMSYNTH_CPU_BF16", "0")  # float32 on every CPU: hashes comparable across machines
 
 from dermsynth.data.dataset import LesionDataset  # noqa: E402
 from dermsynth.data.phantom import generate_phantom  # noqa: E402

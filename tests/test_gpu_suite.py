@@ -17,7 +17,7 @@ def test_gpu_suite_quick_runs_every_part(tmp_path):
     suite = json.loads((tmp_path / "gpu_suite.json").read_text())
     assert proc.returncode == 0, {k: (v["status"], (tmp_path / f"{k}.log").read_text()[-500:])
                                   for k, v in suite["parts"].items() if v["status"] != "ok"}
-    assert {"dcgan64", "pgan", "metrics", "ham64"} <= set(suite["parts"])
+    assert {"dcgan64", "pgan", "metrics", "diffusion", "ham64"} <= set(suite["parts"])
     assert all(p["status"] == "ok" for p in suite["parts"].values())
     assert suite["parts"]["dcgan64"]["result"]["rows"][0]["img_per_s"] > 0
     last = suite["parts"]["ham64"]["result"]["metrics"][-1]  # the real-data training, scored while it trains

@@ -2,11 +2,13 @@
 
 import json
 import signal
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
-from _runs import assert_same_training_state, signal_during_step
+from _runs import assert_same_training_state, resumed_and_uninterrupted, signal_during_step
 from dermsynth.errors import DermsynthError
 from dermsynth.train import TrainConfig, TrainingInterrupted, train
 from dermsynth.train import trainer as trainer_module
@@ -148,3 +150,53 @@ def test_config_json_records_where_the_run_ran(tmp_path):
     # the suite pins float32 (DERMSYNTH_CPU_BF16=0): what ran is recorded beside what the CPU could do
     assert runtime == {"device": "cpu", "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
                        "cpu_bf16": cpu_has_bf16(), "bf16": False, "channels_last": False}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Resume checks (issue 18): the same data, a length ahead of the run, losses.csv bit for bit
+# --------------------------------------------------------------------------------------------------------
+
+
+def _without_timing(path):
+    """losses.csv without its img_per_s column (wall-clock throughput)."""
+    return [line.rsplit(",", 1)[0] for line in path.read_text().splitlines()]
+
+
+def test_resume_refuses_other_data_and_accepts_the_same_folder_spelled_otherwise(tmp_path, monkeypatch):
+    from conftest import labelled_noise
+
+    labelled_noise(n=40).save(tmp_path / "imgs")
+    labelled_noise(n=41).save(tmp_path / "other")  # another set: 41 images
+    monkeypatch.chdir(tmp_path)
+    cfg = dict(size=16, batch_size=8, width=4, z_dim=8, log_every=2, sample_every=100, checkpoint_every=100)
+    train(TrainConfig(out="run", data="imgs/", steps=2, **cfg), progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"] == str(tmp_path / "imgs")
+    train(TrainConfig(out="run", data="./imgs", steps=3, **cfg), progress=False, resume=True)  # the same folder
+    with pytest.raises(DermsynthError, match=r"--resume: --data .*other is not the data the run was trained on "
+                                             r"\(41 images.*the run had 40 images"):
+        train(TrainConfig(out="run", data="other", steps=4, **cfg), progress=False, resume=True)
+    labelled_noise(n=40).save(tmp_path / "moved")  # the same images elsewhere: accepted, recorded
+    train(TrainConfig(out="run", data="moved", steps=4, **cfg), progress=False, resume=True)
+    changes = json.loads((tmp_path / "run" / "config.json").read_text())["resume_changes"]
+    assert changes[-1] == {"option": "data", "from": str(tmp_path / "imgs"), "to": str(tmp_path / "moved"), "step": 3}
+    images = np.asarray(labelled_noise(n=40).images).copy()
+    images[0, 0, 0] ^= 1  # one pixel changed under the same path
+    replace(labelled_noise(n=40), images=images).save(tmp_path / "moved")
+    with pytest.raises(DermsynthError, match="is not the data the run was trained on"):
+        train(TrainConfig(out="run", data="moved", steps=5, **cfg), progress=False, resume=True)
+
+
+def test_resume_to_fewer_steps_than_done_is_an_error(tmp_path, noise_dataset):
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), steps=6, **TINY), dataset=noise_dataset, progress=False)
+    before = (out / "config.json").read_text()
+    with pytest.raises(DermsynthError, match=r"at step 6, beyond --steps 3; give a longer --steps"):
+        train(TrainConfig(out=str(out), steps=3, **TINY), dataset=noise_dataset, progress=False, resume=True)
+    assert (out / "config.json").read_text() == before
+
+
+def test_losses_csv_is_bit_identical_after_a_resume_between_log_rows(tmp_path, noise_dataset):
+    # logged every 5 steps, interrupted after step 7: the row of steps 6-10 spans the interruption
+    resumed_and_uninterrupted(tmp_path, 20, 7, dataset=noise_dataset, **TINY)
+    full, split = (_without_timing(tmp_path / name / "losses.csv") for name in ("full", "split"))
+    assert len(full) == 1 + 4 and full == split

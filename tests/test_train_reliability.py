@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from _runs import assert_same_training_state, signal_during_step
+from dermsynth.errors import DermsynthError
 from dermsynth.train import RunLocked, TrainConfig, TrainingDiverged, TrainingInterrupted, train
 from dermsynth.train import trainer as trainer_module
 
@@ -32,7 +33,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, n
                 sample_every=100, checkpoint_every=2)
     train(TrainConfig(out=str(out), steps=4, **pgan), dataset=noise_dataset, progress=False)
     assert torch.load(out / "latest.pt", weights_only=True)["step"] == 4
-    with pytest.raises(TrainingDiverged, match=r"not finite at step.*latest.pt \(step 4\) is kept"):
+    with pytest.raises(TrainingDiverged, match=r"diverged at steps? [0-9-]+: .*latest.pt \(step 4\) is kept"):
         train(TrainConfig(out=str(out), steps=60, lr_g=1e6, lr_d=1e6, **pgan), dataset=noise_dataset,
               progress=False, resume=True)
     state = torch.load(out / "latest.pt", weights_only=True)
@@ -56,7 +57,8 @@ def test_non_finite_weights_are_refused_at_the_checkpoint_even_between_log_rows(
     monkeypatch.setattr(trainer_module.GANStep, "__call__", poison_at_step_3)
     out = tmp_path / "poisoned"
     # logs every 50 steps, checkpoints every 2: the step-4 checkpoint must see the NaN itself
-    with pytest.raises(TrainingDiverged, match=r"not finite at step 4; the last good checkpoint .* \(step 2\)"):
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 4: d_loss, g_loss, d_fake not finite; "
+                                              r"the last good checkpoint .* \(step 2\)"):
         train(TrainConfig(out=str(out), steps=8, **{**TINY, "log_every": 50, "checkpoint_every": 2}),
               dataset=noise_dataset, progress=False)
     assert torch.load(out / "latest.pt", weights_only=True)["step"] == 2 and _finite(out / "latest.pt")
@@ -152,3 +154,63 @@ def test_resume_refuses_options_that_fix_the_run_and_records_the_others(tmp_path
     assert state["optimizers"]["discriminator"]["param_groups"][0]["lr"] == 2e-4
     rows = [r.split(",")[0] for r in (out / "losses.csv").read_text().splitlines()[1:]]
     assert rows == ["5", "10", "12", "14", "16", "18", "20"]  # the new cadence from step 10 on
+
+
+# --------------------------------------------------------------------------------------------------------
+# Finite divergence (issue 18): losses and weights far beyond the run's own history
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_finite_explosion_stops_the_run_and_a_resume_never_overwrites_the_good_checkpoint(tmp_path, noise_dataset):
+    out = tmp_path / "explode"
+    cfg = {**TINY, "log_every": 2, "checkpoint_every": 4}
+    train(TrainConfig(out=str(out), steps=8, **cfg), dataset=noise_dataset, progress=False)
+    good = torch.load(out / "latest.pt", weights_only=True)
+    with pytest.raises(TrainingDiverged, match=r"diverged at steps? [0-9-]+: .*beyond 1e\+04 x .*"
+                                              r"latest.pt \(step 8\) is kept; lower --lr-g, --lr-d"):
+        train(TrainConfig(out=str(out), steps=60, lr_g=1e6, lr_d=1e6, **cfg), dataset=noise_dataset,
+              progress=False, resume=True)
+    after = torch.load(out / "latest.pt", weights_only=True)
+    assert after["step"] == 8
+    assert_same_training_state(good, after)  # the healthy checkpoint is untouched
+    # from scratch: caught although every value stays finite, and nothing is written
+    fresh = tmp_path / "fresh"
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written"):
+        train(TrainConfig(out=str(fresh), steps=60, lr_g=1e6, lr_d=1e6, **{**cfg, "checkpoint_every": 100}),
+              dataset=noise_dataset, progress=False)
+    assert not (fresh / "latest.pt").exists()
+
+
+def test_cli_exits_non_zero_on_finite_divergence(tmp_path):
+    out = tmp_path / "cli"
+    result = subprocess.run([sys.executable, "-m", "dermsynth.cli", "train", "--out", str(out), "--size", "16",
+                             "--width", "4", "--z-dim", "8", "--batch-size", "8", "--phantom-n", "32", "--steps",
+                             "40", "--log-every", "2", "--lr-g", "1e6", "--lr-d", "1e6", "--device", "cpu",
+                             "--quiet"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: training diverged at step") and len(result.stderr.splitlines()) == 1
+
+
+def test_the_divergence_thresholds_leave_a_healthy_run_alone(noise_dataset, tmp_path):
+    from dermsynth.train.divergence import DivergenceCheck
+
+    check = DivergenceCheck(["loss", "logit"], {})
+    for row in ([0.7, 0.0], [0.01, -0.3], [5.0, 2.0]):  # a collapse and a spike: healthy
+        assert check.statistics(row) == []
+    assert check.statistics([900.0, -4000.0]) == []  # within 1e4 x max(median, 1)
+    # the median of |loss| over (0.7, 0.01, 5, 900) is 2.85: the limit is 2.85e4
+    assert check.statistics([3e4, 0.0]) == ["loss = 3e+04, beyond 1e+04 x its running median 2.85"]
+    assert check.statistics([float("nan"), 0.0]) == ["loss not finite"]
+    assert len(check.history) == 4  # diverged rows never join the history
+
+
+def test_a_nan_checkpoint_is_not_resumed_as_the_last_good_one(tmp_path, noise_dataset):
+    out = tmp_path / "nanckpt"
+    train(TrainConfig(out=str(out), steps=2, **TINY), dataset=noise_dataset, progress=False)
+    state = torch.load(out / "latest.pt", weights_only=True)
+    first = next(k for k, v in state["networks"]["generator"].items() if v.is_floating_point())
+    state["networks"]["generator"][first].view(-1)[0] = float("nan")
+    torch.save(state, out / "latest.pt")  # as an earlier version could leave it
+    with pytest.raises(DermsynthError, match=r"latest.pt: generator\..* holds NaN weights \(the run diverged\)") as info:
+        train(TrainConfig(out=str(out), steps=4, **TINY), dataset=noise_dataset, progress=False, resume=True)
+    assert "last good" not in str(info.value)

@@ -27,7 +27,7 @@ __all__ = ["FORMAT", "REQUIRED_KEYS", "WEIGHT_KEYS", "assert_finite_weights", "c
            "save_checkpoint", "upgrade_checkpoint"]
 
 FORMAT = "dermsynth-3"
-#: What every sampler and the trainer read from a checkpoint.
+#: What sampling, translating, editing and the trainer read from a checkpoint.
 REQUIRED_KEYS: tuple[str, ...] = ("config", "model", "model_options", "class_names", "step", "networks", "sampled")
 _MODEL_OPTION_KEYS: tuple[str, ...] = ("resolution",)  # z_dim, num_classes: not every model has them
 #: The network weights in a checkpoint, checked by :func:`assert_finite_weights`.

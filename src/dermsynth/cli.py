@@ -209,12 +209,20 @@ def train(ctx: click.Context, resume: bool, quiet: bool, **options) -> None:
 @click.option("--psi", type=float, default=None,
               help="StyleGAN2: truncation toward the average w, in [0, 1] (1 = none).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--interpolate", is_flag=True, help="Write a latent-walk grid instead of single images.")
+@click.option("--interpolate", is_flag=True, help="Write a latent-walk grid instead of single images (GANs).")
+@click.option("--sampler", default=None,
+              help="Diffusion models: ddpm | ddim | dpm-solver (default ddim).")
+@click.option("--sampling-steps", type=int, default=None,
+              help="Diffusion models: sampler steps (default ddpm 1000, ddim 50, dpm-solver 20).")
+@click.option("--guidance", type=float, default=None,
+              help="Diffusion models: classifier-free guidance w, eps_uncond + w (eps_cond - eps_uncond) "
+                   "(default 1 = none; class-conditional models).")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation: float | None, psi: float | None,
-           seed: int, interpolate: bool, device: str, quiet: bool) -> None:
-    """Sample PNGs and a manifest.csv from a training CHECKPOINT."""
+           seed: int, interpolate: bool, sampler: str | None, sampling_steps: int | None, guidance: float | None,
+           device: str, quiet: bool) -> None:
+    """Sample PNGs and a manifest.csv from a training CHECKPOINT (a GAN, or a diffusion model with a sampler)."""
     from dermsynth.device import resolve_device
     from dermsynth.io import check_writable_dir
     from dermsynth.sample import latent_walk, write_samples
@@ -222,12 +230,15 @@ def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation
     device = str(resolve_device(device))
     check_writable_dir(out, "--out")
     if interpolate:
+        if sampler is not None or sampling_steps is not None or guidance is not None:
+            raise DermsynthError("--interpolate (a GAN latent walk) takes no --sampler, --sampling-steps or --guidance")
         path = latent_walk(checkpoint, Path(out) / "latent_walk.png", class_name=class_name,
                            truncation=truncation, seed=seed, device=device, psi=psi)
         click.echo(f"latent walk: {path}")
         return
     manifest = write_samples(checkpoint, n, out, class_name=class_name, truncation=truncation, seed=seed,
-                             device=device, progress=not quiet, psi=psi)
+                             device=device, progress=not quiet, psi=psi, sampler=sampler,
+                             sampling_steps=sampling_steps, guidance=guidance)
     click.echo(f"{n} images; manifest {manifest}")
 
 
@@ -246,20 +257,25 @@ def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation
 @click.option("--export-maps", is_flag=True, help="Also write the (edited) maps to OUT/maps, a maps folder.")
 @click.option("--skip-unmasked", is_flag=True, help="--from-data: skip images without a lesion mask (with a count).")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--sampler", default=None, help="ddpm-maps: ddpm | ddim | dpm-solver (default ddim).")
+@click.option("--sampling-steps", type=int, default=None,
+              help="ddpm-maps: sampler steps (default ddpm 1000, ddim 50, dpm-solver 20).")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def translate(checkpoint: str, maps: str | None, from_data: str | None, out: str, ids: str | None, n: int | None,
-              edits: tuple[str, ...], export_maps: bool, skip_unmasked: bool, seed: int, device: str,
-              quiet: bool) -> None:
-    """Images from semantic (+ instance) maps with a map -> image CHECKPOINT (pix2pixhd): PNGs, manifest.csv
-    (file, source map, class) and grid.png (map | synthetic | real)."""
+              edits: tuple[str, ...], export_maps: bool, skip_unmasked: bool, seed: int, sampler: str | None,
+              sampling_steps: int | None, device: str, quiet: bool) -> None:
+    """Images from semantic (+ instance) maps with a map -> image CHECKPOINT (pix2pixhd, or the mask-conditioned
+    diffusion model ddpm-maps): PNGs, manifest.csv (file, source map, class) and grid.png (map | synthetic |
+    real)."""
     from dermsynth.device import resolve_device
     from dermsynth.translate import translate as run_translate
 
     result = run_translate(checkpoint, out, maps=maps, from_data=from_data,
                            ids=[i.strip() for i in ids.split(",") if i.strip()] if ids else None, n=n, edits=edits,
                            seed=seed, device=str(resolve_device(device)), skip_unmasked=skip_unmasked,
-                           export_maps=export_maps, progress=not quiet)
+                           export_maps=export_maps, progress=not quiet, sampler=sampler,
+                           sampling_steps=sampling_steps)
     click.echo(f"{result.count} images; manifest {result.manifest}; grid {result.grid}")
 
 

@@ -30,6 +30,7 @@ from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import check_writable_dir, write_csv
 from dermsynth.progress import tqdm
 from dermsynth.models import MODELS, NOISE_INPUTS, build_networks
+from dermsynth.models.diffusion import Denoiser, class_labels, maps_condition
 from dermsynth.models.layers import upsample_to
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.data.batch import batch_from_dataset
@@ -58,16 +59,29 @@ class LoadedGenerator:
         return "z" in self.inputs
 
     @property
+    def diffusion(self) -> bool:
+        """True for a diffusion model (its network is a denoiser, sampled by a diffusion sampler)."""
+        return isinstance(self.generator, Denoiser)
+
+    @property
     def takes_instance(self) -> bool:
         """True for a map -> image generator trained with superpixel instance maps (pix2pixHD without
         ``--no-instance``)."""
-        return bool(getattr(self.generator, "instance", False))
+        return bool(getattr(self.generator, "instance", "instance" in self.inputs))  # a denoiser: by its inputs
 
     def require_noise(self) -> None:
         if not self.samples_noise:
             command = "dermsynth edit" if "images" in self.inputs else "dermsynth translate"
             raise DermsynthError(f"{self.checkpoint} is a {self.model or 'translation'} model that takes "
                                  f"{', '.join(self.inputs)}, not latents; use `{command}`")
+
+    @property
+    def semantic_channels(self) -> int:
+        """The semantic-map channels a map -> image model takes (pix2pixHD's ``semantic_nc``; a map-conditioned
+        denoiser's conditioning channels less the instance map's)."""
+        if self.diffusion:
+            return self.generator.condition_channels - int(self.takes_instance)
+        return int(self.generator.semantic_nc)
 
     def require_maps(self) -> None:
         """A one-line error unless this generator translates semantic (lesion) maps (pix2pixHD)."""
@@ -179,6 +193,9 @@ def generate(model: LoadedGenerator, z: torch.Tensor, labels: torch.Tensor | Non
     seeded with it, leaving the caller's global RNG untouched; without, from the global RNG. ``psi``: StyleGAN2's
     truncation toward the average w (1 = none).
     """
+    if model.diffusion:
+        raise DermsynthError(f"{model.checkpoint} is a diffusion model: it is sampled from its own noise by a "
+                             f"diffusion sampler, not from latents (use sample_images / `dermsynth sample`)")
     options = _psi_options(model, psi)
     device = next(model.generator.parameters()).device
     resolution = int(model.generator.resolution)
@@ -201,10 +218,94 @@ def sample_images(model: LoadedGenerator, n: int, seed: int, truncation: float |
     """``n`` uint8 images and their labels (None when unconditional), reproducible from ``seed``: latents, then
     labels, from one generator seeded with it; noise the generator draws itself (LAPGAN) seeded with it too."""
     model.require_noise()
+    if model.diffusion:
+        check_sampling_options(model, truncation=truncation, psi=psi)
+        labels = diffusion_labels(model, range(n), class_name, seed)
+        return diffuse(model, n, seed, labels, diffusion_sampling(model), batch_size=batch_size), labels
     gen = torch.Generator().manual_seed(seed)
     z = model.latents(n, truncation, gen)
     labels = sample_labels(model, n, class_name, gen)
     return generate(model, z, labels, batch_size, seed=seed, psi=psi), labels
+
+
+@dataclass(frozen=True)
+class DiffusionSampling:
+    """How a diffusion model is sampled: ``sampler`` (ddpm | ddim | dpm-solver), its ``steps`` (None: the
+    sampler's default) and the classifier-free ``guidance`` (1 = none)."""
+
+    sampler: str = "ddim"
+    steps: int | None = None
+    guidance: float = 1.0
+
+
+#: sampling options of GANs (latent truncation) and of diffusion models, by the command-line flag
+_GAN_ONLY, _DIFFUSION_ONLY = ("--truncation", "--psi", "--interpolate"), ("--sampler", "--sampling-steps", "--guidance")
+
+
+def check_sampling_options(model: LoadedGenerator, **given: object) -> None:
+    """A one-line error for a sampling option the model cannot take: latent truncation for a diffusion model,
+    a diffusion sampler for a GAN. ``given``: option name (as the keyword, e.g. ``sampling_steps``) -> value,
+    None / False when not given."""
+    for name, value in given.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if model.diffusion and flag in _GAN_ONLY:
+            raise DermsynthError(f"{flag} applies to GANs (their latents); {model.checkpoint} is a {model.model} "
+                                 f"diffusion model: use {', '.join(_DIFFUSION_ONLY)}")
+        if not model.diffusion and flag in _DIFFUSION_ONLY:
+            raise DermsynthError(f"{flag} applies to diffusion models (ddpm); {model.checkpoint} is a "
+                                 f"{model.model or 'GAN'} model")
+
+
+def diffusion_sampling(model: LoadedGenerator, sampler: str | None = None, steps: int | None = None,
+                       guidance: float | None = None) -> DiffusionSampling:
+    """The sampling of a diffusion model, None = the default (ddim, its 50 steps, no guidance), checked before any
+    work: a known sampler, steps within the training timesteps, guidance only on a class-conditional model."""
+    default = DiffusionSampling()
+    sampler = sampler or default.sampler
+    guidance = default.guidance if guidance is None else guidance
+    if guidance != 1.0 and not model.conditional:
+        raise DermsynthError(f"--guidance needs a class-conditional model; {model.checkpoint} is unconditional")
+    return DiffusionSampling(sampler, model.generator.process.sampling_steps(sampler, steps), guidance)
+
+
+def diffusion_labels(model: LoadedGenerator, indices: range, class_name: str | int | None,
+                     seed: int) -> torch.Tensor | None:
+    """Labels of images ``indices`` of a diffusion run: the requested class, or (class-conditional models) uniform
+    labels, label i a function of the seed and i (so a sample does not depend on the batch it is drawn in)."""
+    return _class_or_drawn(model, len(indices), class_name, lambda: class_labels(len(model.class_names), seed, indices))
+
+
+def _class_or_drawn(model: LoadedGenerator, n: int, class_name: str | int | None,
+                    draw) -> torch.Tensor | None:
+    """``n`` labels of the requested class; None for an unconditional model (which refuses a class); else
+    ``draw()``."""
+    if not model.conditional:
+        if class_name is not None:
+            model.class_index(class_name)  # raises the explanatory error
+        return None
+    idx = model.class_index(class_name)
+    return torch.full((n,), idx, dtype=torch.long) if idx is not None else draw()
+
+
+def diffuse(model: LoadedGenerator, n: int, seed: int, labels: torch.Tensor | None, sampling: DiffusionSampling,
+            first_index: int = 0, batch_size: int = 256, condition: torch.Tensor | None = None) -> np.ndarray:
+    """Images ``first_index .. first_index + n - 1`` of a diffusion model's run seeded ``seed`` (uint8
+    (N, H, W, 3)), given their ``labels`` and conditioning maps (``condition``, n rows) when the model takes them;
+    bf16 on CUDA."""
+    denoiser = model.generator
+    device = next(denoiser.parameters()).device
+    out = []
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        images = denoiser.process.sample(
+            denoiser, stop - start, labels=None if labels is None else labels[start:stop],
+            condition=None if condition is None else condition[start:stop], sampler=sampling.sampler,
+            steps=sampling.steps, guidance=sampling.guidance, seed=seed, first_index=first_index + start,
+            bf16=device.type == "cuda")
+        out.append(to_uint8(images))
+    return np.concatenate(out) if out else np.zeros((0, denoiser.resolution, denoiser.resolution, 3), np.uint8)
 
 
 @torch.no_grad()
@@ -213,27 +314,35 @@ def translate_images(model: LoadedGenerator, data: LesionDataset, index: np.ndar
     """Run a map -> image (or image -> image) generator over rows of ``data``: uint8 (N, H, W, 3).
 
     The generator's recorded inputs (e.g. semantic and instance maps, or an image and its mask) are cut from
-    the dataset as during training; ``generator_options`` are passed through (e.g. CycleGAN's direction).
+    the dataset as during training; ``generator_options`` are passed through (e.g. CycleGAN's direction; a
+    map-conditioned diffusion model: ``sampler``, ``steps``, ``guidance`` of :func:`diffusion_sampling`).
     Noise the generator draws itself comes from a forked RNG seeded with ``seed``.
     """
     if model.samples_noise:
         raise DermsynthError(f"{model.checkpoint} samples from latents; use `dermsynth sample`")
     index = np.arange(len(data)) if index is None else np.asarray(index, dtype=np.int64)
     device = next(model.generator.parameters()).device
+    sampling = diffusion_sampling(model, **generator_options) if model.diffusion else None
     out = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(index), batch_size):
             batch = batch_from_dataset(data, index[start:start + batch_size], model.inputs, device)
-            out.append(to_uint8(model.generator(*[batch.get(name) for name in model.inputs], **generator_options)))
+            maps = [batch.get(name) for name in model.inputs]
+            if sampling is not None:  # image i of the call: a function of the seed, i and its maps
+                out.append(diffuse(model, len(batch), seed, None, sampling, first_index=start, batch_size=len(batch),
+                                   condition=maps_condition(*maps)))
+            else:
+                out.append(to_uint8(model.generator(*maps, **generator_options)))
     return np.concatenate(out) if out else np.zeros((0, data.size, data.size, 3), np.uint8)
 
 
 def translate_maps(model: LoadedGenerator, maps: list[LesionMap], class_names: list[str] | None = None,
-                   batch_size: int = 64, seed: int = 0) -> np.ndarray:
+                   batch_size: int = 64, seed: int = 0, **generator_options: object) -> np.ndarray:
     """Translate editable maps (:class:`~dermsynth.data.maps.LesionMap`) with a map -> image generator:
     uint8 (N, S, S, 3). A generator trained without instance maps gets one superpixel per map (its input
-    ignores them; SLIC is never run on the blank images of a maps dataset)."""
+    ignores them; SLIC is never run on the blank images of a maps dataset). ``generator_options``: as
+    :func:`translate_images` (a diffusion model's sampling)."""
     model.require_maps()
     if not model.takes_instance:
         maps = [replace(m, instance=np.zeros_like(m.codes, dtype=np.int32)) for m in maps]
@@ -241,46 +350,59 @@ def translate_maps(model: LoadedGenerator, maps: list[LesionMap], class_names: l
         first = next(m for m in maps if m.instance is None)
         raise DermsynthError(f"{model.checkpoint} was trained with instance maps, but map {first.map_id or '?'} "
                              f"has no superpixels")
-    return translate_images(model, maps_dataset(maps, class_names), batch_size=batch_size, seed=seed)
+    return translate_images(model, maps_dataset(maps, class_names), batch_size=batch_size, seed=seed,
+                            **generator_options)
 
 
 def sample_labels(model: LoadedGenerator, n: int, class_name: str | int | None, generator: torch.Generator) -> torch.Tensor | None:
     """Labels for a batch: the requested class, or (conditional models) uniform over classes."""
-    if not model.conditional:
-        if class_name is not None:
-            model.class_index(class_name)  # raises the explanatory error
-        return None
-    idx = model.class_index(class_name)
-    if idx is not None:
-        return torch.full((n,), idx, dtype=torch.long)
-    return torch.randint(len(model.class_names), (n,), generator=generator)
+    return _class_or_drawn(model, n, class_name,
+                           lambda: torch.randint(len(model.class_names), (n,), generator=generator))
 
 
 def write_samples(checkpoint: str | Path, n: int, out: str | Path, class_name: str | int | None = None,
                   truncation: float | None = None, seed: int = 0, device: str = "auto",
-                  batch_size: int = 256, progress: bool = True, psi: float | None = None) -> Path:
-    """Write ``n`` PNGs and ``manifest.csv`` (file, class, seed, truncation, psi, checkpoint) to ``out``."""
+                  batch_size: int = 256, progress: bool = True, psi: float | None = None,
+                  sampler: str | None = None, sampling_steps: int | None = None,
+                  guidance: float | None = None) -> Path:
+    """Write ``n`` PNGs and ``manifest.csv`` (file, class, seed, truncation, psi, checkpoint; diffusion models also
+    sampler, sampling_steps, guidance) to ``out``. ``sampler``/``sampling_steps``/``guidance``: diffusion models
+    only (default ddim at its 50 steps, no guidance); ``truncation``/``psi``: GANs only."""
     if n < 1:
         raise DermsynthError(f"--n must be >= 1, got {n}")
     model = load_generator(checkpoint, device)
     model.require_noise()
-    _psi_options(model, psi)  # a clear error before any work
+    check_sampling_options(model, truncation=truncation, psi=psi, sampler=sampler, sampling_steps=sampling_steps,
+                           guidance=guidance)
+    if model.diffusion:
+        sampling = diffusion_sampling(model, sampler, sampling_steps, guidance)
+    else:
+        _psi_options(model, psi)  # a clear error before any work
     out = check_writable_dir(out, "--out")
-    gen = torch.Generator().manual_seed(seed)
-    z = model.latents(n, truncation, gen)
-    labels = sample_labels(model, n, class_name, gen)
+    if not model.diffusion:
+        gen = torch.Generator().manual_seed(seed)
+        z = model.latents(n, truncation, gen)
+        labels = sample_labels(model, n, class_name, gen)
     rows = []
     for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
         stop = min(start + batch_size, n)
-        images = generate(model, z[start:stop], None if labels is None else labels[start:stop], batch_size,
-                          seed=seed * 1_000_003 + start, psi=psi)  # one noise stream per batch of the manifest
+        if model.diffusion:
+            labels_now = diffusion_labels(model, range(start, stop), class_name, seed)
+            images = diffuse(model, stop - start, seed, labels_now, sampling, first_index=start, batch_size=batch_size)
+        else:
+            labels_now = None if labels is None else labels[start:stop]
+            images = generate(model, z[start:stop], labels_now, batch_size,
+                              seed=seed * 1_000_003 + start, psi=psi)  # one noise stream per batch of the manifest
         for i, img in zip(range(start, stop), images):
             name = f"sample_{seed}_{i:06d}.png"
             save_png(img, out / name)
-            cls = "" if labels is None else model.class_names[int(labels[i])]
-            rows.append([name, cls, seed, "" if truncation is None else truncation, "" if psi is None else psi,
-                         str(model.checkpoint)])
-    return write_csv(out / "manifest.csv", ["file", "class", "seed", "truncation", "psi", "checkpoint"], rows)
+            cls = "" if labels_now is None else model.class_names[int(labels_now[i - start])]
+            row = [name, cls, seed, "" if truncation is None else truncation, "" if psi is None else psi,
+                   str(model.checkpoint)]
+            rows.append(row + [sampling.sampler, sampling.steps, sampling.guidance] if model.diffusion else row)
+    header = ["file", "class", "seed", "truncation", "psi", "checkpoint"]
+    return write_csv(out / "manifest.csv", header + (["sampler", "sampling_steps", "guidance"] if model.diffusion
+                                                     else []), rows)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -300,6 +422,7 @@ def latent_walk(checkpoint: str | Path, out: str | Path, rows: int = 4, steps: i
     (z; StyleGAN2 maps every point to w, truncated toward the average w by ``psi``)."""
     model = load_generator(checkpoint, device)
     model.require_noise()
+    check_sampling_options(model, interpolate=True)
     gen = torch.Generator().manual_seed(seed)
     ends = model.latents(2 * rows, truncation, gen)
     t = torch.linspace(0, 1, steps)

@@ -25,7 +25,7 @@ from dermsynth.data.prepare import load_dataset
 from dermsynth.errors import DermsynthError
 from dermsynth.io import check_writable_dir
 from dermsynth.report.figures import image_grid, save_png, to_uint8
-from dermsynth.sample import load_generator, translate_maps
+from dermsynth.sample import check_sampling_options, load_generator, translate_maps
 
 GRID_ROWS = 16
 
@@ -53,14 +53,18 @@ def _select(data: LesionDataset, ids: list[str] | None, n: int | None) -> np.nda
 def translate(checkpoint: str | Path, out: str | Path, *, maps: str | Path | None = None,
               from_data: str | None = None, ids: list[str] | None = None, n: int | None = None,
               edits: list[str] | tuple[str, ...] = (), seed: int = 0, device: str = "auto",
-              skip_unmasked: bool = False, export_maps: bool = False, progress: bool = True) -> TranslateResult:
-    """Translate maps with the generator of ``checkpoint`` into ``out`` (see the module docstring)."""
+              skip_unmasked: bool = False, export_maps: bool = False, progress: bool = True,
+              sampler: str | None = None, sampling_steps: int | None = None) -> TranslateResult:
+    """Translate maps with the generator of ``checkpoint`` into ``out`` (see the module docstring);
+    ``sampler``/``sampling_steps``: a map-conditioned diffusion model's sampling (default ddim, 50 steps)."""
     if (maps is None) == (from_data is None):
         raise DermsynthError("give exactly one of --maps DIR or --from-data SRC")
     if n is not None and n < 1:
         raise DermsynthError(f"--n must be >= 1, got {n}")
     model = load_generator(checkpoint, device)
     model.require_maps()  # before any data is read
+    check_sampling_options(model, sampler=sampler, sampling_steps=sampling_steps)
+    sampling = {"sampler": sampler, "steps": sampling_steps} if model.diffusion else {}
     G = model.generator
     size = int(G.resolution)
     uses_instance = model.takes_instance
@@ -91,7 +95,7 @@ def translate(checkpoint: str | Path, out: str | Path, *, maps: str | Path | Non
         class_names = list(data.class_names)
     for step in steps:
         chosen = [step(m) for m in chosen]
-    images = translate_maps(model, chosen, class_names, seed=seed)
+    images = translate_maps(model, chosen, class_names, seed=seed, **sampling)
     perceptual = str(model.config.get("perceptual") or "")  # the perceptual network the generator trained with
     rows = []
     for i, (m, img) in enumerate(zip(chosen, images)):
@@ -104,7 +108,7 @@ def translate(checkpoint: str | Path, out: str | Path, *, maps: str | Path | Non
         w.writerow(["file", "source_map", "class", "edits", "checkpoint", "perceptual"])
         w.writerows(rows)
     grid = save_png(map_grid(chosen[:GRID_ROWS], images[:GRID_ROWS], None if real is None else real[:GRID_ROWS],
-                             G.semantic_nc), out / "grid.png", min_side=256)
+                             model.semantic_channels), out / "grid.png", min_side=256)
     if export_maps:
         write_maps(chosen, out / "maps")
     return TranslateResult(out, manifest, grid, len(rows))

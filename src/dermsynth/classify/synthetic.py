@@ -36,7 +36,8 @@ from dermsynth.data.images import load_image, preprocess_image
 from dermsynth.data.maps import dihedral_map, maps_of, masked_subset
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
-from dermsynth.sample import LoadedGenerator, generate, load_generator, translate_maps
+from dermsynth.sample import (LoadedGenerator, check_sampling_options, diffuse, diffusion_sampling, generate,
+                              load_generator, translate_maps)
 
 __all__ = ["CallableSource", "FolderSource", "GeneratorSource", "SyntheticImages", "SyntheticSource",
            "TranslationSource", "open_source", "phantom_source"]
@@ -158,6 +159,7 @@ class GeneratorSource(SyntheticSource):
                  device: str = "auto", batch_size: int = 256, model: LoadedGenerator | None = None) -> None:
         self.model = model or load_generator(checkpoint, resolve_device(device))  # refuses non-finite weights
         self.model.require_noise()
+        check_sampling_options(self.model, truncation=truncation)  # a diffusion model has no latent to truncate
         self.name = str(checkpoint)
         self.truncation, self.batch_size = truncation, batch_size
         if self.model.conditional:
@@ -174,11 +176,13 @@ class GeneratorSource(SyntheticSource):
                 "truncation": self.truncation}
 
     def _generate(self, class_name: str, n: int, seed: int, size: int) -> tuple[np.ndarray, list[str]]:
-        gen = torch.Generator().manual_seed(seed)
-        z = self.model.latents(n, self.truncation, gen)
         labels = (torch.full((n,), self.model.class_index(class_name), dtype=torch.long)
                   if self.model.conditional else None)
-        images = generate(self.model, z, labels, self.batch_size, seed=seed)  # seed: noise drawn inside G
+        if self.model.diffusion:  # image i from (seed, i), sampled with DDIM at 50 steps
+            images = diffuse(self.model, n, seed, labels, diffusion_sampling(self.model), batch_size=self.batch_size)
+        else:
+            z = self.model.latents(n, self.truncation, torch.Generator().manual_seed(seed))
+            images = generate(self.model, z, labels, self.batch_size, seed=seed)  # seed: noise drawn inside G
         return images, [f"{Path(self.name).name}:{class_name}:{seed}:{i}" for i in range(n)]
 
 

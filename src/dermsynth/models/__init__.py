@@ -21,12 +21,14 @@ from torch import nn
 from dermsynth.errors import DermsynthError
 from dermsynth.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from dermsynth.models.lapgan import LAPGANDiscriminator, LAPGANGenerator, build_lapgan
-from dermsynth.models.options import (CycleGANOptions, DCGANOptions, LAPGANOptions, ModelOptions, NoiseGANOptions,
+from dermsynth.models.options import (CycleGANOptions, DCGANOptions, DiffusionOptions, LAPGANOptions, MapDiffusionOptions, ModelOptions, NoiseGANOptions,
                                       PGANOptions, Pix2PixHDOptions, StyleGAN2Options, UNetTranslatorOptions)
 from dermsynth.models.perceptual import default_lambda
 from dermsynth.models.pix2pixhd import MultiScaleDiscriminator, build_pix2pixhd
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANDiscriminator, PGANGenerator, build_pgan, pgan_schedule
 from dermsynth.models.stylegan2 import STYLEGAN2_DEFAULTS, build_stylegan2, stylegan2_options
+from dermsynth.models.diffusion import (DENOISER_PRESETS, DIFFUSION_DEFAULTS, build_diffusion, diffusion_maps_options,
+                                       diffusion_options)
 from dermsynth.models.editing import build_cyclegan, build_unet_editor
 import dermsynth.models.classifiers  # noqa: E402,F401  (registers the "classifier" perceptual network)
 
@@ -209,6 +211,11 @@ def _pix2pixhd_options(cfg: Any, data: Any) -> dict[str, Any]:
             "d_scales": cfg.d_scales}
 
 
+#: the denoiser presets as ``--preset`` choices (each sets the denoiser and, through DIFFUSION_DEFAULTS, its source's
+#: training recipe); ``auto``, the default, picks the one sized for ``--size``
+DIFFUSION_PRESETS: dict[str, dict[str, Any]] = {name: {} for name in ("auto", *DENOISER_PRESETS)}
+
+
 MODELS: dict[str, ModelSpec] = {
     "dcgan": ModelSpec(gan_networks(_build_dcgan), "gan", {**DCGAN_DEFAULTS, "d_scales": 1}, extra_options=_dcgan_options,
                        options=DCGANOptions),
@@ -235,6 +242,15 @@ MODELS: dict[str, ModelSpec] = {
     # Karras et al. 2020 (StyleGAN2-ADA): the reference configuration at the run's resolution
     "stylegan2": ModelSpec(gan_networks(build_stylegan2), "stylegan2", STYLEGAN2_DEFAULTS,
                            extra_options=stylegan2_options, options=StyleGAN2Options, truncation="w"),
+    # Ho et al. 2020 (DDPM), sampled by DDPM / DDIM / DPM-Solver; each preset trained as its source (see
+    # dermsynth.models.diffusion); no latent to truncate: classifier-free guidance instead
+    "ddpm": ModelSpec(build_diffusion, "ddpm", DIFFUSION_DEFAULTS, extra_options=diffusion_options,
+                      options=DiffusionOptions, truncation=None, presets=DIFFUSION_PRESETS),
+    # Bissoto et al.'s task by diffusion: DDPM with the semantic (+ instance) maps concatenated to its input,
+    # trained on the same data as pix2pixHD
+    "ddpm-maps": ModelSpec(build_diffusion, "ddpm-maps", DIFFUSION_DEFAULTS, inputs=("semantic", "instance"),
+                           extra_options=diffusion_maps_options, masks_required=True,
+                           options=MapDiffusionOptions, truncation=None, presets=DIFFUSION_PRESETS),
 }
 
 

@@ -14,11 +14,19 @@ the options by model. An options class may add a :meth:`ModelOptions.check` for 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "LAPGANOptions", "LatentOptions",
-           "FlipOptions", "ModelOptions", "NoiseGANOptions", "PGANOptions", "Pix2PixHDOptions", "StyleGAN2Options", "TwoDomainOptions", "UNetTranslatorOptions", "WidthOptions",
+from dermsynth.errors import DermsynthError
+from dermsynth.models.diffusion import Diffusion
+from dermsynth.models.perceptual import check_perceptual_spec
+from dermsynth.models.pgan import parse_batch_schedule
+
+__all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "DiffusionOptions", "FlipOptions",
+           "LAPGANOptions", "LatentOptions", "MapDiffusionOptions", "ModelOptions", "NoiseGANOptions", "PGANOptions",
+           "Pix2PixHDOptions", "PresetOptions", "StyleGAN2Options", "TwoDomainOptions", "UNetTranslatorOptions",
+           "WidthOptions",
            "option"]
 
 
@@ -29,8 +37,6 @@ def option(default: Any, help: str) -> Any:
 
 def check_choices(cfg: Any, choices: dict[str, tuple[str, ...]]) -> None:
     """A one-line error for the first field of ``choices`` (name -> allowed values) set to another value."""
-    from dermsynth.errors import DermsynthError
-
     for name, allowed in choices.items():
         value = getattr(cfg, name)
         if value is not None and value not in allowed:
@@ -68,8 +74,6 @@ class WidthOptions(ModelOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        from dermsynth.errors import DermsynthError
-
         for name in ("g_width", "d_width"):
             value = getattr(cfg, name)
             if value is not None and value < 1:
@@ -131,9 +135,6 @@ class PGANOptions(NoiseGANOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        from dermsynth.errors import DermsynthError
-        from dermsynth.models.pgan import parse_batch_schedule
-
         for name in ("stable_kimg", "fade_kimg"):
             value = getattr(cfg, name)
             if value is not None and not value >= 0:
@@ -204,9 +205,6 @@ class Pix2PixHDOptions(FlipOptions, AdversarialOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        from dermsynth.errors import DermsynthError
-        from dermsynth.models.perceptual import check_perceptual_spec
-
         if cfg.perceptual is not None:
             check_perceptual_spec(cfg.perceptual)
         if cfg.local_enhancers is not None and cfg.local_enhancers < 0:
@@ -248,19 +246,26 @@ class UNetTranslatorOptions(WidthOptions, TwoDomainOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        from dermsynth.errors import DermsynthError
-
         WidthOptions.check(cfg)
         if cfg.truncate_healthy and cfg.direction != "add":
             raise DermsynthError("--truncate-healthy applies to --model unet-translator --direction add")
 
 
 @dataclass
-class CycleGANOptions(WidthOptions, TwoDomainOptions):
-    preset: str | None = option(None, "Named set of defaults (recorded in config.json): zhu2017 (the default: Zhu "
-                                      "et al. 2017) | furger2020 (Furger et al. 2020, 4.3: U-Net translators, "
-                                      "two-scale D, BCE, Adam 5e-5 beta1 0.9, MSE cycle loss, no identity loss). "
-                                      "Options given explicitly override the preset.")
+class PresetOptions(ModelOptions):
+    """Models with named sets of defaults (``ModelSpec.presets``, the first the default)."""
+
+    preset: str | None = option(None, "Named set of defaults, recorded in config.json; options given explicitly "
+                                      "override it. cyclegan: zhu2017 (default: Zhu et al. 2017) | furger2020 (Furger "
+                                      "et al. 2020, 4.3: U-Net translators, two-scale D, BCE, Adam 5e-5 beta1 0.9, MSE "
+                                      "cycle loss, no identity loss). ddpm, ddpm-maps: the denoiser and its source's "
+                                      "training recipe, auto (default: by --size, 32 ddpm-32, 64 example-64, 128 "
+                                      "example-128, 256 ddpm-256) | ddpm-32 | example-64 | example-128 | ddpm-256 | "
+                                      "tiny; --width scales its channels by width / 64.")
+
+
+@dataclass
+class CycleGANOptions(PresetOptions, WidthOptions, TwoDomainOptions):
     loss: str | None = option(None, "GAN loss (zhu2017: lsgan; furger2020: nonsaturating, the thesis's BCE).")
     cycle_weight: float | None = option(None, "Lambda of the cycle-consistency loss (10).")
     cycle_loss: str | None = option(None, "Cycle-consistency distance: l1 (zhu2017) | mse (furger2020, its Eq. 3).")
@@ -276,11 +281,70 @@ class CycleGANOptions(WidthOptions, TwoDomainOptions):
 
     @staticmethod
     def check(cfg: Any) -> None:
-        from dermsynth.errors import DermsynthError
-
         WidthOptions.check(cfg)
         check_choices(cfg, {"cycle_loss": ("l1", "mse"), "cycle_generator": ("resnet", "unet"),
                             "cycle_discriminator": ("patch", "two-scale")})
         if cfg.cycle_residual and cfg.cycle_generator == "unet":
             raise DermsynthError("--cycle-residual applies to --cycle-generator resnet (the U-Net translator always "
                                  "outputs input + residual)")
+
+
+@dataclass
+class DiffusionOptions(PresetOptions):
+    """Denoising diffusion (``dermsynth.models.diffusion``): the denoiser, the process, AdamW, and the sampler of
+    the preview grids and in-training metrics. The defaults are the preset's source's (DDPM, or diffusers'
+    unconditional training example)."""
+
+    conditional: bool = option(False, "Class-conditional: label embedding in G, projection in D.")
+    prediction: str = option("epsilon", "ddpm: what the denoiser predicts, epsilon (DDPM) | v (Salimans & Ho 2022).")
+    schedule: str = option("linear", "ddpm: noise schedule, linear (DDPM) | cosine (improved DDPM).")
+    timesteps: int = option(1000, "ddpm: diffusion timesteps T (DDPM 1000).")
+    p_uncond: float | None = option(None, "ddpm: probability of training a label as the null class, for "
+                                          "classifier-free guidance (--conditional: 0.1, Ho & Salimans 2022).")
+    lr: float | None = option(None, "ddpm: AdamW learning rate (the preset's: ddpm-32, tiny 2e-4; example-64/128 "
+                                    "1e-4; ddpm-256 2e-5; may change on --resume).")
+    beta1: float | None = option(None, "Adam beta1 (model default).")
+    beta2: float | None = option(None, "Adam beta2 (model default).")
+    weight_decay: float | None = option(None, "ddpm: AdamW weight decay (DDPM 0; diffusers' example 1e-6).")
+    warmup: int | None = option(None, "ddpm: steps of linear learning-rate warm-up (DDPM 5000; diffusers' example "
+                                      "500).")
+    grad_clip: float | None = option(None, "ddpm: gradient-norm clip (1, both sources; 0 = none).")
+    sampler: str = option("ddim", "ddpm: sampler of preview grids and in-training metrics, ddpm | ddim | dpm-solver.")
+    sampling_steps: int | None = option(None, "ddpm: sampler steps of previews and metrics (ddpm 1000, ddim 50, "
+                                              "dpm-solver 20).")
+    guidance: float = option(1.0, "ddpm: classifier-free guidance of previews and metrics (1 = none; "
+                                  "--conditional).")
+
+    @staticmethod
+    def check(cfg: Any) -> None:
+        process = Diffusion(cfg.schedule, cfg.timesteps, cfg.prediction)  # checks the three
+        if cfg.sampling_steps is not None:
+            process.sampling_steps(cfg.sampler, cfg.sampling_steps)
+        if cfg.p_uncond is not None and not 0 <= cfg.p_uncond < 1:
+            raise DermsynthError(f"--p-uncond must be in [0, 1), got {cfg.p_uncond}")
+        if not cfg.conditional and cfg.p_uncond:
+            raise DermsynthError("--p-uncond applies to class-conditional models (--conditional)")
+        if not (math.isfinite(cfg.guidance) and cfg.guidance >= 0):
+            raise DermsynthError(f"--guidance must be a finite number >= 0, got {cfg.guidance}")
+        if not cfg.conditional and cfg.guidance != 1.0:
+            raise DermsynthError("--guidance (classifier-free guidance) needs a class-conditional model (--conditional)")
+        for name in ("weight_decay", "grad_clip", "warmup"):
+            value = getattr(cfg, name)
+            if value is not None and not value >= 0:
+                raise DermsynthError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+
+
+@dataclass
+class MapDiffusionOptions(DiffusionOptions):
+    """Mask-conditioned diffusion (``ddpm-maps``): the semantic (+ instance-boundary) maps of Bissoto et al.'s
+    pix2pixHD as extra input channels of the denoiser, on the same data."""
+
+    instance: bool = option(True, "Feed the superpixel instance-boundary map besides the semantic map "
+                                  "(--no-instance: Bissoto et al.'s variant (c), semantic maps alone).")
+    skip_unmasked: bool = option(False, "Skip images without a lesion mask (with a count) instead of failing.")
+
+    @staticmethod
+    def check(cfg: Any) -> None:
+        if cfg.conditional:
+            raise DermsynthError("--model ddpm-maps is conditioned on lesion maps, not classes; drop --conditional")
+        DiffusionOptions.check(cfg)

@@ -7,6 +7,7 @@ from dermsynth.train.trainer import RunLocked, TrainingDiverged, TrainingInterru
 import dermsynth.train.steps_edit  # noqa: E402,F401  (registers the "unet-translator" and "cyclegan" steps)
 import dermsynth.train.steps_translate  # noqa: E402,F401  (registers "pix2pixhd")
 import dermsynth.train.steps_stylegan2  # noqa: E402,F401  (registers "stylegan2")
+import dermsynth.train.steps_diffusion  # noqa: E402,F401  (registers "ddpm")
 
 __all__ = ["AdversarialStep", "Batch", "RunLocked", "TrainConfig", "TrainResult", "TrainStep", "TrainingDiverged",
            "TrainingInterrupted", "register_step", "train"]

@@ -36,7 +36,7 @@ __all__ = ["CommonOptions", "TrainConfig", "model_fields", "option_groups"]
 
 _LENGTH = ("steps", "kimg")
 #: what a ``None`` option of every model becomes when its model names no default
-_ANY_MODEL_DEFAULTS: dict[str, Any] = {"lr_decay_start": 1.0, "augment": "none"}
+_ANY_MODEL_DEFAULTS: dict[str, Any] = {"lr_decay_start": 1.0, "augment": "none"}  # where the model takes them
 
 
 @dataclass
@@ -129,7 +129,7 @@ class _TrainConfigMethods:
             if getattr(cfg, name) is None:
                 setattr(cfg, name, value(cfg) if callable(value) else value)
         for name, value in _ANY_MODEL_DEFAULTS.items():
-            if getattr(cfg, name) is None:
+            if getattr(cfg, name) is None and (name in _COMMON or name in model_fields(cfg.model)):
                 setattr(cfg, name, value)
         cfg.validate()
         if cfg.kimg is not None:

@@ -154,6 +154,11 @@ class TrainStep:
         steps translate ``source`` (real batch of ``n`` rows) instead of drawing latents."""
         raise NotImplementedError
 
+    def synthesis_settings(self) -> dict[str, Any]:
+        """Settings of :meth:`synthesize` that metrics.csv states beside each score, with the sampling cost per
+        image (a diffusion sampler and its steps); none for one-pass generators."""
+        return {}
+
     def real_logits(self, batch: Batch) -> torch.Tensor:
         """D's logits for a real batch as D sees it in training (the over-fitting monitor; adversarial steps)."""
         raise DermsynthError("--overfit-holdout needs a model with a discriminator")

@@ -108,7 +108,7 @@ class Pix2PixHDStep(AdversarialStep):
 
     @classmethod
     def config_options(cls, cfg: TrainConfig) -> dict[str, Any]:
-        if getattr(cfg, "augment", "none") != "none":
+        if (getattr(cfg, "augment", None) or "none") != "none":
             raise DermsynthError("--augment is not supported for --model pix2pixhd (its discriminators judge "
                                  "(map, image) pairs); use --augment none")
         if cfg.conditional:

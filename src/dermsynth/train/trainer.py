@@ -13,9 +13,10 @@ run, also across PGAN phase changes), and data-parallel training when started by
 
 Reliability: a run holds a lock on its folder (a second run into the same ``out`` is refused; a killed
 run's lock dies with it); Ctrl-C or SIGTERM (``timeout``, SLURM, Kubernetes) finish the current step, save
-a checkpoint and stop; a non-finite loss or weight stops the run with an error naming the step and never
-overwrites the last good checkpoint; ``--resume`` refuses options that cannot change and records the ones
-that may.
+a checkpoint and stop; a non-finite or exploding statistic or weight (``dermsynth.train.divergence``) stops the
+run with an error naming the steps and never overwrites the last good checkpoint; ``--resume`` refuses options
+that cannot change, other training data (by fingerprint) and a length behind the run, and records the options
+that may change.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from torch import nn
 
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.maps import masked_subset
-from dermsynth.data.prepare import load_dataset
+from dermsynth.data.prepare import content_hash, load_dataset
 from dermsynth.data.patches import patch_domains
 from dermsynth.data.splits import split_part
 from dermsynth.device import bf16_native, resolve_device, runtime_info
@@ -51,9 +52,10 @@ from dermsynth.models import build_networks, model_spec
 from dermsynth.models.options import FlipOptions
 from dermsynth.report.figures import image_grid, plot_curves, save_png, to_uint8
 from dermsynth.data.batch import Batch, batch_from_dataset
-from dermsynth.checkpoint import FORMAT, load_checkpoint, nonfinite_tensor, save_checkpoint
+from dermsynth.checkpoint import FORMAT, assert_finite_weights, load_checkpoint, save_checkpoint
 from dermsynth.train.config import TrainConfig, parse_batch_schedule
 from dermsynth.train.distributed import DistInfo, init_distributed
+from dermsynth.train.divergence import DivergenceCheck, not_finite
 from dermsynth.train.in_training_metrics import in_training_metrics
 from dermsynth.train.monitor import OverfitMonitor, split_holdout
 from dermsynth.train.minibatches import Minibatches
@@ -62,11 +64,13 @@ from dermsynth.train.steps import PREVIEW_SIZE, GANStep, TrainStep, ema_beta_at,
 __all__ = ["GANStep", "MetricsHook", "RunLocked", "TrainResult", "TrainingDiverged", "TrainingInterrupted",
            "ema_beta_at", "load_training_data", "model_options", "train", "update_ema"]
 
+#: data paths stored resolved (and, on --resume, compared by the fingerprint of their contents)
+_DATA_PATHS = ("data", "data_b", "split")
 #: options ``--resume`` may change (applied, and recorded in config.json with the step); every other option
 #: is fixed by the run (model, data, size, architecture, schedule, seed) and a different value is an error
 LOSSES_CSV, OVERFIT_CSV, METRICS_CSV = "losses.csv", "overfit.csv", "metrics.csv"  # logs in the run folder
 RESUME_MUTABLE = ("steps", "kimg", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "device",
-                  "lr_g", "lr_d", "bf16", "channels_last", "compile", "metrics", "metric_every", "metric_real",
+                  "lr_g", "lr_d", "lr", "bf16", "channels_last", "compile", "metrics", "metric_every", "metric_real",
                   "metric_images", "tensorboard")
 
 
@@ -81,7 +85,8 @@ class TrainingInterrupted(DermsynthError):
 
 
 class TrainingDiverged(DermsynthError):
-    """A loss or weight became NaN/inf; the last good checkpoint was kept."""
+    """A statistic or weight became NaN/inf or exploded (``dermsynth.train.divergence``); the last good checkpoint
+    was kept."""
 
 
 class RunLocked(DermsynthError):
@@ -159,6 +164,9 @@ class _Run:
     metrics: MetricsHook | None
     sync_buffers: bool
     changes: list[dict]      # options changed on --resume, with the step each took effect
+    divergence: DivergenceCheck
+    data_seen: dict          # what the run trains on: resolved paths and fingerprints (checked on --resume)
+    log_state: dict | None = None  # statistics summed since the last log row, from the checkpoint
 
     @property
     def ckpt_path(self) -> Path:
@@ -182,6 +190,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     """
     spec = model_spec(cfg.model)
     cfg.refuse_foreign(given)  # e.g. --direction for dcgan, even at its default value
+    cfg = replace(cfg, **{k: _resolved(getattr(cfg, k)) for k in _DATA_PATHS})
     if spec.data_domain is not None:  # a patch folder as --data alone: its healthy/ and lesion/ sets
         cfg = replace(cfg, **dict(zip(("data", "data_b"), patch_domains(cfg.data, cfg.data_b, spec.data_domain(cfg)))))
     out = Path(cfg.out)
@@ -189,11 +198,15 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     state, changes = None, []
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
+        assert_finite_weights(state, ckpt_path)  # a diverged checkpoint (earlier versions wrote them) is no start
         cfg, changes = _resume_config(cfg, state, given)
     elif not resume and ckpt_path.exists():
         raise DermsynthError(f"{out} already holds a run (latest.pt); pass --resume to continue it "
                              f"or choose another --out")
     cfg = cfg.resolve()
+    if state is not None and cfg.steps < int(state["step"]):
+        raise DermsynthError(f"--resume: the run in {out} is at step {state['step']}, beyond --steps {cfg.steps}; "
+                             f"give a longer --steps/--kimg to continue it (or sample its latest.pt as it is)")
     if cfg.metrics and metrics is None:
         metrics = in_training_metrics(cfg)
 
@@ -220,16 +233,17 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     networks = {name: net.to(device).to(**memory) for name, net in build_networks(cfg.model, **options).items()}
     kind = step_class(spec.step)
     ema = copy.deepcopy(networks[kind.sampled]).eval().requires_grad_(False) if cfg.ema_beta > 0 else None
+    divergence = DivergenceCheck(kind.stat_names, networks)  # the initial weights' RMS (the seed's, on resume too)
     noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     train_step: TrainStep = kind.from_config(cfg, networks, bf16=bf16, noise=noise, ema=ema,
                                            dist=dist)
-    if cfg.augment != "none" and getattr(train_step, "augment", None) is None:
+    if (cfg.augment or "none") != "none" and getattr(train_step, "augment", None) is None:
         raise DermsynthError(f"--augment {cfg.augment} does not apply to --model {cfg.model}; use --augment none")
     # Batch sizes are global (all ranks together); the sampler validates the largest one.
     max_batch = max(parse_batch_schedule(cfg.batch_schedule, cfg.size).values()) if cfg.batch_schedule \
         else cfg.batch_size
     flip = issubclass(spec.options, FlipOptions) and cfg.flip  # map -> image, image -> image models
-    sampler_b = None
+    sampler_b, data_b = None, None
     if "domain_b" in train_step.needs:
         data_b = dataset_b
         if data_b is None:
@@ -241,11 +255,17 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
         sampler_b = Minibatches(data_b, max_batch, cfg.seed + 7, device,
                                  needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist, flip=flip)
     sampler = Minibatches(data, max_batch, cfg.seed, device, needs=train_step.needs, dist=dist, flip=flip)
+    data_seen = {"data": {"path": cfg.data, "count": len(data), "sha256": content_hash(data)}}
+    if sampler_b is not None:
+        data_seen["data_b"] = {"path": cfg.data_b, "count": len(data_b), "sha256": content_hash(data_b)}
+    if state is not None:
+        _check_same_data(state, data_seen)
     preview_rows = np.sort(np.random.default_rng(cfg.seed + 2).permutation(len(data))[:PREVIEW_SIZE])
     fixed = batch_from_dataset(data, preview_rows, train_step.needs, device)
     inputs = tuple(train_step.sampled_inputs or spec.inputs)  # e.g. pix2pixHD --no-instance
+    divergence.stat_names = list(train_step.stat_names)  # e.g. with aug_p under --augment
     run = _Run(cfg, out, device, dist, data, held_out, options, inputs, noise, train_step, sampler, sampler_b, fixed,
-               metrics, sync_buffers=False, changes=changes)
+               metrics, sync_buffers=False, changes=changes, divergence=divergence, data_seen=data_seen)
     step, images_seen, best = 0, 0, math.inf
     if state is not None:
         _restore(state, run)
@@ -283,7 +303,9 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
     cfg, out, ckpt_path, device, dist, data = run.cfg, run.out, run.ckpt_path, run.device, run.dist, run.data
     train_step = run.train_step
     sampled, ema = train_step.networks[train_step.sampled], train_step.ema
-    weights = (*train_step.networks.values(), ema)  # every network checked for non-finite values
+    # every network (and the EMA copy) is checked for non-finite or exploded weights
+    watched = {**train_step.networks, **({f"{train_step.sampled} (EMA)": ema} if ema is not None else {})}
+    lr_flags = ", ".join(f"--{o.replace('_', '-')}" for o in train_step.lr_options.values()) or "the learning rate"
     sampler, sampler_b, fixed, metrics, inputs = run.sampler, run.sampler_b, run.fixed, run.metrics, run.inputs
     losses_csv, overfit_csv, metrics_csv = out / LOSSES_CSV, out / OVERFIT_CSV, out / METRICS_CSV
     main = dist.is_main
@@ -297,12 +319,22 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
     board = _tensorboard(out / "tensorboard", step) if cfg.tensorboard and main else None
     last_good = {"step": int(step)}
     log_sum = torch.zeros(len(stat_names), device=device)
+    log_n, log_from = 0, step + 1
+    if run.log_state is not None:  # steps since the last log row before the checkpoint: the row comes out whole
+        log_sum.copy_(run.log_state["sum"])
+        log_n, log_from = int(run.log_state["n"]), int(run.log_state["from"])
 
     def checkpoint_state() -> dict:
-        return _state(run, step, images_seen, best)
+        return _state(run, step, images_seen, best, {"sum": log_sum.cpu().clone(), "n": log_n, "from": log_from})
+
+    def refuse_diverged(reasons: list[str], first: int) -> None:
+        if reasons:
+            raise TrainingDiverged(_diverged(reasons, first, step, ckpt_path, last_good["step"], lr_flags))
 
     def checkpoint() -> Path:
-        _check_finite(log_sum, stat_names, step, weights, ckpt_path, last_good["step"])
+        # never write a diverged state: statistics since the last log row, then every weight
+        refuse_diverged(not_finite([k for k, ok in zip(stat_names, torch.isfinite(log_sum).tolist()) if not ok])
+                        or run.divergence.weights(watched), step)
         state = checkpoint_state()
         path = save_checkpoint(state, ckpt_path)
         last_good["step"] = step
@@ -346,7 +378,10 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
         nonlocal best
         g = eval_generator()
 
+        sampled_for_metrics = {"seconds": 0.0, "images": 0}
+
         def sample_fn(n: int, seed: int) -> np.ndarray:
+            t0 = time.perf_counter()
             chunks = []
             for start in range(0, n, 64):
                 k = min(64, n - start)
@@ -354,12 +389,19 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
                           if "z" not in inputs else None)
                 with frozen(g, seed * 1_000_003 + start):
                     chunks.append(to_uint8(train_step.synthesize(g, k, seed * 1_000_003 + start, source).float()))
+            sampled_for_metrics["seconds"] += time.perf_counter() - t0  # to_uint8 waited for the device
+            sampled_for_metrics["images"] += n
             return np.concatenate(chunks)
 
         values = dict(metrics(sample_fn))
         names = list(metrics.names)
-        append_csv_row(metrics_csv, ["step", "kimg", *names], [step, f"{images_seen / 1000:.3f}",
-                                                            *[f"{values[k]:.6g}" for k in names]])
+        # steps whose synthesis has settings of its own (a diffusion sampler) state them and its cost per image
+        notes = train_step.synthesis_settings()
+        per_image = sampled_for_metrics["seconds"] / max(1, sampled_for_metrics["images"])
+        cost = {**notes, "sample_s_per_img": f"{per_image:.4g}"} if notes else {}
+        append_csv_row(metrics_csv, ["step", "kimg", *names, *cost], [step, f"{images_seen / 1000:.3f}",
+                                                                   *[f"{values[k]:.6g}" for k in names],
+                                                                   *cost.values()])
         plot_curves(metrics_csv, out / "metrics.png", names, ylabel="metric (lower is better)",
                     title="metrics during training")
         if board is not None:
@@ -367,10 +409,10 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
                 board.add_scalar(f"metrics/{k}", values[k], step)
         if values[names[0]] < best:
             best = float(values[names[0]])
-            _check_finite(log_sum, stat_names, step, weights, ckpt_path, last_good["step"])
+            refuse_diverged(run.divergence.weights(watched), step)
             save_checkpoint(checkpoint_state(), out / "best.pt")
 
-    log_n, log_images, t_log, log_from = 0, 0, time.perf_counter(), step + 1
+    log_images, t_log = 0, time.perf_counter()  # img_per_s: this session's images and time since its last row
     bar = tqdm(total=cfg.steps, initial=step, unit="step", disable=not (progress and main), dynamic_ncols=True)
     with (open(losses_csv, "a", newline="") if main else contextlib.nullcontext()) as log_file, \
             _StopOnSignal() as stop:
@@ -417,9 +459,7 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
                             board.add_scalar(f"train/{k}", v, step)
                         board.add_scalar("train/img_per_s", ips, step)
                         board.flush()
-                bad = [k for k, v in zip(stat_names, values) if not math.isfinite(v)]
-                if bad:
-                    raise TrainingDiverged(_diverged(bad, log_from, step, ckpt_path, last_good["step"]))
+                refuse_diverged(run.divergence.statistics(values) or run.divergence.weights(watched), log_from)
                 log_sum.zero_()
                 log_n, log_images, t_log, log_from = 0, 0, now, step + 1
                 if monitor is not None:
@@ -465,23 +505,37 @@ def _check_data(data: LesionDataset, cfg: TrainConfig, option: str) -> None:
         raise DermsynthError(f"--conditional needs labelled data; {option} has no classes")
 
 
-def _diverged(bad: list[str], first: int, last: int, ckpt_path: Path, good_step: int) -> str:
+def _diverged(reasons: list[str], first: int, last: int, ckpt_path: Path, good_step: int, lr_flags: str) -> str:
     where = f"step {last}" if first >= last else f"steps {first}-{last}"
     kept = (f"the last good checkpoint {ckpt_path} (step {good_step}) is kept" if good_step and ckpt_path.exists()
             else "no checkpoint was written")
-    return (f"training diverged: {', '.join(bad)} not finite at {where}; {kept}; lower --lr-g/--lr-d "
-            f"(or change the loss) and --resume")
+    return (f"training diverged at {where}: {'; '.join(reasons)}; {kept}; lower {lr_flags} (or change the loss) "
+            f"and --resume")
 
 
-def _check_finite(log_sum: torch.Tensor, stat_names: list[str], step: int, modules, ckpt_path: Path,
-                  good_step: int) -> None:
-    """Refuse to checkpoint a diverged state: statistics since the last log, then every weight."""
-    bad = [k for k, ok in zip(stat_names, torch.isfinite(log_sum).tolist()) if not ok]
-    for m in modules:
-        if m is not None and not bad and (found := nonfinite_tensor(m)) is not None:
-            bad = [f"weights ({found[0]}: {found[1]})"]
-    if bad:
-        raise TrainingDiverged(_diverged(bad, step, step, ckpt_path, good_step))
+def _resolved(path: str | None) -> str | None:
+    """An existing file or folder as its absolute path (``imgs/`` and ``./imgs`` are one folder); anything else
+    (``phantom:N``, a dataset name, None) as given."""
+    if path is None or ":" in path.split("/")[0] or not Path(path).exists():
+        return path
+    return str(Path(path).resolve())
+
+
+def _check_same_data(state: dict, seen: dict) -> None:
+    """Refuse a resume on other training data than the checkpoint's (count and content hash), whatever the
+    paths are called; checkpoints before fingerprints (no ``data_seen``) are compared by path only."""
+    saved = state.get("data_seen") or {}
+    for key, now in seen.items():
+        before = saved.get(key)
+        if before is None:
+            continue
+        if (before["count"], before["sha256"]) != (now["count"], now["sha256"]):
+            flag = "--" + key.replace("_", "-")
+            raise DermsynthError(
+                f"--resume: {flag} {now['path'] or '(given in memory)'} is not the data the run was trained on "
+                f"({now['count']} images, content {now['sha256'][:12]}; the run had {before['count']} images, "
+                f"{before['sha256'][:12]} from {before['path'] or '(given in memory)'}); resume on the same "
+                f"data or start a new --out")
 
 
 #: options whose absence from a resumed run's config means a run made before they existed, with their value then
@@ -494,17 +548,20 @@ def _resume_config(cfg: TrainConfig, state: dict, given: set[str] | None) -> tup
     # an option added later is absent from older runs' configs: it takes the value that reproduces how they trained
     saved = TrainConfig.from_dict({**ABSENT_BEFORE, **state["config"]}).applicable()  # (earlier versions recorded
     # every model's options)
+    saved = replace(saved, **{k: _resolved(getattr(saved, k)) for k in _DATA_PATHS})  # earlier: as typed
+    # data whose fingerprint the checkpoint holds may come from another path: its contents are compared instead
+    mutable = (*RESUME_MUTABLE, *(state.get("data_seen") or {}))
     defaults = TrainConfig()
     if given is None:
         given = {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) != getattr(defaults, f.name)}
     fixed = [f.name for f in fields(TrainConfig)
-             if f.name in given and f.name not in RESUME_MUTABLE and f.name != "out"
+             if f.name in given and f.name not in mutable and f.name != "out"
              and getattr(cfg, f.name) != getattr(saved, f.name)]
     if fixed:
         diffs = ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k)} (the run has {getattr(saved, k)})" for k in fixed)
         raise DermsynthError(f"--resume cannot change {diffs}; drop the option(s) or start a new --out")
     changes = []
-    for key in RESUME_MUTABLE:
+    for key in mutable:
         new, old = getattr(cfg, key), getattr(saved, key)
         if key in given and new != old:
             changes.append({"option": key, "from": old, "to": new})
@@ -589,7 +646,7 @@ class _StopOnSignal:
             signal.signal(s, previous)
 
 
-def _state(run: _Run, step: int, images_seen: int, best: float) -> dict:
+def _state(run: _Run, step: int, images_seen: int, best: float, log_state: dict) -> dict:
     """The checkpoint: everything an exact resume, a sampler and an audit of the run need."""
     return {
         "format": FORMAT,
@@ -604,6 +661,9 @@ def _state(run: _Run, step: int, images_seen: int, best: float) -> dict:
         "step": step,
         "images_seen": images_seen,  # real images shown: PGAN's growth stage and phase derive from it
         "best_metric": best,
+        "data_seen": run.data_seen,  # resolved paths and fingerprints of the training data
+        "divergence": run.divergence.state_dict(),
+        "log_state": log_state,      # statistics summed since the last log row: losses.csv resumes exactly
         "step_state": run.train_step.state_dict(),
         "networks": {name: net.state_dict() for name, net in run.train_step.networks.items()},
         "ema": {} if run.train_step.ema is None else {run.train_step.sampled: run.train_step.ema.state_dict()},
@@ -632,6 +692,8 @@ def _restore(state: dict, run: _Run) -> None:
     if run.sampler_b is not None and state.get("sampler_b") is not None:
         run.sampler_b.load_state_dict(state["sampler_b"])
     train_step.load_state_dict(state.get("step_state", {}))
+    run.divergence.load_state_dict(state.get("divergence"))
+    run.log_state = state.get("log_state")
     run.noise.set_state(state["noise_rng"])
     torch.set_rng_state(state["torch_rng"])
     if torch.cuda.is_available() and state.get("cuda_rng"):

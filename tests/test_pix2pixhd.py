@@ -359,7 +359,7 @@ def test_a_size_the_global_generator_cannot_handle_is_a_one_line_error_naming_th
 
 
 def test_a_missing_perceptual_network_is_a_one_line_error(tmp_path, phantom, monkeypatch):
-    from dermsynth.classify import networks
+    from dermsynth.models import classifiers as networks
 
     monkeypatch.setattr(networks, "shipped_weights_path", lambda *a: tmp_path / "gone.pt")
     with pytest.raises(DermsynthError, match="--perceptual derm-smallcnn-v1: .*gone.pt is missing"):

@@ -528,9 +528,15 @@ def _check_same_data(state: dict, seen: dict) -> None:
                 f"data or start a new --out")
 
 
+#: options whose absence from a resumed run's config means a run made before they existed, with their value then
+ABSENT_BEFORE: dict[str, Any] = {"flip": False}
+
+
 def _resume_config(cfg: TrainConfig, state: dict, given: set[str] | None) -> tuple[TrainConfig, list[dict]]:
     """The checkpoint's config with the options the user may change applied; errors for the others."""
-    saved = TrainConfig.from_dict(state["config"]).applicable()  # earlier versions recorded every model's options
+    # an option added later is absent from older runs' configs: it takes the value that reproduces how they trained
+    saved = TrainConfig.from_dict({**ABSENT_BEFORE, **state["config"]}).applicable()  # (earlier versions recorded
+    # every model's options)
     saved = replace(saved, **{k: _resolved(getattr(saved, k)) for k in _DATA_PATHS})  # earlier: as typed
     # data whose fingerprint the checkpoint holds may come from another path: its contents are compared instead
     mutable = (*RESUME_MUTABLE, *(state.get("data_seen") or {}))

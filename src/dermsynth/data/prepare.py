@@ -29,7 +29,7 @@ from dermsynth.data.decode import build_dataset, fill_arrays
 from dermsynth.data.maps import SLIC_COMPACTNESS, SLIC_SEGMENTS, superpixels as slic_superpixels
 from dermsynth.data.readers import SourceIndex, read_source
 from dermsynth.defaults import DEFAULT_PHANTOM_N, DEFAULT_SIZE
-from dermsynth.errors import DataError
+from dermsynth.errors import DataError, DermsynthError
 from dermsynth.io import check_writable_dir, remove_stale_temp, temp_path, write_error, write_json
 
 PREPARE_VERSION = 1  # bump when the decoding/cropping/resizing changes, to invalidate old caches
@@ -144,7 +144,8 @@ def prepare(
     size = int(size)
     from_index = isinstance(source, SourceIndex)
     index = source if from_index else read_source(source, kind, split=split, skip_missing=skip_missing)
-    out = Path(out).expanduser() if out is not None else cache_dir_for(index, size, skip_corrupt, from_index)
+    out_given = out is not None
+    out = Path(out).expanduser() if out_given else cache_dir_for(index, size, skip_corrupt, from_index)
     fp = fingerprint(index, size, skip_corrupt)
     if not force:
         cached = _reusable(out, fp, size)
@@ -152,7 +153,7 @@ def prepare(
             return _add_superpixels(out, progress) if superpixels and cached.instance_maps is None else cached
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: cache location exists and is not a folder")
-    check_writable_dir(out, "--out")
+    _check_cache_writable(out, given=out_given)
     remove_stale_temp(out)  # arrays of a prepare that was killed (up to GBs)
     try:
         (out / "meta.json").unlink(missing_ok=True)  # whatever was here is no longer a complete cache
@@ -185,6 +186,19 @@ def prepare(
             "lesion_mask_missing": {"count": len(missing_lesion), "ids": missing_lesion},
         })
     return _add_superpixels(out, progress) if superpixels else LesionDataset.load(out)
+
+
+def _check_cache_writable(out: Path, given: bool) -> None:
+    """``prepare --out`` names the folder itself; the default one lives under $DERMSYNTH_CACHE, which is what a
+    read-only default cache calls for changing (a command such as train has an --out of its own)."""
+    if given:
+        check_writable_dir(out, "--out")
+        return
+    try:
+        check_writable_dir(out)
+    except DermsynthError as exc:
+        raise DataError(f"{exc}: the cache folder {default_cache_root()} is not writable; set DERMSYNTH_CACHE to a "
+                        f"writable folder") from None
 
 
 def _add_superpixels(out: Path, progress: bool) -> LesionDataset:

@@ -108,6 +108,10 @@ class Pix2PixHDGenerator(nn.Module):
         if resolution % 2 ** (n_downsample + local_enhancers):
             raise ValueError(f"{resolution} px is not divisible by 2^{n_downsample + local_enhancers} "
                              f"(n_downsample {n_downsample} + local_enhancers {local_enhancers})")
+        if resolution >> (n_downsample + local_enhancers) < 2:  # instance norm needs more than one pixel
+            raise ValueError(f"{n_downsample} down-samplings (--g-downsample) after {local_enhancers} local "
+                             f"enhancer(s) leave {resolution >> (n_downsample + local_enhancers)} px of {resolution} "
+                             f"px; lower --g-downsample or raise --size")
         self.resolution, self.semantic_nc, self.instance = resolution, semantic_nc, instance
         self.local_enhancers = local_enhancers
         input_nc = semantic_nc + int(instance)
@@ -216,6 +220,9 @@ def build_pix2pixhd(resolution: int, z_dim: int = 0, num_classes: int = 0, width
                     d_layers: int = 3, d_scales: int = 3, **_: object) -> tuple[nn.Module, nn.Module]:
     """(generator, multi-scale discriminator); ``width`` is ngf = ndf (pix2pixHD: 64 both). The latent size
     and classes are unused (pix2pixHD is conditioned on the maps alone)."""
+    if d_scales >= 1 and resolution >> (d_scales - 1) < 2:  # instance norm needs more than one pixel
+        raise ValueError(f"{d_scales} discriminator scales (--d-scales) halve {resolution} px to "
+                         f"{resolution >> (d_scales - 1)} px; at most {resolution.bit_length() - 1} at {resolution} px")
     G = Pix2PixHDGenerator(resolution, semantic_nc, instance, width, n_downsample, n_blocks, local_enhancers)
     D = Pix2PixHDDiscriminator(G.input_nc + 3, width, d_layers, d_scales)
     return G, D

@@ -196,6 +196,7 @@ class TrainConfig:
             parse_batch_schedule(self.batch_schedule, self.size)
         if self.perceptual is not None:
             check_perceptual_spec(self.perceptual)
+        check_option_ranges(self)
         return self
 
     def to_dict(self) -> dict:
@@ -212,3 +213,55 @@ class TrainConfig:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+# --- range checks of single options (issue 18: nonsense that was accepted, or crashed later) --------------
+
+#: counts that must be >= 1 (0 would divide by zero or build nothing)
+_POSITIVE_COUNTS = ("r1_interval", "pl_interval", "map_layers", "mbstd_group")
+#: loss weights and other amounts that must be finite and >= 0
+_NON_NEGATIVE = ("lambda_feat", "lambda_perceptual", "relevancy_weight", "cycle_weight", "identity_weight",
+                 "r1_gamma", "pl_weight", "ema_kimg", "ema_rampup", "pool_size", "g_downsample", "local_enhancers",
+                 "ada_kimg", "gp_weight", "drift", "stable_kimg", "fade_kimg")
+#: amounts that must be finite and > 0
+_POSITIVE_FINITE = ("fmaps", "lr_g", "lr_d", "kimg", "metric_every")
+#: probabilities
+_FRACTIONS = ("style_mixing", "augment_p", "ada_target")
+
+
+def check_option_ranges(cfg: TrainConfig) -> None:
+    """One-line errors for options outside their range (``None`` = the model's default, not checked)."""
+    def given(name: str) -> list[tuple[str, Any]]:
+        value = getattr(cfg, name)
+        return [] if value is None else [(name, value)]
+
+    for name, value in (kv for n in _POSITIVE_COUNTS for kv in given(n)):
+        if value < 1:
+            raise DermsynthError(f"--{_flag(name)} must be >= 1, got {value}")
+    for name, value in (kv for n in _NON_NEGATIVE for kv in given(n)):
+        if not (math.isfinite(value) and value >= 0):
+            raise DermsynthError(f"--{_flag(name)} must be a finite number >= 0, got {value}")
+    for name, value in (kv for n in _POSITIVE_FINITE for kv in given(n)):
+        if not (math.isfinite(value) and value > 0):
+            raise DermsynthError(f"--{_flag(name)} must be a finite number > 0, got {value}")
+    for name, value in (kv for n in _FRACTIONS for kv in given(n)):
+        if not 0 <= value <= 1:
+            raise DermsynthError(f"--{_flag(name)} must be in [0, 1], got {value}")
+
+
+#: options with a default (so ``resolve`` cannot tell them from unset) that only these models read
+MODEL_ONLY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "direction": ("unet-translator",),
+    "instance": ("pix2pixhd",),
+    "skip_unmasked": ("pix2pixhd",),
+    "cycle_residual": ("cyclegan",),
+}
+
+
+def check_given_options_apply(cfg: TrainConfig, given: set[str] | None) -> None:
+    """A one-line error for an option the user set (``given``: option names) that ``cfg.model`` never reads: an
+    option that silently does nothing is refused, as :meth:`TrainConfig.resolve` does for ``None`` fields."""
+    for name in sorted(given or ()):
+        if name in MODEL_ONLY_OPTIONS and cfg.model not in MODEL_ONLY_OPTIONS[name]:
+            raise DermsynthError(f"--{_flag(name)} does not apply to --model {cfg.model} (only to "
+                                 f"{', '.join(MODEL_ONLY_OPTIONS[name])})")

@@ -175,6 +175,32 @@ def test_translate_refuses_a_used_folder(tmp_path, lesion_only):
     assert first.manifest == again.manifest
 
 
+def test_edit_folder_refuses_a_used_folder_and_overwrite_replaces_its_outputs(tmp_path):
+    from _edit_data import phantom_patches
+
+    from dermsynth.edit import edit_folder
+
+    healthy, lesion = phantom_patches(tmp_path / "patches", n=24)
+    cfg = TrainConfig(out=str(tmp_path / "run"), model="unet-translator", size=32, width=4, batch_size=2, steps=1)
+    ckpt = train(cfg, dataset=healthy, dataset_b=lesion, progress=False).checkpoint
+    for folder in ("img", "msk"):
+        (tmp_path / folder).mkdir()
+    for i in range(3):
+        Image.fromarray(np.asarray(healthy.images[i])).save(tmp_path / "img" / f"p{i}.png")
+        Image.fromarray(np.asarray(lesion.lesion_masks[i]) * 255).save(tmp_path / "msk" / f"p{i}_segmentation.png")
+    out = tmp_path / "out"
+    edit_folder(ckpt, tmp_path / "img", tmp_path / "msk", out, progress=False)
+    (tmp_path / "img" / "p2.png").unlink()
+    (tmp_path / "msk" / "p2_segmentation.png").unlink()
+    with pytest.raises(DermsynthError, match="not empty"):
+        edit_folder(ckpt, tmp_path / "img", tmp_path / "msk", out, progress=False)
+    r = _cli("edit", ckpt, "--image", tmp_path / "img" / "p0.png", "--out", tmp_path / "one.png", "--overwrite")
+    _one_line_error(r, "--overwrite goes with --images")
+    edit_folder(ckpt, tmp_path / "img", tmp_path / "msk", out, progress=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "manifest.csv", "p0.png", "p1.png",
+                                                     "relevance.json"]  # the stale p2.png is gone
+
+
 # --- --synthetic-class of an unconditional GAN ---------------------------------------------------------------
 
 
@@ -228,7 +254,7 @@ def test_one_pixel_training_images_are_refused_naming_the_file(tmp_path):
     folder.mkdir()
     for i in range(4):
         Image.fromarray(np.full((1, 1, 3), 40 * i, np.uint8)).save(folder / f"im{i}.png")
-    _one_line_error(_cli("prepare", folder, "--size", 16, "--out", tmp_path / "cache"), "im0.png", "1x1 px",
+    _one_line_error(_cli("prepare", folder, "--size", 16, "--out", tmp_path / "cache"), "im0.png", "1x1 px", "at least 4 px",
                     "too small")
 
 

@@ -170,10 +170,11 @@ def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation
     Image i depends only on CHECKPOINT, --seed, the truncation options and i: the first 5 of --n 70 are the
     images of --n 5."""
     from dermsynth.device import resolve_device
-    from dermsynth.io import output_dir
+    from dermsynth.io import check_writable_dir, output_dir
     from dermsynth.sample import SAMPLE_FILES, latent_walk, write_samples
 
     device = str(resolve_device(device))
+    check_writable_dir(out, "--out")  # before reading the checkpoint; emptiness is checked once it is read
     if interpolate:
         output_dir(out, "--out", overwrite=overwrite, ours=SAMPLE_FILES)
         path = latent_walk(checkpoint, Path(out) / "latent_walk.png", class_name=class_name,

@@ -73,8 +73,9 @@ def _high_bit_depth_to_uint8(im: Image.Image) -> np.ndarray:
     return np.clip(arr.astype(np.float64) / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-#: the smallest image side read as a photograph (a 1x1 "image" enlarged to 64 px is one flat colour)
-MIN_IMAGE_SIDE = 8
+#: the smallest image side read as a photograph: a 1x1 "image" enlarged to the training size is one flat colour,
+#: and below 4 px nothing of a lesion can be seen
+MIN_IMAGE_SIDE = 4
 
 
 def load_image(path: str | Path) -> np.ndarray:

@@ -254,8 +254,8 @@ def test_one_pixel_training_images_are_refused_naming_the_file(tmp_path):
     folder.mkdir()
     for i in range(4):
         Image.fromarray(np.full((1, 1, 3), 40 * i, np.uint8)).save(folder / f"im{i}.png")
-    _one_line_error(_cli("prepare", folder, "--size", 16, "--out", tmp_path / "cache"), "im0.png", "1x1 px", "at least 4 px",
-                    "too small")
+    _one_line_error(_cli("prepare", folder, "--size", 16, "--out", tmp_path / "cache"), "im0.png", "1x1 px",
+                    "at least 4 px", "too small")
 
 
 # --- writes: atomic, and every failure names its file --------------------------------------------------------

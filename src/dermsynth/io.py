@@ -145,6 +145,18 @@ def output_dir(path: str | Path, option: str, *, overwrite: bool = False, ours: 
     return path
 
 
+def check_file_target(path: str | Path, option: str) -> Path:
+    """``path`` as the name of a file to write (before any long computation): a one-line error naming
+    ``option`` when it is (or, ending in a slash, names) a folder, or its folder cannot be written."""
+    text = str(path)
+    path = Path(path)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise DermsynthError(f"{option} {text}: names a folder, but a file is written there; give a file name "
+                             f"(e.g. {path}/NAME)")
+    check_writable_dir(path.parent, option)
+    return path
+
+
 class _InterruptNoticingFile:
     """A file whose writes remember a Ctrl-C: torch's C++ writer turns an exception raised inside ``write`` (a
     second Ctrl-C arriving mid-checkpoint) into a RuntimeError ('unexpected pos') that no longer says so."""
@@ -162,18 +174,6 @@ class _InterruptNoticingFile:
 
     def __getattr__(self, name: str):
         return getattr(self._f, name)
-
-
-def check_file_target(path: str | Path, option: str) -> Path:
-    """``path`` as the name of a file to write (before any long computation): a one-line error naming
-    ``option`` when it is (or, ending in a slash, names) a folder, or its folder cannot be written."""
-    text = str(path)
-    path = Path(path)
-    if text.endswith(("/", os.sep)) or path.is_dir():
-        raise DermsynthError(f"{option} {text}: names a folder, but a file is written there; give a file name "
-                             f"(e.g. {path}/NAME)")
-    check_writable_dir(path.parent, option)
-    return path
 
 
 @contextlib.contextmanager

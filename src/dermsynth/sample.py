@@ -202,8 +202,8 @@ def sample_latents(model: LoadedGenerator, n: int, seed: int, truncation: float 
     chunk of ``batch_size`` at a time (latents, truncation redraws, then labels): latent i depends on the seed
     and i, never on ``n``."""
     gen = torch.Generator().manual_seed(seed)
-    chunks = [(truncated_normal(batch_size, model.z_dim, truncation, gen), sample_labels(model, batch_size, class_name, gen))
-              for _ in range(max(1, math.ceil(n / batch_size)))]
+    chunks = [(truncated_normal(batch_size, model.z_dim, truncation, gen),
+               sample_labels(model, batch_size, class_name, gen)) for _ in range(max(1, math.ceil(n / batch_size)))]
     z = torch.cat([zc for zc, _ in chunks])[:n]
     labels = None if chunks[0][1] is None else torch.cat([yc for _, yc in chunks])[:n]
     return z, labels
@@ -290,7 +290,8 @@ def write_samples(checkpoint: str | Path, n: int, out: str | Path, class_name: s
     out = output_dir(out, "--out", overwrite=overwrite, ours=SAMPLE_FILES)
     z, labels = sample_latents(model, n, seed, truncation, class_name, batch_size)
     rows = []
-    for chunk, start in enumerate(tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress)):
+    starts = range(0, n, batch_size)
+    for chunk, start in enumerate(tqdm(starts, desc="sampling", unit="batch", disable=not progress)):
         stop = min(start + batch_size, n)
         images = generate(model, z[start:stop], None if labels is None else labels[start:stop], batch_size,
                           seed=seed, psi=psi, first_chunk=chunk)

@@ -238,12 +238,15 @@ def check_option_ranges(cfg: TrainConfig) -> None:
     for name, value in (kv for n in _POSITIVE_COUNTS for kv in given(n)):
         if value < 1:
             raise DermsynthError(f"--{_flag(name)} must be >= 1, got {value}")
+    for name, value in (kv for n in (*_NON_NEGATIVE, *_POSITIVE_FINITE) for kv in given(n)):
+        if not math.isfinite(value):
+            raise DermsynthError(f"--{_flag(name)} must be a finite number, got {value}")
     for name, value in (kv for n in _NON_NEGATIVE for kv in given(n)):
-        if not (math.isfinite(value) and value >= 0):
-            raise DermsynthError(f"--{_flag(name)} must be a finite number >= 0, got {value}")
+        if value < 0:
+            raise DermsynthError(f"--{_flag(name)} must be >= 0, got {value}")
     for name, value in (kv for n in _POSITIVE_FINITE for kv in given(n)):
-        if not (math.isfinite(value) and value > 0):
-            raise DermsynthError(f"--{_flag(name)} must be a finite number > 0, got {value}")
+        if not value > 0:
+            raise DermsynthError(f"--{_flag(name)} must be > 0, got {value}")
     for name, value in (kv for n in _FRACTIONS for kv in given(n)):
         if not 0 <= value <= 1:
             raise DermsynthError(f"--{_flag(name)} must be in [0, 1], got {value}")

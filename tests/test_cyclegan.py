@@ -1,5 +1,5 @@
-"""CycleGAN (Zhu et al. 2017; seed 003, 4.3): networks, LSGAN and the image pool, cycle loss falls, exact resume,
-`edit` in both directions."""
+"""CycleGAN (Zhu et al. 2017; Furger et al. 2020, 4.3): networks, LSGAN and the image pool, cycle loss falls, exact
+resume, `edit` in both directions."""
 
 import csv
 
@@ -13,7 +13,7 @@ from _runs import assert_same_training_state, resumed_and_uninterrupted
 from dermsynth.edit import edit_image
 from dermsynth.errors import DermsynthError
 from dermsynth.models.pix2pixhd import ResnetBlock
-from dermsynth.models.translator import CycleGANGenerator, PatchDiscriminator, ResnetGenerator
+from dermsynth.models.editing import CycleGANGenerator, PatchDiscriminator, ResnetGenerator
 from dermsynth.sample import load_generator
 from dermsynth.train import TrainConfig, train
 from dermsynth.train.losses import lsgan_d, lsgan_g
@@ -101,7 +101,7 @@ def test_resume_reproduces_uninterrupted_run_bit_exactly(tmp_path, patches):
     for k in ("a", "b"):
         pool_x, pool_y = x["step_state"]["pools"][k]["images"], y["step_state"]["pools"][k]["images"]
         assert len(pool_x) == 6 and torch.equal(pool_x, pool_y)
-    assert x["generator_inputs"] == ["images"]
+    assert x["sampled_inputs"] == ["images"]
 
 
 def test_bad_cyclegan_options(tmp_path, patches):
@@ -147,7 +147,7 @@ def test_learning_rates_are_constant_for_half_the_run_then_fall_linearly(tmp_pat
         res = train(TrainConfig(out=str(tmp_path / name), steps=8, lr_decay_start=start, **TINY), dataset=healthy,
                     dataset_b=lesion, progress=False)
         state = torch.load(res.checkpoint, weights_only=False)
-        assert [g["lr"] for g in state["opt_g"]["param_groups"]] == [pytest.approx(2e-4 * factor)]
-        assert [g["lr"] for g in state["opt_d"]["param_groups"]] == [pytest.approx(2e-4 * factor)]
+        assert [g["lr"] for g in state["optimizers"]["generator"]["param_groups"]] == [pytest.approx(2e-4 * factor)]
+        assert [g["lr"] for g in state["optimizers"]["discriminator"]["param_groups"]] == [pytest.approx(2e-4 * factor)]
     with pytest.raises(DermsynthError, match="--lr-decay-start must be in"):
         TrainConfig(model="cyclegan", lr_decay_start=1.5).resolve()

@@ -71,13 +71,16 @@ def main() -> None:
 @click.option("--skip-missing", is_flag=True, help="Skip label-table rows whose image file is missing (with a count).")
 @click.option("--superpixels", is_flag=True, help="Also compute SLIC superpixels once (the instance maps of "
               "--model pix2pixhd), cached next to the images.")
+@click.option("--superpixel-area", type=float, default=784.0, show_default=True,
+              help="Pixels per superpixel: the SLIC segment count scales with the image area (about ISIC Task 2's "
+              "superpixel size); meta.json records the fraction of boundary pixels.")
 def prepare(source: str, size: int, out: str | None, skip_corrupt: bool, skip_missing: bool,
-            superpixels: bool) -> None:
+            superpixels: bool, superpixel_area: float) -> None:
     """Decode, center-crop and resize SOURCE once into a memory-mapped uint8 cache."""
     from dermsynth.data.prepare import prepare as prepare_source
 
     ds = prepare_source(source, size=size, out=out, skip_corrupt=skip_corrupt, skip_missing=skip_missing,
-                        superpixels=superpixels)
+                        superpixels=superpixels, superpixel_area=superpixel_area)
     counts = ", ".join(f"{k} {v}" for k, v in ds.class_counts().items())
     click.echo(f"{len(ds)} images at {size}x{size} from {source}" + (f" ({counts})" if counts else ""))
 
@@ -86,32 +89,81 @@ _device_option = click.option("--device", default="auto", show_default=True,
                               help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
 
 
-def _train_options(func):
+def _train_config_params() -> list[click.Parameter]:
     """One click option per TrainConfig field (its help from the field), so the CLI can never drift from the
     config; options taking a registry name list the registry."""
     from dermsynth.models import MODELS
     from dermsynth.train.config import TrainConfig
     from dermsynth.metrics.registry import metric_names
-    from dermsynth.train.augment_pipe import AUGMENT_MODES
+    from dermsynth.train.disc_augment import AUGMENT_MODES, AUGMENT_PIPES
     from dermsynth.train.losses import LOSSES
 
     choices = {"model": sorted(MODELS), "loss": list(LOSSES), "augment": list(AUGMENT_MODES),
-               "metrics": metric_names(better="lower")}
-    for f in reversed(dataclasses.fields(TrainConfig)):
+               "augment_pipe": list(AUGMENT_PIPES), "metrics": metric_names(better="lower")}
+    params: list[click.Parameter] = []
+    for f in dataclasses.fields(TrainConfig):
         name = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         if f.name in choices:
             help_text += f" One of: {', '.join(choices[f.name])}."
         if f.type in ("bool", bool):
-            func = click.option(f"{name}/--no-{f.name.replace('_', '-')}", default=f.default, show_default=True,
-                                help=help_text)(func)
+            params.append(click.Option([f"{name}/--no-{f.name.replace('_', '-')}"], default=f.default,
+                                       show_default=True, help=help_text))
         else:
             # "float | None" fields default to None = the model's default (TrainConfig.resolve)
             kind = {"int": int, "float": float}.get(str(f.type).removesuffix(" | None"), str)
             aliases = ["--data-a"] if f.name == "data" else []  # two-domain models: --data-a A --data-b B
-            func = click.option(name, *aliases, type=kind, default=f.default, show_default=True,
-                                help=help_text)(func)
-    return func
+            params.append(click.Option([name, *aliases], type=kind, default=f.default, show_default=True,
+                                       help=help_text))
+    return params
+
+
+class _TrainCommand(click.Command):
+    """``train``: its options are made from TrainConfig on first use (so that ``dermsynth --help`` does not load
+    torch), and its ``--help`` lists them by model: the common options, then each model's own."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._own: list[click.Parameter] = []
+        self._all: list[click.Parameter] | None = None
+        super().__init__(*args, **kwargs)
+
+    @property
+    def params(self) -> list[click.Parameter]:  # type: ignore[override]
+        if self._all is None:
+            self._all = _train_config_params() + self._own
+        return self._all
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._own, self._all = list(value), None
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from dermsynth.train.config import option_groups
+
+        params = {p.name: p for p in self.get_params(ctx)}
+        groups = option_groups()
+        common = [params.pop(f.name).get_help_record(ctx) for f in groups.pop("common")]
+        model_names = {f.name for fs in groups.values() for f in fs}
+        rest = [p.get_help_record(ctx) for name, p in params.items() if name not in model_names]
+        with formatter.section("Options of every model"):
+            formatter.write_dl([r for r in common + rest if r is not None])
+        shown: dict[tuple[str, str], str] = {}  # (option, help) -> the model whose section explained it
+        for model, own in groups.items():
+            rows, again = [], []
+            for f in own:
+                flags, _ = params[f.name].get_help_record(ctx)
+                _, listed, names = (params[f.name].help or "").partition(" One of: ")  # a registry's names
+                default = "" if f.default is None else f"  [default: {f.default}]"
+                text = f.metadata.get("help", "") + listed + names + default
+                if (f.name, text) in shown:
+                    again.append(f"--{f.name.replace('_', '-')}")
+                else:
+                    shown[(f.name, text)] = model
+                    rows.append((flags, text))
+            if again:
+                rows.append(("and", f"{', '.join(again)} (as above)"))
+            with formatter.section(f"Options of --model {model} (refused for other models)"):
+                formatter.write_dl(rows)
 
 
 def _training_metrics(cfg):
@@ -127,23 +179,20 @@ def _training_metrics(cfg):
                            device=cfg.device, seed=cfg.seed)
 
 
-@main.command()
-@_train_options
+@main.command(cls=_TrainCommand)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest.pt.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx: click.Context, resume: bool, quiet: bool, **options) -> None:
-    """Train a GAN (default DCGAN on the built-in phantom data).
+    """Train a model (default DCGAN on the built-in phantom data).
 
     Stops cleanly on Ctrl-C or SIGTERM (checkpoint saved; exit 130 / 143) and on divergence (NaN/inf, the
     last good checkpoint kept). On --resume, options that fix the run (model, data, size, architecture) must
     not change; length, logging cadence and learning rates may, and the change is recorded in config.json.
     """
     from dermsynth.train import TrainConfig, train as run_training
-    from dermsynth.train.config import check_given_options_apply
 
     given = {k for k in options if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
-    check_given_options_apply(TrainConfig(**options), given)
     result = run_training(TrainConfig(**options), resume=resume, progress=not quiet, given=given,
                           make_metrics=_training_metrics)
     click.echo(f"step {result.step}: checkpoint {result.checkpoint}")
@@ -294,7 +343,7 @@ def demo(data: str | None, out: str, size: int | None, steps: int | None, device
 @click.option("--quiet", is_flag=True)
 def compare(models: str, data: str | None, size: int, kimg: float, batch_size: int | None, width: int, phantom_n: int,
             eval_images: int | None, out: str, device: str, seed: int, quiet: bool) -> None:
-    """Seed 001's comparison: train MODELS on the same data and budget; Table 1 SWD, Fig. 1 and 3 grids."""
+    """Baur et al.'s comparison: train MODELS on the same data and budget; Table 1 SWD, Fig. 1 and 3 grids."""
     from dermsynth.compare import compare as run_compare
 
     res = run_compare([m.strip() for m in models.split(",") if m.strip()], data=data, size=size, kimg=kimg,
@@ -461,7 +510,8 @@ def augment(conditions: str | None, split_file: str | None, fractions: str, pati
 def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str, inception_weights: str | None,
                          extractor_checkpoint: str | None, n: int, out: str, seed: int, device: str,
                          quiet: bool) -> None:
-    """Seed 003's Table 3: SWD (or FID/KID) of CHECKPOINT at truncation 0.01 ... 1 and none; table, plot, JSON."""
+    """Furger et al.'s Table 3: SWD (or FID/KID) of CHECKPOINT at truncation 0.01 ... 1 and none (StyleGAN2: psi 0 ... 1;
+    PGAN has none); table, plot, JSON."""
     import numpy as np
 
     from dermsynth.data.prepare import load_dataset
@@ -488,9 +538,9 @@ def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str
 @main.command()
 @click.argument("source")
 @click.option("--out", type=click.Path(), required=True, help="Output folder: OUT/healthy and OUT/lesion caches.")
-@click.option("--size", default=128, show_default=True, help="Patch side in pixels (seed 003: 128).")
+@click.option("--size", default=128, show_default=True, help="Patch side in pixels (Furger et al. 2020: 128).")
 @click.option("--lesion-fraction", default="0.1:0.8", show_default=True,
-              help="LO:HI fraction of lesion pixels of a lesion patch (seed 003: 10-80 %).")
+              help="LO:HI fraction of lesion pixels of a lesion patch (Furger et al. 2020: 10-80 %).")
 @click.option("--margin", default=8, show_default=True,
               help="Healthy patches have no lesion pixel within this many pixels around them.")
 @click.option("--stride", type=int, default=None, help="Grid step in pixels (default: --size, no overlap).")
@@ -506,7 +556,7 @@ def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str
 def patches(source: str, out: str, size: int, lesion_fraction: str, margin: int, stride: int | None,
             max_dark: float, read_size: int | None, max_per_image: int | None, seed: int, skip_corrupt: bool,
             quiet: bool) -> None:
-    """Cut healthy-skin and lesion patches (seed 003) from SOURCE's images and lesion masks."""
+    """Cut healthy-skin and lesion patches (Furger et al. 2020) from SOURCE's images and lesion masks."""
     from dermsynth.data.patches import PatchRule, cut_patches, parse_fraction_range
 
     rule = PatchRule(size=size, lesion_fraction=parse_fraction_range(lesion_fraction), margin=margin,

@@ -1,7 +1,8 @@
 """Sampling from a trained generator (any model in the registry): PNGs with a manifest, truncation, latent walks,
 and :func:`translate_images` for map -> image (and image -> image) generators.
 
-A checkpoint records what its generator takes (``generator_inputs``: batch field names in call order):
+A checkpoint names the network that is sampled (``sampled``, the generator of a GAN) and records what it
+takes (``sampled_inputs``: batch field names in call order):
 noise -> image generators take ``("z", "labels")`` and are *sampled*; the others take maps or images from a
 dataset (``dermsynth.train.batch``) and are *translated*.
 
@@ -28,7 +29,7 @@ from dermsynth.device import resolve_device
 from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import output_dir, write_csv
 from dermsynth.progress import tqdm
-from dermsynth.models import NOISE_INPUTS, build_gan
+from dermsynth.models import MODELS, NOISE_INPUTS, build_networks
 from dermsynth.models.layers import upsample_to
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.train.batch import batch_from_dataset
@@ -73,6 +74,22 @@ class LoadedGenerator:
             raise DermsynthError(f"{self.checkpoint}: a {self.model} model takes {', '.join(self.inputs)}, not "
                                  f"lesion maps; use `dermsynth edit`")
 
+    @property
+    def truncation(self) -> str | None:
+        """How this model's samples are truncated: "latent", "w" (``psi``) or None (``ModelSpec.truncation``)."""
+        spec = MODELS.get(self.model)
+        return spec.truncation if spec is not None else "latent"
+
+    def latents(self, n: int, truncation: float | None, generator: torch.Generator) -> torch.Tensor:
+        """``n`` latents, components beyond ``truncation`` resampled (:func:`truncated_normal`); refused for a
+        generator that renormalises z, where the resampling would change nothing."""
+        if truncation is not None and self.truncation != "latent":
+            hint = ("truncate toward the average w with --psi instead" if self.truncation == "w"
+                    else "this model has no truncation")
+            raise DermsynthError(f"--truncation: a {self.model} generator normalises its latent z, so resampling "
+                                 f"z's components would change nothing; {hint}")
+        return truncated_normal(n, self.z_dim, truncation, generator)
+
     def class_index(self, name_or_index: str | int | None) -> int | None:
         if name_or_index is None:
             return None
@@ -89,19 +106,19 @@ class LoadedGenerator:
 
 
 def load_generator(checkpoint: str | Path, device: str | torch.device = "auto", ema: bool = True) -> LoadedGenerator:
-    """Rebuild the generator of a training checkpoint (the EMA copy when it has one and ``ema``)."""
+    """Rebuild the sampled network of a training checkpoint (the EMA copy when it has one and ``ema``)."""
     state = load_checkpoint(checkpoint)
     assert_finite_weights(state, checkpoint)
-    options = state["model_options"]
-    G, _ = build_gan(state["model"], **options)
-    weights = state["generator_ema"] if ema and state.get("generator_ema") is not None else state["generator"]
+    options, sampled = state["model_options"], state["sampled"]
     try:
-        G.load_state_dict(weights)
+        G = build_networks(state["model"], **options)[sampled]
+        G.load_state_dict(state["ema"][sampled] if ema and sampled in state.get("ema", {})
+                          else state["networks"][sampled])
     except (RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"{checkpoint}: generator weights do not match {state['model']} "
+        raise CheckpointError(f"{checkpoint}: {sampled} weights do not match {state['model']} "
                               f"({str(exc).splitlines()[0]})") from None
     G.to(resolve_device(device)).eval().requires_grad_(False)
-    inputs = tuple(state.get("generator_inputs") or NOISE_INPUTS)  # checkpoints before the step protocol
+    inputs = tuple(state.get("sampled_inputs") or NOISE_INPUTS)  # checkpoints before the step protocol
     return LoadedGenerator(G, list(state["class_names"]), int(options.get("z_dim", 0)),
                            options.get("num_classes", 0) > 0, Path(checkpoint), int(state["step"]), inputs,
                            str(state["model"]))
@@ -114,7 +131,7 @@ _MIN_ACCEPTANCE = 0.005
 
 def truncated_normal(n: int, dim: int, threshold: float | None, generator: torch.Generator) -> torch.Tensor:
     """Standard-normal latents; with ``threshold``, every component with |z| > threshold is redrawn
-    until it falls inside (the resampling truncation trick of seed 003, not clamping).
+    until it falls inside (the resampling truncation trick of Furger et al. 2020, not clamping).
 
     Components inside are kept as drawn, and the redraws are those of earlier versions (same latents for
     thresholds >= 0.01). For tiny thresholds, where redrawing would take ~1/P(|z| <= threshold) rounds, the
@@ -202,7 +219,7 @@ def sample_latents(model: LoadedGenerator, n: int, seed: int, truncation: float 
     chunk of ``batch_size`` at a time (latents, truncation redraws, then labels): latent i depends on the seed
     and i, never on ``n``."""
     gen = torch.Generator().manual_seed(seed)
-    chunks = [(truncated_normal(batch_size, model.z_dim, truncation, gen),
+    chunks = [(model.latents(batch_size, truncation, gen),
                sample_labels(model, batch_size, class_name, gen)) for _ in range(max(1, math.ceil(n / batch_size)))]
     z = torch.cat([zc for zc, _ in chunks])[:n]
     labels = None if chunks[0][1] is None else torch.cat([yc for _, yc in chunks])[:n]
@@ -317,12 +334,12 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def latent_walk(checkpoint: str | Path, out: str | Path, rows: int = 4, steps: int = 8,
                 class_name: str | int | None = None, truncation: float | None = None, seed: int = 0,
                 device: str = "auto", psi: float | None = None) -> Path:
-    """A grid of latent walks (seed 001, Fig. 4): each row interpolates (slerp) between two random latents
+    """A grid of latent walks (Baur et al. 2018, Fig. 4): each row interpolates (slerp) between two random latents
     (z; StyleGAN2 maps every point to w, truncated toward the average w by ``psi``)."""
     model = load_generator(checkpoint, device)
     model.require_noise()
     gen = torch.Generator().manual_seed(seed)
-    ends = truncated_normal(2 * rows, model.z_dim, truncation, gen)
+    ends = model.latents(2 * rows, truncation, gen)
     t = torch.linspace(0, 1, steps)
     z = torch.cat([slerp(ends[2 * r], ends[2 * r + 1], t) for r in range(rows)])
     labels = sample_labels(model, rows, class_name, gen)

@@ -1,10 +1,10 @@
 """What an augmentation experiment runs: its conditions, its configuration and each run's training set.
 
 A condition is written as ``+``-joined tokens (:class:`Condition`): ``real`` (the real training images),
-``classic`` (seed 002's augmentation set while training), ``synth:R`` (``R`` x the number of real training
+``classic`` (Essipova et al.'s augmentation set while training), ``synth:R`` (``R`` x the number of real training
 images of synthetic images, in the real training set's class proportions over the classes the source
 generates; without ``real``: synthetic only), ``balance`` (synthetic images of every class until it
-matches the largest one, as seed 002 did for BCC). :func:`synthetic_counts` turns a condition into
+matches the largest one, as Essipova et al. 2020 did for BCC). :func:`synthetic_counts` turns a condition into
 synthetic images per class, :func:`build_training_set` into the images themselves; the experiment that
 trains and compares them is :mod:`dermsynth.classify.experiment`.
 """
@@ -81,7 +81,7 @@ class Condition:
 
     @property
     def label(self) -> str:
-        """Row label for the table, in seed 000's wording ("Real images", "Real images + synthetic ...")."""
+        """Row label for the table, in Bissoto et al.'s wording ("Real images", "Real images + synthetic ...")."""
         ratio = f" ({self.synth_ratio:g}x the real count)" if self.synth_ratio else ""
         extras = ([f"synthetic{ratio}"] if self.synth_ratio and self.real else [])
         extras += (["synthetic to balance the classes"] if self.balance else [])
@@ -142,7 +142,7 @@ class AugmentExperimentConfig:
 
     data: str = "phantom"                # dataset spec for load_dataset (folder, cache, .npz, phantom[:N])
     out: str = "runs/augment"
-    size: int = 28                       # seed 002 classifies 28x28 images
+    size: int = 28                       # Essipova et al. 2020 classifies 28x28 images
     conditions: list[str] = field(default_factory=lambda: ["real", "real+classic"])
     seeds: int = 5                       # K repeats per condition
     seed: int = 0                        # first seed; the runs use seed, seed + 1, ..., seed + K - 1

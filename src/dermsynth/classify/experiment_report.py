@@ -10,7 +10,7 @@ from dermsynth.classify.experiment_config import Condition
 from dermsynth.classify.stats import format_mean_std
 from dermsynth.report.html import HTMLReport
 
-__all__ = ["detail_rows", "external_rows", "seed000_table", "write_outputs"]
+__all__ = ["detail_rows", "external_rows", "bissoto2018_table", "write_outputs"]
 
 
 def _runs(cond: dict, key: str, test: str = "metrics") -> list[float]:
@@ -30,8 +30,8 @@ def _p(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3g}"
 
 
-def seed000_table(results: dict) -> list[tuple[str, str]]:
-    """Rows of seed 000's table: (training data, "AUC mean ± std" in percent over seeds)."""
+def bissoto2018_table(results: dict) -> list[tuple[str, str]]:
+    """Rows of Bissoto et al.'s table: (training data, "AUC mean ± std" in percent over seeds)."""
     return [(c["label"], format_mean_std(_runs(c, "macro_auc"))) for c in results["conditions"].values()]
 
 
@@ -174,7 +174,7 @@ def write_outputs(results: dict, out: Path) -> tuple[str, Path]:
     """Write ``table.md``, ``table.txt``, ``auc.png``, ``confusion/*.png`` and ``report.html``."""
     out = Path(out)
     names = results["data"]["class_names"]
-    main_rows = seed000_table(results)
+    main_rows = bissoto2018_table(results)
     details = detail_rows(results)
     recall_rows, auc_rows = _per_class_rows(results, "per_class_recall"), _per_class_rows(results, "per_class_auc")
     k = len(results["seeds"])

@@ -1,7 +1,8 @@
 """GAN architectures, selected by name from a small registry.
 
-A registry entry (:class:`ModelSpec`) builds ``(generator, discriminator)`` from keyword options and names
-how the shared trainer drives it: a *step* kind (``"gan"``, ``"progressive"``, ``"pyramid"``, ...; see
+A registry entry (:class:`ModelSpec`) builds the model's *named networks* (``{"generator": G,
+"discriminator": D}`` for the GANs; the names are the checkpoint's keys and the training step's, see
+``dermsynth.train.steps``) from keyword options and names how the shared trainer drives it: a *step* kind (``"gan"``, ``"progressive"``, ``"pyramid"``, ...; see
 ``dermsynth.train.steps``), the model's own training defaults, which fill every ``TrainConfig`` field left at
 ``None``, and what its generator takes (``inputs``, batch field names in call order; recorded in every
 checkpoint). Noise -> image generators take ``(z, labels)`` and have ``z_dim``, ``resolution`` and
@@ -20,13 +21,27 @@ from torch import nn
 from dermsynth.errors import DermsynthError
 from dermsynth.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from dermsynth.models.lapgan import LAPGANDiscriminator, LAPGANGenerator, build_lapgan
+from dermsynth.models.options import (CycleGANOptions, DCGANOptions, LAPGANOptions, ModelOptions, NoiseGANOptions,
+                                      PGANOptions, Pix2PixHDOptions, StyleGAN2Options, UNetTranslatorOptions)
 from dermsynth.data.maps import masked_subset
 from dermsynth.models.pix2pixhd import MultiScaleDiscriminator, build_pix2pixhd
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANDiscriminator, PGANGenerator, build_pgan, pgan_schedule
 from dermsynth.models.stylegan2 import STYLEGAN2_DEFAULTS, build_stylegan2, stylegan2_options
-from dermsynth.models.translator import build_cyclegan, build_unet_translator
+from dermsynth.models.editing import build_cyclegan, build_unet_editor
 
 GANBuilder = Callable[..., tuple[nn.Module, nn.Module]]
+#: a registry builder: keyword options -> the model's networks by name
+NetworksBuilder = Callable[..., dict[str, nn.Module]]
+#: the names of a GAN's two networks, in the order its builder returns them
+GAN_NETWORKS: tuple[str, ...] = ("generator", "discriminator")
+
+
+def gan_networks(builder: GANBuilder) -> NetworksBuilder:
+    """A ``(generator, discriminator)`` builder as a registry builder of named networks."""
+    def build(**options: Any) -> dict[str, nn.Module]:
+        return dict(zip(GAN_NETWORKS, builder(**options)))
+    build.__doc__ = builder.__doc__
+    return build
 
 #: what a noise -> image generator takes: a latent batch and (conditional models) class labels
 NOISE_INPUTS: tuple[str, ...] = ("z", "labels")
@@ -42,13 +57,17 @@ def _pgan_steps(cfg: Any, images: int) -> int:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to build a GAN and how the trainer trains it.
+    """How to build a model's networks and how the trainer trains it.
 
-    ``defaults`` maps ``TrainConfig`` field names to values, or to callables of the partly resolved config
-    (evaluated after the constant defaults, e.g. a batch schedule that depends on ``size``).
+    ``build`` returns the networks by name (a GAN's ``(G, D)`` builder is wrapped by :func:`gan_networks`).
+
+    ``options`` is the dataclass of the options the model takes besides the common ones
+    (``dermsynth.models.options``); ``defaults`` maps those and common ``TrainConfig`` field names to values,
+    or to callables of the partly resolved config (evaluated after the constant defaults, e.g. a batch
+    schedule that depends on ``size``). A model's name, builder, step, options and defaults are this one entry.
     """
 
-    build: GANBuilder
+    build: NetworksBuilder
     step: str = "gan"
     defaults: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = NOISE_INPUTS
@@ -63,9 +82,16 @@ class ModelSpec:
     data_domain: Callable[[Any], str] | None = None
     #: two-domain models: (A, B) as the model trains on them, from (resolved config, A, B)
     prepare_domains: Callable[[Any, Any, Any], tuple[Any, Any]] = field(default=lambda cfg, a, b: (a, b))
+    #: the options the model takes besides the common ones (their fields, help and checks)
+    options: type[ModelOptions] = NoiseGANOptions
+    #: how samples are truncated: "latent" (z components resampled beyond a threshold, Furger et al. 2020), "w"
+    #: (toward the average w by psi: StyleGAN), or None. A generator that renormalises z (PGAN's pixel norm,
+    #: StyleGAN's second-moment normalisation) undoes latent resampling, so "latent" would be a silent no-op there.
+    truncation: str | None = "latent"
 
 
-# Radford et al. 2015 (seeds 002/004): Adam 2e-4, betas (0.5, 0.999), batch 64, non-saturating BCE.
+# Radford et al. 2015 (Essipova et al. 2020 and Lunagariya & Patel): Adam 2e-4, betas (0.5, 0.999), batch 64,
+# non-saturating BCE.
 DCGAN_DEFAULTS: dict[str, Any] = {"loss": "nonsaturating", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5,
                                   "beta2": 0.999, "batch_size": 64, "ema_beta": 0.0, "gp_weight": 0.0,
                                   "drift": 0.0, "steps": 2000}
@@ -78,7 +104,7 @@ def _paper_batches(cfg: Any) -> str:
     return ",".join(f"{r}:{cfg.batch_size or KARRAS_PAPER_BATCH.get(r, 3)}" for r in sizes)
 
 
-# Karras et al. 2018 (seed 001): WGAN-GP (lambda 10) + drift 1e-3, Adam 1e-3 betas (0, 0.99), G EMA 0.999,
+# Karras et al. 2018 (Baur et al. 2018): WGAN-GP (lambda 10) + drift 1e-3, Adam 1e-3 betas (0, 0.99), G EMA 0.999,
 # 600k images per stable and per fade phase; trains until one stable phase at full resolution is done.
 PGAN_DEFAULTS: dict[str, Any] = {
     "loss": "wgan", "lr_g": 1e-3, "lr_d": 1e-3, "beta1": 0.0, "beta2": 0.99, "ema_beta": 0.999,
@@ -89,13 +115,13 @@ PGAN_DEFAULTS: dict[str, Any] = {
 }
 
 
-# Seed 003, sections 3.2 and 4.2 (the minibatch is not given there: ours).
+# Furger et al. 2020, sections 3.2 and 4.2 (the minibatch is not given there: ours).
 UNET_TRANSLATOR_DEFAULTS: dict[str, Any] = {"loss": "nonsaturating", "lr_g": 5e-5, "lr_d": 5e-5, "beta1": 0.9,
                                             "beta2": 0.999, "batch_size": 16, "ema_beta": 0.0, "steps": 2000,
                                             "relevancy_weight": 10.0}
 def _truncate_healthy(cfg: Any, a: Any, b: Any) -> tuple[Any, Any]:
-    """Seed 003 (4.2): with ``--truncate-healthy``, the healthy photos the add translator edits (A) are cut to a
-    seeded random subset as large as the lesion set (B); the removal discriminator keeps every healthy image."""
+    """Furger et al. 2020 (4.2): with ``--truncate-healthy``, the healthy photos the add editor edits (A) are cut to
+    a seeded random subset as large as the lesion set (B); the removal discriminator keeps every healthy image."""
     if cfg.truncate_healthy and cfg.direction == "add":
         return a.random_subset(len(b), cfg.seed), b
     return a, b
@@ -109,10 +135,10 @@ CYCLEGAN_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "
                                      "pool_size": 50, "lr_decay_start": 0.5}
 
 
-# Wang et al. 2018 (pix2pixHD, seed 000), the code's defaults: LSGAN, Adam 2e-4 betas (0.5, 0.999), ngf = ndf = 64,
-# 4 down-samplings and 9 residual blocks in the global generator, 3 discriminator scales of 3 layers, feature
-# matching and perceptual (VGG) loss weights 10, the learning rates constant for half the run, then falling linearly
-# to 0 (niter = niter_decay = 100 epochs). The paper trains with minibatch 1; ours is 4 (instance norm makes
+# Wang et al. 2018 (pix2pixHD, Bissoto et al. 2018), the code's defaults: LSGAN, Adam 2e-4 betas (0.5, 0.999),
+# ngf = ndf = 64, 4 down-samplings and 9 residual blocks in the global generator, 3 discriminator scales of 3 layers,
+# feature matching and perceptual (VGG) loss weights 10, the learning rates constant for half the run, then falling
+# linearly to 0 (niter = niter_decay = 100 epochs). The paper trains with minibatch 1; ours is 4 (instance norm makes
 # the networks independent of the minibatch, and 4 keeps a GPU busier). No EMA generator (pix2pixHD has none).
 # The perceptual network is off by default: the paper's ImageNet VGG19 cannot be downloaded here.
 PIX2PIXHD_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 4,
@@ -122,7 +148,7 @@ PIX2PIXHD_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, 
 
 
 def _build_dcgan(resolution: int, z_dim: int, num_classes: int, width: int = 64, d_scales: int = 1, **_: object):
-    """DCGAN; with ``d_scales`` > 1 its discriminator becomes seed 003's multi-scale one (one DCGAN
+    """DCGAN; with ``d_scales`` > 1 its discriminator becomes Furger et al.'s multi-scale one (one DCGAN
     discriminator per scale, logits averaged)."""
     G = DCGANGenerator(z_dim=z_dim, resolution=resolution, width=width, num_classes=num_classes)
     if d_scales == 1:
@@ -149,26 +175,31 @@ def _pix2pixhd_options(cfg: Any, data: Any) -> dict[str, Any]:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "dcgan": ModelSpec(_build_dcgan, "gan", {**DCGAN_DEFAULTS, "d_scales": 1}, extra_options=_dcgan_options),
-    "pgan": ModelSpec(build_pgan, "progressive", PGAN_DEFAULTS, steps_for_images=_pgan_steps),
-    # Denton et al. trained each level as a plain GAN; seed 001 gives no other settings, so DCGAN's (without
+    "dcgan": ModelSpec(gan_networks(_build_dcgan), "gan", {**DCGAN_DEFAULTS, "d_scales": 1}, extra_options=_dcgan_options,
+                       options=DCGANOptions),
+    "pgan": ModelSpec(gan_networks(build_pgan), "progressive", PGAN_DEFAULTS, steps_for_images=_pgan_steps,
+                      options=PGANOptions, truncation=None),
+    # Denton et al. trained each level as a plain GAN; Baur et al. 2018 gives no other settings, so DCGAN's (without
     # the gradient penalty: its critics judge a band given the coarser image, not an image alone).
-    "lapgan": ModelSpec(build_lapgan, "pyramid", {k: v for k, v in DCGAN_DEFAULTS.items() if k != "gp_weight"}),
-    # seed 003 (4.2): Adam 5e-5, betas (0.9, 0.999), relevancy weight 10; its adversarial loss is DCGAN's (BCE);
-    # it gives no minibatch, 16 is ours
-    "unet-translator": ModelSpec(build_unet_translator, "unet-translator", UNET_TRANSLATOR_DEFAULTS,
+    "lapgan": ModelSpec(gan_networks(build_lapgan), "pyramid", {k: v for k, v in DCGAN_DEFAULTS.items() if k != "gp_weight"},
+                        options=LAPGANOptions),
+    # Furger et al. 2020 (4.2): Adam 5e-5, betas (0.9, 0.999), relevancy weight 10; its adversarial loss is DCGAN's
+    # (BCE); it gives no minibatch, 16 is ours
+    "unet-translator": ModelSpec(gan_networks(build_unet_editor), "unet-translator", UNET_TRANSLATOR_DEFAULTS,
                                  inputs=("images", "masks"),
                                  extra_options=lambda cfg, data: {"direction": cfg.direction},
                                  data_domain=lambda cfg: "lesion" if cfg.direction == "remove" else "healthy",
-                                 prepare_domains=_truncate_healthy),
-    "cyclegan": ModelSpec(build_cyclegan, "cyclegan", CYCLEGAN_DEFAULTS, inputs=("images",),
+                                 prepare_domains=_truncate_healthy, options=UNetTranslatorOptions),
+    "cyclegan": ModelSpec(gan_networks(build_cyclegan), "cyclegan", CYCLEGAN_DEFAULTS, inputs=("images",),
                           data_domain=lambda cfg: "healthy",
-                          extra_options=lambda cfg, data: {"residual": cfg.cycle_residual}),
-    "pix2pixhd": ModelSpec(build_pix2pixhd, "pix2pixhd", PIX2PIXHD_DEFAULTS, inputs=("semantic", "instance"),
+                          extra_options=lambda cfg, data: {"residual": cfg.cycle_residual}, options=CycleGANOptions),
+    "pix2pixhd": ModelSpec(gan_networks(build_pix2pixhd), "pix2pixhd", PIX2PIXHD_DEFAULTS, inputs=("semantic", "instance"),
                            extra_options=_pix2pixhd_options,
-                           prepare_data=lambda cfg, data: masked_subset(data, cfg.skip_unmasked)),
+                           prepare_data=lambda cfg, data: masked_subset(data, cfg.skip_unmasked),
+                           options=Pix2PixHDOptions),
     # Karras et al. 2020 (StyleGAN2-ADA): the reference configuration at the run's resolution
-    "stylegan2": ModelSpec(build_stylegan2, "stylegan2", STYLEGAN2_DEFAULTS, extra_options=stylegan2_options),
+    "stylegan2": ModelSpec(gan_networks(build_stylegan2), "stylegan2", STYLEGAN2_DEFAULTS,
+                           extra_options=stylegan2_options, options=StyleGAN2Options, truncation="w"),
 }
 
 
@@ -176,10 +207,11 @@ def register_model(name: str, builder: GANBuilder, step: str = "gan",
                    defaults: Mapping[str, Any] | None = None, inputs: tuple[str, ...] = NOISE_INPUTS,
                    steps_for_images: Callable[[Any, int], int] | None = None,
                    extra_options: Callable[[Any, Any], dict[str, Any]] | None = None) -> None:
-    """Add a GAN to the registry; ``defaults`` fall back to DCGAN's for fields it does not name."""
+    """Add a GAN (``builder`` returns ``(generator, discriminator)``) to the registry; ``defaults`` fall back to
+    DCGAN's for fields it does not name. Models with other networks: add a :class:`ModelSpec` to :data:`MODELS`."""
     extra = {k: v for k, v in (("steps_for_images", steps_for_images), ("extra_options", extra_options))
              if v is not None}
-    MODELS[name] = ModelSpec(builder, step, {**DCGAN_DEFAULTS, **(defaults or {})}, inputs, **extra)
+    MODELS[name] = ModelSpec(gan_networks(builder), step, {**DCGAN_DEFAULTS, **(defaults or {})}, inputs, **extra)
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -189,8 +221,8 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def build_gan(name: str, **options: object) -> tuple[nn.Module, nn.Module]:
-    """Build ``(generator, discriminator)`` for a registered model name."""
+def build_networks(name: str, **options: object) -> dict[str, nn.Module]:
+    """Build the named networks of a registered model (a GAN: ``{"generator": G, "discriminator": D}``)."""
     spec = model_spec(name)
     try:
         return spec.build(**options)
@@ -198,5 +230,12 @@ def build_gan(name: str, **options: object) -> tuple[nn.Module, nn.Module]:
         raise DermsynthError(f"cannot build {name}: {exc}") from None
 
 
+def build_gan(name: str, **options: object) -> tuple[nn.Module, nn.Module]:
+    """``(generator, discriminator)`` of a registered GAN (:func:`build_networks` for any model)."""
+    networks = build_networks(name, **options)
+    return networks["generator"], networks["discriminator"]
+
+
 __all__ = ["MODELS", "NOISE_INPUTS", "DCGANDiscriminator", "DCGANGenerator", "LAPGANDiscriminator", "LAPGANGenerator",
-           "ModelSpec", "PGANDiscriminator", "PGANGenerator", "build_gan", "model_spec", "register_model"]
+           "GAN_NETWORKS", "ModelSpec", "PGANDiscriminator", "PGANGenerator", "build_gan", "build_networks", "gan_networks",
+           "model_spec", "register_model"]

@@ -54,7 +54,7 @@ from dermsynth.classify.stats import bootstrap_auc_difference, compare_to_baseli
 from dermsynth.classify.synthetic import SyntheticSource, open_source
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.prepare import load_dataset
-from dermsynth.device import resolve_device, runtime_info
+from dermsynth.device import bf16_native, resolve_device, runtime_info
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.io import atomic_open, write_csv, write_json
 from dermsynth.progress import tqdm
@@ -360,7 +360,8 @@ def run_augment_experiment(config: AugmentExperimentConfig, *, dataset: LesionDa
     counts = {c.name: synthetic_counts(c, train_counts, dataset.class_names, source) for c in conditions}
     out.mkdir(parents=True, exist_ok=True)  # every input is checked: from here on, results are written
     split.save(out / SPLIT_FILE)
-    _write_json(out / CONFIG_FILE, {**cfg.to_dict(), "runtime": runtime_info(resolve_device(cfg.device))})
+    device = resolve_device(cfg.device)
+    _write_json(out / CONFIG_FILE, {**cfg.to_dict(), "runtime": runtime_info(device, bf16=bf16_native(device))})
 
     records: dict[str, list[dict]] = {c.name: [] for c in conditions}
     todo, skipped, trained = [], [], []

@@ -111,10 +111,6 @@ class Pix2PixHDGenerator(nn.Module):
         if resolution % 2 ** (n_downsample + local_enhancers):
             raise ValueError(f"{resolution} px is not divisible by 2^{n_downsample + local_enhancers} "
                              f"(n_downsample {n_downsample} + local_enhancers {local_enhancers})")
-        if resolution >> (n_downsample + local_enhancers) < 2:  # instance norm needs more than one pixel
-            raise ValueError(f"{n_downsample} down-samplings (--g-downsample) after {local_enhancers} local "
-                             f"enhancer(s) leave {resolution >> (n_downsample + local_enhancers)} px of {resolution} "
-                             f"px; lower --g-downsample or raise --size")
         self.resolution, self.semantic_nc, self.instance = resolution, semantic_nc, instance
         self.local_enhancers = local_enhancers
         input_nc = semantic_nc + int(instance)

@@ -19,6 +19,8 @@ from dermsynth.errors import DermsynthError
 # imported from there so that `dermsynth --help` does not load torch).
 EXTRACTOR_CHOICES = ("auto", "inception", "shipped", "classifier", "none")
 SWEEP_METRICS = ("swd", "fid", "kid", "colour_jsd")
+COMPARE_MODELS = ("dcgan", "ddpm", "lapgan", "pgan", "stylegan2")  # dermsynth.compare.comparable_models()
+MAP_ATTRIBUTES = ("pigment_network", "negative_network", "streaks", "milia_like_cyst", "globules")  # data.ATTRIBUTES
 
 
 class _Group(click.Group):
@@ -37,8 +39,8 @@ class _Group(click.Group):
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"error: {where}{exc.strerror or exc}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt as exc:  # a message says which write it stopped (dermsynth.io.atomic_open)
+            click.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
             sys.exit(130)
 
 
@@ -217,28 +219,35 @@ def train(ctx: click.Context, resume: bool, quiet: bool, **options) -> None:
 @click.option("--guidance", type=float, default=None,
               help="Diffusion models: classifier-free guidance w, eps_uncond + w (eps_cond - eps_uncond) "
                    "(default 1 = none; class-conditional models).")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder, removing first what an earlier "
+              "run of this command wrote there (its PNGs and manifest; nothing else).")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation: float | None, psi: float | None,
            seed: int, interpolate: bool, sampler: str | None, sampling_steps: int | None, guidance: float | None,
-           device: str, quiet: bool) -> None:
-    """Sample PNGs and a manifest.csv from a training CHECKPOINT (a GAN, or a diffusion model with a sampler)."""
+           overwrite: bool, device: str, quiet: bool) -> None:
+    """Sample PNGs and a manifest.csv from a training CHECKPOINT (a GAN, or a diffusion model with a sampler) into
+    an empty (or new) --out folder.
+
+    Image i depends only on CHECKPOINT, --seed, the truncation / sampler options and i: the first 5 of --n 70
+    are the images of --n 5."""
     from dermsynth.device import resolve_device
-    from dermsynth.io import check_writable_dir
-    from dermsynth.sample import latent_walk, write_samples
+    from dermsynth.io import check_writable_dir, output_dir
+    from dermsynth.sample import SAMPLE_FILES, latent_walk, write_samples
 
     device = str(resolve_device(device))
-    check_writable_dir(out, "--out")
+    check_writable_dir(out, "--out")  # before reading the checkpoint; emptiness is checked once it is read
     if interpolate:
         if sampler is not None or sampling_steps is not None or guidance is not None:
             raise DermsynthError("--interpolate (a GAN latent walk) takes no --sampler, --sampling-steps or --guidance")
+        output_dir(out, "--out", overwrite=overwrite, ours=SAMPLE_FILES)
         path = latent_walk(checkpoint, Path(out) / "latent_walk.png", class_name=class_name,
                            truncation=truncation, seed=seed, device=device, psi=psi)
         click.echo(f"latent walk: {path}")
         return
     manifest = write_samples(checkpoint, n, out, class_name=class_name, truncation=truncation, seed=seed,
                              device=device, progress=not quiet, psi=psi, sampler=sampler,
-                             sampling_steps=sampling_steps, guidance=guidance)
+                             sampling_steps=sampling_steps, guidance=guidance, overwrite=overwrite)
     click.echo(f"{n} images; manifest {manifest}")
 
 
@@ -253,18 +262,21 @@ def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation
 @click.option("--ids", default=None, help="Comma-separated map / image ids to translate (default: all).")
 @click.option("--n", "n", type=int, default=None, help="At most this many maps.")
 @click.option("--edit", "edits", multiple=True, help="Edit every map, in order (repeatable): flip, vflip, "
-              "rotate:DEG, scale:F, remove:ATTR, add:ATTR:CX,CY,R (a disc, fractions of the side).")
+              "rotate:DEG, scale:F, remove:ATTR, add:ATTR:CX,CY,R (a disc, fractions of the side); ATTR one of: "
+              f"{', '.join(MAP_ATTRIBUTES)} (needs a checkpoint trained with attribute masks).")
 @click.option("--export-maps", is_flag=True, help="Also write the (edited) maps to OUT/maps, a maps folder.")
 @click.option("--skip-unmasked", is_flag=True, help="--from-data: skip images without a lesion mask (with a count).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--sampler", default=None, help="ddpm-maps: ddpm | ddim | dpm-solver (default ddim).")
 @click.option("--sampling-steps", type=int, default=None,
               help="ddpm-maps: sampler steps (default ddpm 1000, ddim 50, dpm-solver 20).")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder, removing first what an earlier "
+              "run of this command wrote there (its PNGs and manifest; nothing else).")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def translate(checkpoint: str, maps: str | None, from_data: str | None, out: str, ids: str | None, n: int | None,
               edits: tuple[str, ...], export_maps: bool, skip_unmasked: bool, seed: int, sampler: str | None,
-              sampling_steps: int | None, device: str, quiet: bool) -> None:
+              sampling_steps: int | None, overwrite: bool, device: str, quiet: bool) -> None:
     """Images from semantic (+ instance) maps with a map -> image CHECKPOINT (pix2pixhd, or the mask-conditioned
     diffusion model ddpm-maps): PNGs, manifest.csv (file, source map, class) and grid.png (map | synthetic |
     real)."""
@@ -275,7 +287,7 @@ def translate(checkpoint: str, maps: str | None, from_data: str | None, out: str
                            ids=[i.strip() for i in ids.split(",") if i.strip()] if ids else None, n=n, edits=edits,
                            seed=seed, device=str(resolve_device(device)), skip_unmasked=skip_unmasked,
                            export_maps=export_maps, progress=not quiet, sampler=sampler,
-                           sampling_steps=sampling_steps)
+                           sampling_steps=sampling_steps, overwrite=overwrite)
     click.echo(f"{result.count} images; manifest {result.manifest}; grid {result.grid}")
 
 
@@ -335,7 +347,8 @@ def demo(data: str | None, out: str, size: int | None, steps: int | None, device
 
 
 @main.command()
-@click.option("--models", default="pgan,dcgan,lapgan", show_default=True, help="Comma-separated model names.")
+@click.option("--models", default="pgan,dcgan,lapgan", show_default=True,
+              help=f"Comma-separated model names, each one of: {', '.join(COMPARE_MODELS)}.")
 @click.option("--data", default=None, help="Real images (default: the built-in phantom data).")
 @click.option("--size", default=DEFAULT_SIZE, show_default=True)
 @click.option("--kimg", type=float, default=100.0, show_default=True,
@@ -459,11 +472,17 @@ def split(data: str, size: int, seed: int, fractions: str, out: str) -> None:
 @click.option("--conditions", default=None, help="Comma-separated, e.g. real,real+classic,real+synth:1,real+balance,"
               "synth:1 (default: those with --synthetic, else real,real+classic).")
 @click.option("--synthetic", default=None, help="GAN checkpoint, sample folder with manifest.csv, or 'phantom'.")
-@click.option("--synthetic-class", default=None, help="The one class an unconditional checkpoint generates.")
+@click.option("--synthetic-class", default=None,
+              help="An unconditional checkpoint: the class all its images are labelled with (e.g. mel for a GAN "
+                   "trained on melanomas only). synth:R then adds R x the number of real training images, all of "
+                   "that one class (real class proportions apply only among the classes a source generates); "
+                   "recorded in results.json (synthetic_source.labels).")
 @click.option("--truncation", type=float, default=None, help="Latent truncation when sampling a checkpoint.")
 @click.option("--seeds", default=5, show_default=True, help="Repeats per condition.")
 @click.option("--seed", default=0, show_default=True, help="First seed.")
-@click.option("--baseline", default="real", show_default=True)
+@click.option("--baseline", default="real", show_default=True,
+              help="The condition every other one is compared with (paired differences by seed, bootstrap CI); "
+                   "one of --conditions.")
 @click.option("--test", default=None, help="External test set (another dataset), scored besides the internal "
               "test split; classes matched by name, e.g. ISIC 2017 melanoma/nevus/seborrheic_keratosis -> "
               "mel/nv/bkl (see dermsynth.classify.external).")
@@ -578,10 +597,12 @@ def patches(source: str, out: str, size: int, lesion_fraction: str, margin: int,
 @click.option("--out", type=click.Path(), required=True, help="OUT.png for --image, a folder for --images.")
 @click.option("--direction", type=click.Choice(["ab", "ba", "add", "remove"]), default=None,
               help="cyclegan: ab (A -> B, default) or ba; unet-translator: its trained direction (add/remove).")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder (--images), removing first what an earlier "
+              "run of this command wrote there (its PNGs and manifest; nothing else).")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def edit(checkpoint: str, image: str | None, mask: str | None, images: str | None, masks: str | None, out: str,
-         direction: str | None, device: str, quiet: bool) -> None:
+         direction: str | None, overwrite: bool, device: str, quiet: bool) -> None:
     """Add or remove a lesion with a unet-translator or cyclegan CHECKPOINT; reports the change inside vs
     outside the mask and writes an input | mask | output (CycleGAN: input | translation | reconstruction) grid."""
     from dermsynth.edit import edit_folder, edit_image
@@ -592,12 +613,15 @@ def edit(checkpoint: str, image: str | None, mask: str | None, images: str | Non
     if image is not None:
         if masks is not None:
             raise DermsynthError("--masks goes with --images; for one --image give --mask")
+        if overwrite:
+            raise DermsynthError("--overwrite goes with --images (an output folder); --out OUT.png is replaced "
+                                 "atomically anyway")
         report = edit_image(checkpoint, image, mask, out, direction=direction, device=device)
     else:
         if mask is not None:
             raise DermsynthError("--mask goes with --image; for --images give a --masks folder")
         report = edit_folder(checkpoint, images, masks, out, direction=direction, device=device,
-                             progress=not quiet)
+                             progress=not quiet, overwrite=overwrite)
     click.echo(report.describe())
     click.echo(f"grid: {report.grid}")
 

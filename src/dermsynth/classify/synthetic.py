@@ -173,7 +173,16 @@ class GeneratorSource(SyntheticSource):
 
     def describe(self) -> dict:
         return {**super().describe(), "step": self.model.step, "conditional": self.model.conditional,
-                "truncation": self.truncation}
+                "truncation": self.truncation, "labels": self.labelling()}
+
+    def labelling(self) -> str:
+        """How this source's images get their class, in words (for results.json and the report)."""
+        if self.model.conditional:
+            return "the class each image was generated for (class-conditional model)"
+        if not self.class_names:
+            return "none: an unconditional model without --synthetic-class generates no labelled class"
+        return (f"every image labelled {self.class_names[0]} (--synthetic-class of an unconditional model): the "
+                f"synthetic images of a condition all go to this one class, not in the real class proportions")
 
     def _generate(self, class_name: str, n: int, seed: int, size: int) -> tuple[np.ndarray, list[str]]:
         labels = (torch.full((n,), self.model.class_index(class_name), dtype=torch.long)

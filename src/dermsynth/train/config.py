@@ -168,6 +168,7 @@ class _TrainConfigMethods:
                 raise DermsynthError(f"--{_flag(name)} must be in [0, 1), got {value}")
         if self.loss is not None and self.loss not in LOSSES:
             raise DermsynthError(f"unknown --loss {self.loss!r}; available: {', '.join(LOSSES)}")
+        check_option_ranges(self)
         return self
 
     def foreign(self, given: set[str] | None = None) -> list[str]:
@@ -216,3 +217,41 @@ TrainConfig.__doc__ = ("Every option of a training run: the common options plus 
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+# --- range checks of single options (issue 18: nonsense that was accepted, or crashed later) --------------
+
+#: counts that must be >= 1 (0 would divide by zero or build nothing)
+_POSITIVE_COUNTS = ("r1_interval", "pl_interval", "map_layers", "mbstd_group")
+#: loss weights and other amounts that must be finite and >= 0
+_NON_NEGATIVE = ("lambda_feat", "lambda_perceptual", "relevancy_weight", "cycle_weight", "identity_weight",
+                 "r1_gamma", "pl_weight", "ema_kimg", "ema_rampup", "pool_size", "g_downsample", "local_enhancers",
+                 "ada_kimg", "gp_weight", "drift", "stable_kimg", "fade_kimg")
+#: amounts that must be finite and > 0
+_POSITIVE_FINITE = ("fmaps", "lr_g", "lr_d", "kimg", "metric_every")
+#: probabilities
+_FRACTIONS = ("style_mixing", "augment_p", "ada_target")
+
+
+def check_option_ranges(cfg: TrainConfig) -> None:
+    """One-line errors for options outside their range (``None`` = the model's default, not checked)."""
+    def given(name: str) -> list[tuple[str, Any]]:
+        value = getattr(cfg, name, None)  # a name no registered model takes any more: nothing to check
+        return [] if value is None else [(name, value)]
+
+    for name, value in (kv for n in _POSITIVE_COUNTS for kv in given(n)):
+        if value < 1:
+            raise DermsynthError(f"--{_flag(name)} must be >= 1, got {value}")
+    for name, value in (kv for n in (*_NON_NEGATIVE, *_POSITIVE_FINITE) for kv in given(n)):
+        if not math.isfinite(value):
+            raise DermsynthError(f"--{_flag(name)} must be a finite number, got {value}")
+    for name, value in (kv for n in _NON_NEGATIVE for kv in given(n)):
+        if value < 0:
+            raise DermsynthError(f"--{_flag(name)} must be >= 0, got {value}")
+    for name, value in (kv for n in _POSITIVE_FINITE for kv in given(n)):
+        if not value > 0:
+            raise DermsynthError(f"--{_flag(name)} must be > 0, got {value}")
+    for name, value in (kv for n in _FRACTIONS for kv in given(n)):
+        if not 0 <= value <= 1:
+            raise DermsynthError(f"--{_flag(name)} must be in [0, 1], got {value}")
+

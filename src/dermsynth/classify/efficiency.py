@@ -1,0 +1,378 @@
+"""What a synthetic set is worth in real images: the data-efficiency curve of an augmentation study.
+
+Pure functions over run records, the dicts ``results.json`` holds per (condition, real fraction, seed) run:
+``condition``, ``seed``, ``real_fraction``, ``n_real`` (real training images), optionally
+``synthetic_ratio`` (synthetic images per real one) and ``n_train_synthetic``, and the metrics of a test
+set under ``metrics`` (e.g. ``macro_auc``, ``melanoma_auc``).
+
+* :func:`efficiency_curve`: metric vs number of real images per condition, mean and t-interval over seeds.
+* :func:`equivalent_real_images`: for each condition and fraction, how many real images the real-only
+  curve needs to reach that condition's mean, with a percentile bootstrap CI over seeds (and over test
+  images when the runs' predictions are given).
+* :func:`ratio_sweep`: the synthetic:real ratio sweep at the smallest fraction.
+* :func:`plot_efficiency`: AUC vs real images, with and without synthetic images, CI bands, log x axis.
+
+The real-only curve is made non-decreasing by isotonic regression (weighted by seeds) on log(n_real) and
+inverted by linear interpolation in log(n_real) between its fractions; a target above its largest
+fraction's value is *beyond the curve* (``inf``: more real images than the study has), one below its
+smallest fraction's value is *below the curve* (``0.0``: fewer than the smallest fraction).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.isotonic import isotonic_regression
+
+from dermsynth.classify.stats import PairedComparison, compare_to_baseline, summarize
+from dermsynth.errors import DataError
+from dermsynth.io import write_bytes
+
+__all__ = ["RECORD_KEYS", "CurvePoint", "EquivalentRealImages", "RatioRow", "efficiency_curve",
+           "equivalent_real_images", "format_images", "invert_curve", "plot_efficiency", "ratio_sweep"]
+
+#: The keys every run record must carry (``synthetic_ratio`` is optional, 0 when absent).
+RECORD_KEYS = ("condition", "seed", "real_fraction", "n_real")
+
+#: Loads one run's test predictions: record -> (probabilities (N, C), labels (N,)).
+PredictionLoader = Callable[[dict], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class CurvePoint:
+    """One condition at one real fraction: the metric over seeds."""
+
+    condition: str
+    real_fraction: float
+    n_real: float  # mean over the runs (the nested subsets give every seed the same number)
+    synthetic_ratio: float
+    seeds: list[int]
+    values: list[float]
+    mean: float
+    ci_low: float  # t-interval over seeds (NaN for one seed)
+    ci_high: float
+
+
+def _value(record: dict, metric: str, test_set: str) -> float | None:
+    try:
+        value = record[test_set][metric]
+    except (KeyError, TypeError):
+        raise DataError(f"run record {record.get('condition')!r} seed {record.get('seed')!r} has no "
+                        f"{test_set}.{metric}") from None
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _check(records: Sequence[dict]) -> None:
+    if not records:
+        raise DataError("the efficiency study needs run records, got none")
+    for r in records:
+        missing = [k for k in RECORD_KEYS if k not in r]
+        if missing:
+            raise DataError(f"run record {r.get('condition')!r} seed {r.get('seed')!r} lacks {', '.join(missing)} "
+                            f"(every record needs {', '.join(RECORD_KEYS)})")
+
+
+def _groups(records: Sequence[dict]) -> dict[tuple[str, float], list[dict]]:
+    """Records by (condition, real fraction), in order of first appearance."""
+    _check(records)
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in records:
+        groups.setdefault((str(r["condition"]), float(r["real_fraction"])), []).append(r)
+    return groups
+
+
+def efficiency_curve(records: Sequence[dict], metric: str = "macro_auc", *, test_set: str = "metrics",
+                     confidence: float = 0.95) -> list[CurvePoint]:
+    """Mean and ``confidence`` t-interval over seeds of ``metric`` for every (condition, real fraction),
+    sorted by condition (first appearance) and then by number of real images. Runs whose metric is
+    undefined (None) are left out; a group with none is dropped."""
+    points = []
+    for (cond, frac), group in _groups(records).items():
+        runs = [(int(r["seed"]), _value(r, metric, test_set)) for r in group]
+        runs = sorted((s, v) for s, v in runs if v is not None)
+        if not runs:
+            continue
+        s = summarize([v for _, v in runs], confidence)
+        points.append(CurvePoint(cond, frac, float(np.mean([r["n_real"] for r in group])),
+                                 float(group[0].get("synthetic_ratio") or 0.0), [s_ for s_, _ in runs],
+                                 [v for _, v in runs], s.mean, s.ci_low, s.ci_high))
+    order = {c: i for i, c in enumerate(dict.fromkeys(p.condition for p in points))}
+    return sorted(points, key=lambda p: (order[p.condition], p.n_real))
+
+
+def _monotone(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The non-decreasing least-squares fit (isotonic regression) of values ordered by n_real."""
+    return isotonic_regression(values, sample_weight=weights, increasing=True)
+
+
+def _invert(log_n: np.ndarray, fitted: np.ndarray, target: float) -> float:
+    """n at which the non-decreasing piecewise-linear curve (log_n, fitted) first reaches ``target``."""
+    if target > fitted[-1]:
+        return math.inf
+    if target < fitted[0]:
+        return 0.0
+    i = int(np.argmax(fitted >= target))
+    if i == 0:
+        return float(np.exp(log_n[0]))
+    t = (target - fitted[i - 1]) / (fitted[i] - fitted[i - 1])  # fitted[i - 1] < target <= fitted[i]
+    return float(np.exp(log_n[i - 1] + t * (log_n[i] - log_n[i - 1])))
+
+
+def invert_curve(n_real: Sequence[float], values: Sequence[float], target: float,
+                 weights: Sequence[float] | None = None) -> float:
+    """How many real images the real-only curve (``values`` at ``n_real``) needs to reach ``target``.
+
+    The curve is made non-decreasing (isotonic regression, ``weights`` e.g. seeds per point) and
+    interpolated linearly in log(n_real). Returns ``inf`` beyond the curve (target above its last
+    value), ``0.0`` below it (target under its first value).
+    """
+    n, y = np.asarray(n_real, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    if len(n) != len(y) or len(np.unique(n)) != len(n) or len(n) < 2 or (n <= 0).any():
+        raise DataError(f"the real-only curve needs >= 2 distinct positive numbers of real images with one value "
+                        f"each, got {list(n)} and {list(y)}")
+    order = np.argsort(n)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)[order]
+    return _invert(np.log(n[order]), _monotone(y[order], w), float(target))
+
+
+def format_images(n: float, curve_min: float, curve_max: float) -> str:
+    """``"873"``, ``"< 120"`` (below the curve) or ``"> 2400"`` (beyond the curve)."""
+    if math.isinf(n):
+        return f"> {curve_max:.0f}"
+    if n < curve_min:
+        return f"< {curve_min:.0f}"
+    return f"{n:.0f}"
+
+
+@dataclass
+class EquivalentRealImages:
+    """How many real images one condition at one fraction is worth, read off the real-only curve."""
+
+    condition: str
+    real_fraction: float
+    n_real: float
+    synthetic_ratio: float
+    mean: float  # the condition's metric, mean over seeds
+    baseline_mean: float | None  # the real-only mean at the same fraction
+    equivalent: float  # real images; inf beyond the curve, 0.0 below it
+    ci_low: float  # percentile bootstrap interval, same conventions
+    ci_high: float
+    confidence: float
+    n_boot: int
+    share_beyond: float  # share of bootstrap replicates beyond the curve
+    resampled: str  # "seeds" or "seeds and test images"
+    curve_min: float  # the real-only curve's smallest and largest number of real images
+    curve_max: float
+
+    @property
+    def status(self) -> str:
+        """"within", "below" or "beyond" the real-only curve."""
+        return "beyond" if math.isinf(self.equivalent) else "below" if self.equivalent < self.curve_min else "within"
+
+    def formatted(self) -> str:
+        """``"873 [610, > 2400]"``."""
+        def fmt(n):
+            return format_images(n, self.curve_min, self.curve_max)
+        return f"{fmt(self.equivalent)} [{fmt(self.ci_low)}, {fmt(self.ci_high)}]"
+
+
+def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of one score under each row of case ``weights`` (B, N) (bootstrap multiplicities), ties 1/2.
+
+    Sorting once and summing weights per tied score group makes each row O(N)."""
+    order = np.argsort(scores, kind="stable")
+    s, pos = scores[order], positive[order]
+    w = weights[:, order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    w_pos = np.add.reduceat(w * pos, starts, axis=1)
+    w_neg = np.add.reduceat(w * ~pos, starts, axis=1)
+    below = np.cumsum(w_neg, axis=1) - w_neg  # negative weight strictly below each group
+    total = w_pos.sum(axis=1) * w_neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (w_pos * (below + 0.5 * w_neg)).sum(axis=1) / total, np.nan)
+
+
+def _resampled_metric(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray, class_index: int | None) -> np.ndarray:
+    """Macro one-vs-rest AUC (classes present in each resample), or one class's AUC, per weight row."""
+    classes = range(probs.shape[1]) if class_index is None else [class_index]
+    aucs = np.stack([_weighted_auc(probs[:, c], labels == c, weights) for c in classes], axis=1)
+    return _nanmean(aucs)
+
+
+def _nanmean(x: np.ndarray) -> np.ndarray:
+    """Row means over the finite entries; NaN (without numpy's warning) for a row with none."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=1)
+
+
+def _percentiles(x: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Percentile interval by order statistics (no interpolation, so inf and 0 sentinels stay exact)."""
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(x, [alpha, 1 - alpha], method="inverted_cdf")
+    return float(lo), float(hi)
+
+
+def _replicate_values(points: list[CurvePoint], group_records: dict[tuple[str, float], list[dict]], seeds: list[int],
+                      n_boot: int, rng: np.random.Generator, predictions: PredictionLoader | None,
+                      class_index: int | None) -> dict[tuple[str, float], np.ndarray]:
+    """Per point, the metric of each seed (rows) under each test-image resample (columns; one column, the
+    recorded value, without predictions); NaN where a seed has no run."""
+    if predictions is None:
+        out = {}
+        for p in points:
+            v = np.full((len(seeds), 1), np.nan)
+            v[[seeds.index(s) for s in p.seeds], 0] = p.values
+            out[(p.condition, p.real_fraction)] = v
+        return out
+    weights, labels0, out = None, None, {}
+    for p in points:
+        v = np.full((len(seeds), n_boot), np.nan)
+        for r in group_records[(p.condition, p.real_fraction)]:
+            if int(r["seed"]) not in p.seeds:
+                continue
+            probs, labels = (np.asarray(a) for a in predictions(r))
+            if labels0 is None:
+                labels0 = labels
+                weights = rng.multinomial(len(labels), np.full(len(labels), 1 / len(labels)), size=n_boot)
+            elif not np.array_equal(labels, labels0):
+                raise DataError(f"run {p.condition!r} seed {r['seed']}: its test labels differ from the other runs'; "
+                                f"the test-image bootstrap needs one shared test set")
+            v[seeds.index(int(r["seed"]))] = _resampled_metric(probs, labels, weights.astype(np.float64), class_index)
+        out[(p.condition, p.real_fraction)] = v
+    return out
+
+
+def equivalent_real_images(records: Sequence[dict], baseline: str = "real", metric: str = "macro_auc", *,
+                           test_set: str = "metrics", n_boot: int = 2000, confidence: float = 0.95, seed: int = 0,
+                           predictions: PredictionLoader | None = None,
+                           class_index: int | None = None) -> list[EquivalentRealImages]:
+    """For every non-baseline condition at every fraction: the real images the ``baseline`` curve needs to
+    reach its mean ``metric`` (see the module docstring), with a percentile bootstrap CI.
+
+    Each bootstrap replicate draws the seeds with replacement, the same seeds for every condition and
+    fraction (runs are paired by seed), recomputes every mean, refits the real-only curve and reads the
+    equivalent off it. With ``predictions`` (a loader of each run's test probabilities and labels) each
+    replicate also resamples the test images, the same images for every run, and recomputes each run's
+    AUC on them: macro one-vs-rest, or the AUC of class ``class_index`` (e.g. melanoma vs rest).
+    """
+    if n_boot < 1 or not 0 < confidence < 1:
+        raise DataError(f"need n_boot >= 1 and 0 < confidence < 1, got {n_boot} and {confidence}")
+    points = efficiency_curve(records, metric, test_set=test_set)
+    real = [p for p in points if p.condition == baseline]
+    if len(real) < 2:
+        raise DataError(f"equivalent real images need the baseline {baseline!r} at >= 2 real fractions, got "
+                        f"{len(real)}")
+    seeds = sorted({s for p in points for s in p.seeds})
+    rng = np.random.default_rng(seed)
+    values = _replicate_values(points, _groups(records), seeds, n_boot, rng, predictions, class_index)
+    draw = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+
+    def replicate_means(p: CurvePoint) -> np.ndarray:
+        v = values[(p.condition, p.real_fraction)]
+        cols = np.arange(n_boot)[:, None] if v.shape[1] == n_boot else 0
+        return _nanmean(v[draw, cols])  # NaN where a replicate drew none of the point's seeds
+
+    log_n = np.log([p.n_real for p in real])
+    weights = np.array([len(p.values) for p in real], dtype=np.float64)
+    curve = _monotone(np.array([p.mean for p in real]), weights)
+    real_reps = np.stack([replicate_means(p) for p in real], axis=1)  # (n_boot, fractions)
+    real_at = {p.real_fraction: p.mean for p in real}
+    out = []
+    for p in points:
+        if p.condition == baseline:
+            continue
+        targets = replicate_means(p)
+        reps = np.array([_invert(log_n, _monotone(row, weights), t) for row, t in zip(real_reps, targets)
+                         if np.all(np.isfinite(row)) and np.isfinite(t)])
+        lo, hi = _percentiles(reps, confidence)
+        out.append(EquivalentRealImages(
+            p.condition, p.real_fraction, p.n_real, p.synthetic_ratio, p.mean, real_at.get(p.real_fraction),
+            _invert(log_n, curve, p.mean), lo, hi, confidence, len(reps), float(np.mean(np.isinf(reps))),
+            "seeds" if predictions is None else "seeds and test images", float(real[0].n_real),
+            float(real[-1].n_real)))
+    return out
+
+
+@dataclass
+class RatioRow:
+    """One synthetic:real ratio at the smallest real fraction."""
+
+    condition: str
+    synthetic_ratio: float
+    real_fraction: float
+    n_real: float
+    n_synthetic: float | None  # mean synthetic training images per run, when the records say
+    mean: float
+    ci_low: float
+    ci_high: float
+    vs_baseline: PairedComparison | None  # paired by seed with the baseline at the same fraction
+    equivalent: EquivalentRealImages | None
+
+
+def ratio_sweep(records: Sequence[dict], baseline: str = "real", metric: str = "macro_auc", *,
+                test_set: str = "metrics", equivalents: Sequence[EquivalentRealImages] = ()) -> list[RatioRow]:
+    """The baseline and every condition with synthetic images at the smallest real fraction, by ratio,
+    each compared with the baseline paired by seed (the seeds both have); ``equivalents`` (from
+    :func:`equivalent_real_images`) are attached where they match."""
+    points = efficiency_curve(records, metric, test_set=test_set)
+    smallest = min(p.real_fraction for p in points)
+    here = [p for p in points if p.real_fraction == smallest and (p.condition == baseline or p.synthetic_ratio > 0)]
+    base = next((p for p in here if p.condition == baseline), None)
+    groups = _groups(records)
+    rows = []
+    for p in sorted(here, key=lambda p: (p.condition != baseline, p.synthetic_ratio, p.condition)):
+        vs = None
+        if base is not None and p is not base:
+            shared = [s for s in p.seeds if s in base.seeds]
+            if shared:
+                vs = compare_to_baseline([p.values[p.seeds.index(s)] for s in shared],
+                                         [base.values[base.seeds.index(s)] for s in shared])
+        synth = [r["n_train_synthetic"] for r in groups[(p.condition, p.real_fraction)] if "n_train_synthetic" in r]
+        eq = next((e for e in equivalents if (e.condition, e.real_fraction) == (p.condition, p.real_fraction)), None)
+        rows.append(RatioRow(p.condition, p.synthetic_ratio, p.real_fraction, p.n_real,
+                             float(np.mean(synth)) if synth else None, p.mean, p.ci_low, p.ci_high, vs, eq))
+    return rows
+
+
+def plot_efficiency(curves: dict[str, list[CurvePoint]], path: str | Path, *, baseline: str = "real",
+                    labels: dict[str, str] | None = None) -> Path:
+    """One figure, a panel per metric (``curves``: metric label -> :func:`efficiency_curve` points): metric
+    (%) vs real training images on a log axis, a line and 95 % CI band per condition (a condition at one
+    fraction only, e.g. a ratio of the sweep, as a point with its interval). Written atomically."""
+    from matplotlib.figure import Figure
+
+    labels = labels or {}
+    fig = Figure(figsize=(5.5 * len(curves), 4.2), dpi=100)
+    axes = fig.subplots(1, len(curves), squeeze=False)[0]
+    for ax, (title, points) in zip(axes, curves.items()):
+        conditions = list(dict.fromkeys(p.condition for p in points))
+        for i, cond in enumerate(conditions):
+            pts = [p for p in points if p.condition == cond]
+            x = np.array([p.n_real for p in pts])
+            y, lo, hi = (100 * np.array([getattr(p, k) for p in pts], dtype=np.float64)
+                         for k in ("mean", "ci_low", "ci_high"))
+            style = {"color": "black", "ls": "--"} if cond == baseline else {"color": f"C{i}"}
+            label = labels.get(cond, cond)
+            if len(pts) > 1:
+                ax.plot(x, y, marker="o", label=label, **style)
+                ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15, lw=0)
+            else:
+                yerr = None if np.isnan(lo[0]) else [[y[0] - lo[0]], [hi[0] - y[0]]]
+                ax.errorbar(x, y, yerr=yerr, fmt="s", capsize=4, color=style["color"], label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("real training images (log scale)")
+        ax.set_ylabel(f"{title} (%)")
+        ax.set_title(f"{title}: mean and 95% CI over seeds", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return write_bytes(path, buf.getvalue())

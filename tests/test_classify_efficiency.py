@@ -9,7 +9,8 @@ from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
 from dermsynth.classify.efficiency import (_weighted_auc, efficiency_curve, equivalent_real_images, format_images,
-                                           invert_curve, plot_efficiency, ratio_sweep)
+                                           invert_curve, paired_with_baseline, plot_efficiency, ratio_sweep,
+                                           study_efficiency)
 from dermsynth.classify.evaluate import macro_auc
 from dermsynth.classify.stats import compare_to_baseline
 from dermsynth.errors import DataError
@@ -187,3 +188,36 @@ def test_plot_is_written_atomically(tmp_path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert sorted(p.name for p in path.parent.iterdir()) == ["efficiency.png"]  # no temporary file left
+
+
+def test_paired_with_baseline_pairs_by_shared_seeds_at_each_fraction():
+    recs = study(seeds=(0, 1, 2, 3), spread=0.01)
+    recs = [r for r in recs if not (r["condition"] == "real" and r["real_fraction"] == 0.5 and r["seed"] == 3)]
+    cmp = paired_with_baseline(efficiency_curve(recs))
+    assert sorted(cmp) == [("real+synth:1", f) for f in sorted(N_REAL)]
+    offsets = np.linspace(-0.01, 0.01, 4)
+    ref = compare_to_baseline(line(1200) + offsets[:3], [line(400)] * 3)  # seed 3 has no baseline run at 0.5
+    assert cmp[("real+synth:1", 0.5)].n == 3 and cmp[("real+synth:1", 0.5)].mean_diff == pytest.approx(ref.mean_diff)
+    assert cmp[("real+synth:1", 0.5)].t_p == pytest.approx(ref.t_p)
+
+
+def test_study_efficiency_bundles_the_sections_and_says_when_there_is_nothing_to_show():
+    import json
+
+    recs = study(spread=0.01)
+    for r in recs:
+        r["metrics"]["melanoma_auc"] = r["metrics"]["macro_auc"] - 0.05
+    s = study_efficiency(recs, metrics={"macro_auc": None, "melanoma_auc": 1}, n_boot=100)
+    assert set(s.curves) == set(s.equivalents) == {"macro_auc", "melanoma_auc"} and s.sweep == {}
+    assert s.equivalents["melanoma_auc"][0].equivalent == pytest.approx(300)  # the same shift on both curves
+    d = json.loads(json.dumps(s.as_dict()))  # plain JSON
+    assert d["equivalents"]["macro_auc"][-1]["equivalent"] == "inf" and d["equivalents"]["macro_auc"][-1][
+        "status"] == "beyond"
+    assert d["comparisons"]["macro_auc"][0]["condition"] == "real+synth:1" and s.sweep_fraction == 0.125
+    one_fraction = [r for r in recs if r["real_fraction"] == 1.0]
+    assert study_efficiency(one_fraction) is None
+    sweep = one_fraction + [record("real+synth:2", 1.0, s_, 0.8, 2.0) for s_ in (0, 1, 2)]
+    only_sweep = study_efficiency(sweep)
+    assert only_sweep.equivalents == {"macro_auc": []} and [r.synthetic_ratio for r in only_sweep.sweep[
+        "macro_auc"]] == [0.0, 1.0, 2.0]
+    assert [r.condition for r in ratio_sweep(recs, real_fraction=0.5)] == ["real", "real+synth:1"]

@@ -9,7 +9,9 @@ set under ``metrics`` (e.g. ``macro_auc``, ``melanoma_auc``).
 * :func:`equivalent_real_images`: for each condition and fraction, how many real images the real-only
   curve needs to reach that condition's mean, with a percentile bootstrap CI over seeds (and over test
   images when the runs' predictions are given).
-* :func:`ratio_sweep`: the synthetic:real ratio sweep at the smallest fraction.
+* :func:`paired_with_baseline`: each condition vs the real-only baseline at the same fraction, paired by seed.
+* :func:`ratio_sweep`: the synthetic:real ratio sweep at one fraction (default the smallest).
+* :func:`study_efficiency`: all of the above for several metrics, as the experiment report shows them.
 * :func:`plot_efficiency`: AUC vs real images, with and without synthetic images, CI bands, log x axis.
 
 The real-only curve is made non-decreasing by isotonic regression (weighted by seeds) on log(n_real) and
@@ -24,7 +26,7 @@ import io
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +36,9 @@ from dermsynth.classify.stats import PairedComparison, compare_to_baseline, summ
 from dermsynth.errors import DataError
 from dermsynth.io import write_bytes
 
-__all__ = ["RECORD_KEYS", "CurvePoint", "EquivalentRealImages", "RatioRow", "efficiency_curve",
-           "equivalent_real_images", "format_images", "invert_curve", "plot_efficiency", "ratio_sweep"]
+__all__ = ["RECORD_KEYS", "CurvePoint", "EfficiencyStudy", "EquivalentRealImages", "RatioRow", "efficiency_curve",
+           "equivalent_real_images", "format_images", "invert_curve", "paired_with_baseline", "plot_efficiency",
+           "ratio_sweep", "study_efficiency"]
 
 #: The keys every run record must carry (``synthetic_ratio`` is optional, 0 when absent).
 RECORD_KEYS = ("condition", "seed", "real_fraction", "n_real")
@@ -300,9 +303,27 @@ def equivalent_real_images(records: Sequence[dict], baseline: str = "real", metr
     return out
 
 
+def paired_with_baseline(points: Sequence[CurvePoint], baseline: str = "real") -> dict[tuple[str, float], PairedComparison]:
+    """Each non-baseline point vs the baseline at the same real fraction, paired by the seeds both have:
+    (condition, real fraction) -> :func:`~dermsynth.classify.stats.compare_to_baseline`."""
+    base = {p.real_fraction: p for p in points if p.condition == baseline}
+    out = {}
+    for p in points:
+        b = base.get(p.real_fraction)
+        if p.condition == baseline or b is None:
+            continue
+        shared = [s for s in p.seeds if s in b.seeds]
+        if shared:
+            with warnings.catch_warnings():  # scipy's Wilcoxon warns about tiny samples; the p-value says it all
+                warnings.simplefilter("ignore")
+                out[(p.condition, p.real_fraction)] = compare_to_baseline(
+                    [p.values[p.seeds.index(s)] for s in shared], [b.values[b.seeds.index(s)] for s in shared])
+    return out
+
+
 @dataclass
 class RatioRow:
-    """One synthetic:real ratio at the smallest real fraction."""
+    """One synthetic:real ratio at the sweep's real fraction."""
 
     condition: str
     synthetic_ratio: float
@@ -317,28 +338,84 @@ class RatioRow:
 
 
 def ratio_sweep(records: Sequence[dict], baseline: str = "real", metric: str = "macro_auc", *,
-                test_set: str = "metrics", equivalents: Sequence[EquivalentRealImages] = ()) -> list[RatioRow]:
-    """The baseline and every condition with synthetic images at the smallest real fraction, by ratio,
-    each compared with the baseline paired by seed (the seeds both have); ``equivalents`` (from
+                real_fraction: float | None = None, test_set: str = "metrics",
+                equivalents: Sequence[EquivalentRealImages] = ()) -> list[RatioRow]:
+    """The baseline and every condition with synthetic images (``synthetic_ratio`` > 0) at ``real_fraction``
+    (default: the smallest), by ratio, each compared with the baseline paired by seed; ``equivalents`` (from
     :func:`equivalent_real_images`) are attached where they match."""
     points = efficiency_curve(records, metric, test_set=test_set)
-    smallest = min(p.real_fraction for p in points)
-    here = [p for p in points if p.real_fraction == smallest and (p.condition == baseline or p.synthetic_ratio > 0)]
-    base = next((p for p in here if p.condition == baseline), None)
+    at = min(p.real_fraction for p in points) if real_fraction is None else float(real_fraction)
+    here = [p for p in points if p.real_fraction == at and (p.condition == baseline or p.synthetic_ratio > 0)]
+    paired = paired_with_baseline(here, baseline)
     groups = _groups(records)
     rows = []
     for p in sorted(here, key=lambda p: (p.condition != baseline, p.synthetic_ratio, p.condition)):
-        vs = None
-        if base is not None and p is not base:
-            shared = [s for s in p.seeds if s in base.seeds]
-            if shared:
-                vs = compare_to_baseline([p.values[p.seeds.index(s)] for s in shared],
-                                         [base.values[base.seeds.index(s)] for s in shared])
         synth = [r["n_train_synthetic"] for r in groups[(p.condition, p.real_fraction)] if "n_train_synthetic" in r]
         eq = next((e for e in equivalents if (e.condition, e.real_fraction) == (p.condition, p.real_fraction)), None)
         rows.append(RatioRow(p.condition, p.synthetic_ratio, p.real_fraction, p.n_real,
-                             float(np.mean(synth)) if synth else None, p.mean, p.ci_low, p.ci_high, vs, eq))
+                             float(np.mean(synth)) if synth else None, p.mean, p.ci_low, p.ci_high,
+                             paired.get((p.condition, p.real_fraction)), eq))
     return rows
+
+
+@dataclass
+class EfficiencyStudy:
+    """Everything :func:`study_efficiency` computes, per metric (e.g. ``macro_auc``, ``melanoma_auc``)."""
+
+    baseline: str
+    curves: dict[str, list[CurvePoint]]
+    comparisons: dict[str, dict[tuple[str, float], PairedComparison]]  # vs the baseline at the same fraction
+    equivalents: dict[str, list[EquivalentRealImages]]  # empty without the baseline at >= 2 fractions
+    sweep: dict[str, list[RatioRow]]  # empty without >= 2 synthetic ratios at the sweep fraction
+    sweep_fraction: float
+
+    def as_dict(self) -> dict:
+        """JSON-ready: infinite numbers of real images (beyond the curve) as ``"inf"``, NaN as None."""
+        def clean(x):
+            if isinstance(x, dict):
+                return {k: clean(v) for k, v in x.items()}
+            if isinstance(x, (list, tuple)):
+                return [clean(v) for v in x]
+            if isinstance(x, float) and not math.isfinite(x):
+                return None if math.isnan(x) else "inf" if x > 0 else "-inf"
+            return x
+
+        return clean({
+            "baseline": self.baseline, "sweep_fraction": self.sweep_fraction,
+            "curves": {m: [asdict(p) for p in pts] for m, pts in self.curves.items()},
+            "comparisons": {m: [{"condition": c, "real_fraction": f, **asdict(v)} for (c, f), v in cmp.items()]
+                            for m, cmp in self.comparisons.items()},
+            "equivalents": {m: [{**asdict(e), "status": e.status} for e in eqs] for m, eqs in self.equivalents.items()},
+            "ratio_sweep": {m: [asdict(r) for r in rows] for m, rows in self.sweep.items()}})
+
+
+def study_efficiency(records: Sequence[dict], baseline: str = "real", metrics: dict[str, int | None] | None = None, *,
+                     sweep_fraction: float | None = None, n_boot: int = 2000, seed: int = 0,
+                     predictions: PredictionLoader | None = None) -> EfficiencyStudy | None:
+    """The curve, the comparisons at each fraction, the equivalent real images and the ratio sweep for each
+    of ``metrics`` (metric -> class index for the test-image bootstrap: None for the macro AUC), or None
+    when the records hold neither several real fractions nor several synthetic ratios."""
+    metrics = metrics or {"macro_auc": None}
+    _check(records)
+    fractions = sorted({float(r["real_fraction"]) for r in records})
+    at = fractions[0] if sweep_fraction is None else float(sweep_fraction)
+    ratios = {float(r.get("synthetic_ratio") or 0) for r in records if float(r["real_fraction"]) == at} - {0.0}
+    base_fractions = {float(r["real_fraction"]) for r in records if r["condition"] == baseline}
+    if len(fractions) < 2 and len(ratios) < 2:
+        return None
+    curves, comparisons, equivalents, sweep = {}, {}, {}, {}
+    for metric, class_index in metrics.items():
+        points = efficiency_curve(records, metric)
+        if not points:
+            continue
+        curves[metric] = points
+        comparisons[metric] = paired_with_baseline(points, baseline)
+        equivalents[metric] = (equivalent_real_images(records, baseline, metric, n_boot=n_boot, seed=seed,
+                                                      predictions=predictions, class_index=class_index)
+                               if len(base_fractions) >= 2 else [])
+        if len(ratios) >= 2:
+            sweep[metric] = ratio_sweep(records, baseline, metric, real_fraction=at, equivalents=equivalents[metric])
+    return EfficiencyStudy(baseline, curves, comparisons, equivalents, sweep, at)
 
 
 def plot_efficiency(curves: dict[str, list[CurvePoint]], path: str | Path, *, baseline: str = "real",

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from dermsynth.data.splits import check_real_fraction
 from dermsynth.defaults import DEFAULT_PHANTOM_N, DEFAULT_SIZE
 from dermsynth.errors import DermsynthError
 from dermsynth.io import write_json
@@ -29,7 +30,7 @@ from dermsynth.train.losses import LOSSES
 # Options a model may leave unset (they apply only to models whose defaults name them), besides the length.
 _LENGTH = ("steps", "kimg")
 # ``None``-default options that are not model defaults: they apply to every model
-_ANY_MODEL = (*_LENGTH, "data", "data_b", "split", "metric_real", "lr_decay_start")
+_ANY_MODEL = (*_LENGTH, "data", "data_b", "split", "real_fraction", "metric_real", "lr_decay_start")
 #: what a ``None`` option of every model becomes when its model names no default
 _ANY_MODEL_DEFAULTS: dict[str, Any] = {"lr_decay_start": 1.0}
 
@@ -49,6 +50,8 @@ class TrainConfig:
     data_b: str | None = _opt(None, "Second domain of two-domain models (CycleGAN: the B images; --data is A).")
     split: str | None = _opt(None, "A saved split (`dermsynth split`, or an augment run's split.json): train on its "
                                    "train part only, e.g. the synthetic source of an augmentation study.")
+    real_fraction: float | None = _opt(None, "With --split: train on this nested fraction of its train part, the "
+                                             "same images as `dermsynth augment --real-fraction` uses (0 < f <= 1).")
     out: str = _opt("runs/train", "Run folder: checkpoints, logs, sample grids.")
     size: int = _opt(DEFAULT_SIZE, "Image side in pixels (a power of two >= 16).")
     conditional: bool = _opt(False, "Class-conditional: label embedding in G, projection in D.")
@@ -165,6 +168,10 @@ class TrainConfig:
         """Check the options (``None`` fields are not checked: see :meth:`resolve`)."""
         if self.size < 16 or self.size & (self.size - 1):
             raise DermsynthError(f"--size must be a power of two >= 16, got {self.size}")
+        if self.real_fraction is not None:
+            if self.split is None:
+                raise DermsynthError("--real-fraction takes a fraction of a split's train part: give --split too")
+            check_real_fraction(self.real_fraction)
         if self.overfit_holdout < 0:
             raise DermsynthError(f"--overfit-holdout must be >= 0, got {self.overfit_holdout}")
         if self.stable_kimg is not None and self.fade_kimg is not None and self.stable_kimg + self.fade_kimg <= 0:

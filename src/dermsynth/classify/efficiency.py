@@ -38,7 +38,7 @@ from dermsynth.io import write_bytes
 
 __all__ = ["RECORD_KEYS", "CurvePoint", "EfficiencyStudy", "EquivalentRealImages", "RatioRow", "efficiency_curve",
            "equivalent_real_images", "format_images", "invert_curve", "paired_with_baseline", "plot_efficiency",
-           "ratio_sweep", "study_efficiency"]
+           "ratio_sweep", "study_efficiency", "write_png"]
 
 #: The keys every run record must carry (``synthetic_ratio`` is optional, 0 when absent).
 RECORD_KEYS = ("condition", "seed", "real_fraction", "n_real")
@@ -243,11 +243,12 @@ def _replicate_values(points: list[CurvePoint], group_records: dict[tuple[str, f
             probs, labels = (np.asarray(a) for a in predictions(r))
             if labels0 is None:
                 labels0 = labels
-                weights = rng.multinomial(len(labels), np.full(len(labels), 1 / len(labels)), size=n_boot)
+                weights = rng.multinomial(len(labels), np.full(len(labels), 1 / len(labels)),
+                                          size=n_boot).astype(np.float64)
             elif not np.array_equal(labels, labels0):
                 raise DataError(f"run {p.condition!r} seed {r['seed']}: its test labels differ from the other runs'; "
                                 f"the test-image bootstrap needs one shared test set")
-            v[seeds.index(int(r["seed"]))] = _resampled_metric(probs, labels, weights.astype(np.float64), class_index)
+            v[seeds.index(int(r["seed"]))] = _resampled_metric(probs, labels, weights, class_index)
         out[(p.condition, p.real_fraction)] = v
     return out
 
@@ -449,6 +450,11 @@ def plot_efficiency(curves: dict[str, list[CurvePoint]], path: str | Path, *, ba
         ax.set_title(f"{title}: mean and 95% CI over seeds", fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="lower right")
+    return write_png(fig, path)
+
+
+def write_png(fig, path: str | Path) -> Path:
+    """Lay out a matplotlib ``Figure`` and write it as PNG atomically (a failed write keeps the old file)."""
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

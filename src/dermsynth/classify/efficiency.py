@@ -425,6 +425,7 @@ def plot_efficiency(curves: dict[str, list[CurvePoint]], path: str | Path, *, ba
     (%) vs real training images on a log axis, a line and 95 % CI band per condition (a condition at one
     fraction only, e.g. a ratio of the sweep, as a point with its interval). Written atomically."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
 
     labels = labels or {}
     fig = Figure(figsize=(5.5 * len(curves), 4.2), dpi=100)
@@ -445,10 +446,13 @@ def plot_efficiency(curves: dict[str, list[CurvePoint]], path: str | Path, *, ba
                 yerr = None if np.isnan(lo[0]) else [[y[0] - lo[0]], [hi[0] - y[0]]]
                 ax.errorbar(x, y, yerr=yerr, fmt="s", capsize=4, color=style["color"], label=label)
         ax.set_xscale("log")
+        ticks = sorted({p.n_real for p in points})
+        ax.set_xticks(ticks, [f"{t:.0f}" for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("real training images (log scale)")
         ax.set_ylabel(f"{title} (%)")
         ax.set_title(f"{title}: mean and 95% CI over seeds", fontsize=10)
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     return write_png(fig, path)
 

@@ -209,3 +209,31 @@ def test_cli_real_fractions_ratio_sweep_and_workers(tmp_path):
                                      "--out", str(tmp_path / "s.json")])
     assert split.exit_code == 0, split.output
     assert Split.load(tmp_path / "s.json").classes == ["bcc", "nevus"]
+
+
+@pytest.mark.slow  # four dermsynth processes, twice
+def test_the_study_script_chains_split_gans_per_fraction_and_augment(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    entry = Path(sys.executable).parent / "dermsynth"
+    if not entry.is_file():
+        pytest.skip("no dermsynth entry point next to the interpreter")
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "DERMSYNTH": str(entry), "DATA": "phantom:160",
+           "SIZE": "16", "FRACTIONS": "0.5 1", "SOURCES": "dcgan", "DCGAN_STEPS": "2", "DCGAN_BATCH": "8", "GAN_WIDTH": "8", "SEEDS": "1",
+           "EPOCHS": "1", "WORKERS": "1", "TEST": "", "RATIOS": "2", "CONDITIONS": "real,real+synth:1",
+           "OUT": str(tmp_path)}
+    done = subprocess.run(["bash", str(root / "benchmarks" / "efficiency_study.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "augment" / "results.json").read_text())
+    assert {(r["real_fraction"], r["condition"]) for r in results["runs"]} == {
+        (0.5, "real"), (1.0, "real"), (0.5, "real+synth:1@dcgan"), (1.0, "real+synth:1@dcgan"),
+        (0.5, "real+synth:2@dcgan")}
+    assert results["synthetic_sources"]["dcgan@0.5"]["name"] == str(tmp_path / "gan-dcgan-0.5")
+    again = subprocess.run(["bash", str(root / "benchmarks" / "efficiency_study.sh")], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0 and "trained 0 run(s), reused 5" in again.stdout, again.stderr[-2000:]

@@ -39,6 +39,7 @@ import multiprocessing
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -447,6 +448,12 @@ def _aggregate(study: _Study, out: Path, records: dict[tuple[float, str], list[d
                   "largest fraction, 'fractions' every one, 'runs' every run"}}
 
 
+def _run_predictions(out: Path, record: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A run's internal test probabilities and labels (the report's bootstrap over test images)."""
+    with np.load(_run_paths(out, record["real_fraction"], Condition.parse(record["condition"]), record["seed"])["npz"]) as d:
+        return d["probs"], d["labels"]
+
+
 def _write_combined_manifest(out: Path, cfg: AugmentExperimentConfig) -> None:
     rows = []
     for fraction, cond in cfg.cells():
@@ -592,7 +599,7 @@ def run_augment_experiment(config: AugmentExperimentConfig, *, dataset: LesionDa
     results = _clean(_aggregate(study, out, records))  # cleaned as results.json holds it
     _write_json(out / RESULTS_FILE, results)
     _write_combined_manifest(out, cfg)
-    table, report_path = write_outputs(results, out)
+    table, report_path = write_outputs(results, out, predictions=partial(_run_predictions, out))
     if cfg.layout == "essipova2020":
         table += "\n" + write_essipova_table(results, out)
     return AugmentExperimentResult(out, results, table, report_path, trained, skipped)

@@ -117,6 +117,22 @@ def test_a_finished_fraction_study_is_reused(sweep):
     assert again.results["runs"] == sweep.results["runs"]
 
 
+def test_named_sources_cross_the_conditions_that_draw_synthetic_images():
+    cfg = AugmentExperimentConfig(conditions=["real", "real+synth:1", "real+balance@sg2"], real_fractions=[0.1, 1],
+                                  sources={"dcgan": "runs/dcgan-{fraction}", "sg2": "runs/sg2-{fraction}"},
+                                  synthetic_ratios=[2]).validate()
+    assert [c.name for c in cfg.parsed_conditions] == ["real", "real+synth:1@dcgan", "real+synth:1@sg2",
+                                                       "real+balance@sg2"]
+    assert (0.1, cfg.parsed_conditions[1]) in cfg.cells() and len(cfg.cells()) == 2 * 4 + 2
+    assert cfg.source_spec("sg2", 0.1) == "runs/sg2-0.1" and cfg.source_spec("dcgan", 1.0) == "runs/dcgan-1"
+    assert cfg.parsed_conditions[3].label.endswith("[sg2]")
+    for bad, message in [({"conditions": ["real", "real+synth:1@gan"]}, "not among the named sources"),
+                         ({"synthetic": "phantom"}, "not both"), ({"seeds_at": {"0.5": 3}}, "--seeds-at 0.5:3"),
+                         ({"sweep_fraction": 0.5}, "--sweep-fraction 0.5"), ({"executor": "mpi"}, "--executor")]:
+        with pytest.raises(DermsynthError, match=message):
+            AugmentExperimentConfig(**{**cfg.to_dict(), **bad}).validate()
+
+
 def test_a_gan_must_be_trained_on_the_fraction_it_augments(tmp_path):
     from dermsynth.train import TrainConfig, train
 
@@ -199,10 +215,13 @@ def test_cli_real_fractions_ratio_sweep_and_workers(tmp_path):
     result = CliRunner().invoke(cli, ["augment", "--data", "phantom:120", "--size", "16", "--out", str(out),
                                       "--conditions", "real", "--seeds", "1", "--epochs", "1", "--n-boot", "10",
                                       "--real-fraction", "0.5,1", "--synthetic", "phantom", "--synthetic-ratio", "1",
-                                      "--device", "cpu", "--quiet"])
+                                      "--seeds-at", "0.5:3", "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
-    runs = json.loads((out / "results.json").read_text())["runs"]
-    assert {(r["real_fraction"], r["condition"]) for r in runs} == {(0.5, "real"), (1.0, "real"), (0.5, "real+synth:1")}
+    results = json.loads((out / "results.json").read_text())
+    assert sorted((r["real_fraction"], r["condition"], r["seed"]) for r in results["runs"]) == [
+        (0.5, "real", 0), (0.5, "real", 1), (0.5, "real", 2), (0.5, "real+synth:1", 0), (0.5, "real+synth:1", 1),
+        (0.5, "real+synth:1", 2), (1.0, "real", 0)]
+    assert results["fractions"]["0.5"]["seeds"] == [0, 1, 2] and results["seeds"] == [0, 1, 2]
     bad = CliRunner().invoke(cli, ["augment", "--real-fraction", "0,1", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "error: --real-fraction takes numbers in (0, 1]" in bad.output
     split = CliRunner().invoke(cli, ["split", "phantom:80", "--size", "16", "--classes", "bcc,nevus",

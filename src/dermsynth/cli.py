@@ -365,6 +365,18 @@ def _names(text: str | None) -> list[str] | None:
     return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
 
 
+def _seed_counts(text: str | None) -> dict[str, int]:
+    """``--seeds-at 0.05:10,0.1:10`` -> {"0.05": 10, "0.1": 10}."""
+    counts = {}
+    for part in _names(text) or []:
+        fraction, _, k = part.partition(":")
+        try:
+            counts[f"{float(fraction):g}"] = int(k)
+        except ValueError:
+            raise DermsynthError(f"--seeds-at takes FRACTION:SEEDS pairs, e.g. 0.05:10, got {part!r}") from None
+    return counts
+
+
 def _synthetic_sources(values: tuple[str, ...]) -> tuple[str | None, dict[str, str]]:
     """``--synthetic`` values: one unnamed SPEC, or NAME=SPEC pairs (a study with several sources)."""
     named = [v.partition("=") for v in values if "=" in v and not Path(v).exists()]
@@ -436,6 +448,8 @@ def split(data: str, size: int, seed: int, fractions: str, classes: str | None, 
               "seeded by the split's seed), each crossed with the conditions and seeds, e.g. 0.05,0.1,0.25,0.5,1.")
 @click.option("--synthetic-ratio", "synthetic_ratios", default=None,
               help="Synthetic:real ratio sweep, e.g. 0.5,1,2,5,10: real+synth:R at --sweep-fraction.")
+@click.option("--seeds-at", default=None, help="Other seed counts at some real fractions, e.g. 0.05:10,0.1:10 "
+              "(the scarce fractions, where the seed-to-seed spread is largest).")
 @click.option("--sweep-fraction", type=float, default=None, help="Real fraction of the ratio sweep (default: the "
               "smallest).")
 @click.option("--classes", default=None, help="Comma-separated: these classes only (seed 002: mel,bkl,bcc).")
@@ -452,7 +466,7 @@ def split(data: str, size: int, seed: int, fractions: str, classes: str | None, 
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def augment(conditions: str | None, split_file: str | None, fractions: str, patience: int, quiet: bool,
             synthetic: tuple[str, ...], real_fractions: str, synthetic_ratios: str | None, classes: str | None,
-            **options) -> None:
+            seeds_at: str | None, **options) -> None:
     """Does synthetic data help a classifier? Train each condition over K seeds (at each real fraction);
     tables, plots, report."""
     from dermsynth.classify.experiment import run_augment_experiment
@@ -464,6 +478,7 @@ def augment(conditions: str | None, split_file: str | None, fractions: str, pati
     cfg = AugmentExperimentConfig(conditions=[c for c in conditions.split(",") if c.strip()], split=split_file,
                                   fractions=_floats(fractions, "--fractions"), patience=patience or None,
                                   synthetic=unnamed, sources=sources, classes=_names(classes),
+                                  seeds_at=_seed_counts(seeds_at),
                                   real_fractions=list(_floats(real_fractions, "--real-fraction")),
                                   synthetic_ratios=list(_floats(synthetic_ratios, "--synthetic-ratio"))
                                   if synthetic_ratios else [], **options)

@@ -21,13 +21,28 @@ Protocol (``dermsynth augment``; seeds 000 and 002):
    t-interval, exact sign-flip permutation p, Wilcoxon p); and a percentile bootstrap CI, over test
    images, of the macro-AUC difference between the seed-averaged predictions of the two conditions.
 
-Every (condition, seed) result is written as it finishes (``runs/<condition>/seed<k>.json`` with the
-test probabilities in ``.npz`` and the image manifest in ``_manifest.csv``); a re-run with the same
-``out`` skips finished pairs, so an interrupted experiment continues where it stopped, and more seeds
-or conditions can be added later. Outputs: ``config.json``, ``split.json``, ``results.json`` (every
-number), ``table.md`` / ``table.txt`` (seed 000's "Training data | AUC (%)" layout, then details),
-``auc.png``, ``confusion/<condition>.png``, ``manifest.csv`` (every image of every run, by split) and
-a self-contained ``report.html``.
+Real fractions (``real_fractions``, issue 21): every condition is also trained on nested, lesion-grouped,
+class-stratified fractions of the training split (:func:`~dermsynth.data.splits.real_fraction_subset`, seeded by the
+split's seed); validation and test never change. The ratio sweep (``synthetic_ratios``) adds ``real+synth:R`` at
+the sweep fraction (default the smallest). A synthetic source may name ``{fraction}`` (one GAN per fraction, from
+``dermsynth train --split FILE --real-fraction f``), and several named sources may be compared (``sources``;
+``real+synth:1@dcgan``). A trained model whose recorded training images (the ids fingerprint in its
+checkpoint) are not the fraction it augments is refused, so a GAN never sees real images its classifier is
+denied. Each run record carries ``real_fraction``, ``n_real`` (the fraction's real training images) and
+``synthetic_ratio``; ``results.json`` holds ``runs`` (every run), ``fractions`` (per fraction, per condition,
+against the baseline at that fraction), ``ratio_sweep`` and, as before, ``conditions`` (the largest fraction).
+
+Every (fraction, condition, seed) result is written as it finishes (``runs/[frac<f>/]<condition>/seed<k>.json``
+with the test probabilities in ``.npz`` and the image manifest in ``_manifest.csv``); a re-run with the same
+``out`` skips finished runs, so an interrupted experiment continues where it stopped, and more seeds,
+conditions or fractions can be added later. The runs are independent: ``workers`` > 1 runs them in a local
+process pool (CPUs / workers threads each), ``executor`` ``local`` / ``debug`` / ``slurm`` as submitit jobs
+(:func:`run_in_folder` rebuilds the study from ``config.json``; a SLURM array is submitted and the next call
+collects it); the results are those of the serial run. Outputs: ``config.json``, ``split.json``,
+``results.json`` (every number), ``table.md`` / ``table.txt`` (seed 000's "Training data | AUC (%)" layout,
+then details and, with several fractions or ratios, the data-efficiency tables), ``auc.png``,
+``confusion/<condition>.png``, ``manifest.csv`` (every image of every run, by split) and a self-contained
+``report.html``; ``layout="essipova2020"`` adds seed 002's table (:mod:`~dermsynth.classify.essipova_table`).
 """
 
 from __future__ import annotations
@@ -360,8 +375,8 @@ def _compare(cfg: AugmentExperimentConfig, out: Path, fraction: float, cond: Con
         with warnings.catch_warnings():  # scipy warns about tiny samples; the p-value says it all
             warnings.simplefilter("ignore")
             paired[key] = asdict(compare_to_baseline(values[key], base_values[key], seed=cfg.seed))
-    probs, labels = _mean_probs(out, fraction, cond, cfg.seed_list, prefix)
-    base_probs, _ = _mean_probs(out, fraction, base, cfg.seed_list, prefix)
+    probs, labels = _mean_probs(out, fraction, cond, cfg.seeds_for(fraction), prefix)
+    base_probs, _ = _mean_probs(out, fraction, base, cfg.seeds_for(fraction), prefix)
     boot = {"macro_auc": asdict(bootstrap_auc_difference(probs, base_probs, labels, n_boot=cfg.n_boot,
                                                          seed=cfg.seed))}
     if mel is not None:
@@ -407,6 +422,7 @@ def _fraction_results(study: _Study, out: Path, fraction: float, records: dict[s
             conditions[cond.name]["external"] = outside[cond.name]
     train = study.train_at[fraction]
     return {"real_fraction": fraction, "n_real": len(train), "lesions": len(set(train.groups)),
+            "seeds": cfg.seeds_for(fraction),
             "class_counts": train.class_counts(), "conditions": conditions}
 
 
@@ -457,7 +473,7 @@ def _run_predictions(out: Path, record: dict) -> tuple[np.ndarray, np.ndarray]:
 def _write_combined_manifest(out: Path, cfg: AugmentExperimentConfig) -> None:
     rows = []
     for fraction, cond in cfg.cells():
-        for seed in cfg.seed_list:
+        for seed in cfg.seeds_for(fraction):
             with open(_run_paths(out, fraction, cond, seed)["manifest"], newline="") as f:
                 rows += [(f"{fraction:g}", cond.name, seed, *r) for r in list(csv.reader(f))[1:]]
     write_csv(out / MANIFEST_FILE, ("real_fraction", "condition", "seed", *MANIFEST_COLUMNS), rows)
@@ -565,7 +581,7 @@ def run_augment_experiment(config: AugmentExperimentConfig, *, dataset: LesionDa
     records: dict[tuple[float, str], list[dict]] = {(f, c.name): [] for f, c in cfg.cells()}
     todo, skipped, trained = [], [], []
     for fraction, cond in cfg.cells():
-        for seed in cfg.seed_list:
+        for seed in cfg.seeds_for(fraction):
             done = _finished(out, fraction, cond, seed, study.external is not None)
             if done is None:
                 todo.append((fraction, cond, seed))

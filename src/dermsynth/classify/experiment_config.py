@@ -31,7 +31,7 @@ __all__ = ["EXECUTION_SETTINGS", "EXECUTORS", "LAYOUTS", "RESUMABLE_CHANGES", "A
 
 # Settings that may change between a run and its resumption without invalidating finished results.
 RESUMABLE_CHANGES = ("out", "conditions", "seeds", "baseline", "n_boot", "device", "real_fractions",
-                     "synthetic_ratios", "sweep_fraction", "layout", "workers", "executor", "slurm_partition",
+                     "synthetic_ratios", "sweep_fraction", "seeds_at", "layout", "workers", "executor", "slurm_partition",
                      "slurm_minutes")
 #: How the runs are executed, not what they compute: left out of results.json (serial = parallel results).
 EXECUTION_SETTINGS = ("out", "device", "workers", "executor", "slurm_partition", "slurm_minutes")
@@ -184,6 +184,7 @@ class AugmentExperimentConfig:
     real_fractions: list[float] = field(default_factory=lambda: [1.0])  # nested fractions of the training split
     synthetic_ratios: list[float] = field(default_factory=list)  # ratio sweep: real+synth:R at sweep_fraction
     sweep_fraction: float | None = None  # where the ratio sweep runs (default: the smallest real fraction)
+    seeds_at: dict[str, int] = field(default_factory=dict)  # more (or fewer) seeds at some fractions: "0.05" -> 10
     sources: dict[str, str] = field(default_factory=dict)  # named synthetic sources, NAME -> spec
     classes: list[str] | None = None     # these classes only (seed 002: mel, bkl, bcc)
     layout: str = "default"              # extra table layout (LAYOUTS)
@@ -205,6 +206,10 @@ class AugmentExperimentConfig:
             raise DermsynthError(f"--real-fraction needs distinct fractions, got {self.real_fractions}")
         if any(not (math.isfinite(float(r)) and float(r) > 0) for r in self.synthetic_ratios):
             raise DermsynthError(f"--synthetic-ratio takes ratios > 0, got {self.synthetic_ratios}")
+        for key, k in self.seeds_at.items():
+            if key not in {f"{f:g}" for f in fractions} or int(k) < 1:
+                raise DermsynthError(f"--seeds-at {key}:{k}: need one of the real fractions "
+                                     f"({', '.join(f'{f:g}' for f in fractions)}) and at least one seed")
         if self.sweep_fraction is not None and self.sweep_fraction not in fractions:
             raise DermsynthError(f"--sweep-fraction {self.sweep_fraction:g} is not one of the real fractions "
                                  f"({', '.join(f'{f:g}' for f in fractions)})")
@@ -275,7 +280,13 @@ class AugmentExperimentConfig:
 
     @property
     def seed_list(self) -> list[int]:
-        return [self.seed + k for k in range(self.seeds)]
+        """Every seed of the experiment (the most any fraction has)."""
+        return [self.seed + k for k in range(max([self.seeds, *map(int, self.seeds_at.values())]))]
+
+    def seeds_for(self, fraction: float) -> list[int]:
+        """The seeds of one real fraction (``seeds_at``, else ``seeds``); always the first K of :attr:`seed_list`,
+        so runs stay paired by seed across conditions and fractions."""
+        return [self.seed + k for k in range(int(self.seeds_at.get(f"{fraction:g}", self.seeds)))]
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -188,24 +188,33 @@ class EquivalentRealImages:
 def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """ROC AUC of one score under each row of case ``weights`` (B, N) (bootstrap multiplicities), ties 1/2.
 
-    Sorting once and summing weights per tied score group makes each row O(N)."""
+    Sorting once makes each row O(N): a positive's credit is the negative weight below it (plus half the
+    negative weight tied with it, summed per group of equal scores when there are ties)."""
     order = np.argsort(scores, kind="stable")
     s, pos = scores[order], positive[order]
     w = weights[:, order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    w_pos = np.add.reduceat(w * pos, starts, axis=1)
-    w_neg = np.add.reduceat(w * ~pos, starts, axis=1)
-    below = np.cumsum(w_neg, axis=1) - w_neg  # negative weight strictly below each group
+    w_pos, w_neg = w * pos, w * ~pos
+    if len(np.unique(s)) == len(s):  # no ties: a case is positive or negative, so w_pos * w_neg = 0
+        credit = np.einsum("bn,bn->b", w_pos, np.cumsum(w_neg, axis=1))
+    else:
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        w_pos, w_neg = np.add.reduceat(w_pos, starts, axis=1), np.add.reduceat(w_neg, starts, axis=1)
+        credit = np.einsum("bn,bn->b", w_pos, np.cumsum(w_neg, axis=1) - 0.5 * w_neg)
     total = w_pos.sum(axis=1) * w_neg.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, (w_pos * (below + 0.5 * w_neg)).sum(axis=1) / total, np.nan)
+        return np.where(total > 0, credit / total, np.nan)
 
 
-def _resampled_metric(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray, class_index: int | None) -> np.ndarray:
-    """Macro one-vs-rest AUC (classes present in each resample), or one class's AUC, per weight row."""
+def _resampled_metric(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray, class_index: int | None,
+                      chunk: int = 64) -> np.ndarray:
+    """Macro one-vs-rest AUC (classes present in each resample), or one class's AUC, per weight row
+    (``chunk`` rows at a time: small temporaries are much faster than (B, N) ones)."""
     classes = range(probs.shape[1]) if class_index is None else [class_index]
-    aucs = np.stack([_weighted_auc(probs[:, c], labels == c, weights) for c in classes], axis=1)
-    return _nanmean(aucs)
+    out = []
+    for start in range(0, len(weights), chunk):
+        w = weights[start:start + chunk]
+        out.append(_nanmean(np.stack([_weighted_auc(probs[:, c], labels == c, w) for c in classes], axis=1)))
+    return np.concatenate(out)
 
 
 def _nanmean(x: np.ndarray) -> np.ndarray:

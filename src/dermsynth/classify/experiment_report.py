@@ -139,7 +139,7 @@ def power_line(results: dict, test: str | None = None, metric: str = "macro_auc"
     return (f"Power: with {k} seeds, the paired t-test (alpha 0.05, two-sided) detects with 80% power a mean "
             f"{METRIC_NAMES.get(metric, metric)} difference of at least: {parts}; smaller true effects would usually be "
             f"missed. The exact tests cannot give p below {_p(min_attainable_p(k))} with {k} seeds "
-            f"(Holm over {len(got)} comparisons: {_p(min(1.0, len(got) * min_attainable_p(k)))}).")
+            f"(Holm over {len(got)} comparison{'s' if len(got) != 1 else ''}: {_p(min(1.0, len(got) * min_attainable_p(k)))}).")
 
 
 def _difference(paired: dict | None) -> str:

@@ -53,7 +53,7 @@ import math
 import multiprocessing
 import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import partial
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -480,15 +480,16 @@ def _write_combined_manifest(out: Path, cfg: AugmentExperimentConfig) -> None:
 
 
 # --- executing the runs: here, in a process pool, or as submitit jobs -------------------------------
-_WORKER_STUDY: dict[str, _Study] = {}  # per process: the study of each experiment folder, built once
+_WORKER_STUDY: dict[tuple[str, str], _Study] = {}  # per process: each (folder, config.json) study, built once
 
 
 def _study_in(out: str) -> _Study:
     """The study of the experiment folder ``out``, rebuilt from its config.json (in a worker or a job)."""
-    if out not in _WORKER_STUDY:
-        cfg = AugmentExperimentConfig.from_dict(json.loads((Path(out) / CONFIG_FILE).read_text()))
-        _WORKER_STUDY[out] = _prepare(cfg.validate(), None, None, Path(out), progress=False)
-    return _WORKER_STUDY[out]
+    text = (Path(out) / CONFIG_FILE).read_text()
+    if (out, text) not in _WORKER_STUDY:
+        cfg = AugmentExperimentConfig.from_dict(json.loads(text))
+        _WORKER_STUDY[(out, text)] = _prepare(cfg.validate(), None, None, Path(out), progress=False)
+    return _WORKER_STUDY[(out, text)]
 
 
 def run_in_folder(out: str, fraction: float, condition: str, seed: int, threads: int | None = None) -> dict:
@@ -524,7 +525,7 @@ def _execute(study: _Study, todo: list[tuple[float, Condition, int]], out: Path,
         with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker, initargs=(threads,)) as pool:
             futures = [pool.submit(run_in_folder, *a) for a in args]
-            return [report(f.result()) for f in futures]
+            return [report(f.result()) for f in as_completed(futures)]
     return _submit(cfg, args, out, report)
 
 

@@ -152,7 +152,7 @@ def test_paired_t_test_matches_scipy_ttest_rel():
     assert np.isnan(paired_t_test([0.8], [0.7]).p_value)
 
 
-@pytest.mark.parametrize("k", [3, 5, 10, 20])
+@pytest.mark.parametrize("k", [2, 3, 5, 10, 20])
 def test_min_detectable_difference_matches_statsmodels_ttest_power(k):
     from statsmodels.stats.power import TTestPower
 
@@ -161,8 +161,10 @@ def test_min_detectable_difference_matches_statsmodels_ttest_power(k):
     assert min_detectable_difference(0.012, k) == pytest.approx(0.012 * d, rel=1e-5)
     one = TTestPower().solve_power(nobs=k, alpha=0.05, power=0.9, alternative="larger")
     assert min_detectable_difference(1.0, k, power=0.9, alternative="greater") == pytest.approx(one, rel=1e-5)
-    # and the power at that difference is 80 % by statsmodels' own power function
-    assert TTestPower().power(effect_size=min_detectable_difference(1.0, k), nobs=k, alpha=0.05) == pytest.approx(0.8)
+    # and the power at that difference is 80 % by statsmodels' own power function (NaN at 2 seeds: scipy's
+    # noncentral t underflows in the far tail, which ours treats as 0)
+    if k > 2:
+        assert TTestPower().power(effect_size=min_detectable_difference(1.0, k), nobs=k, alpha=0.05) == pytest.approx(0.8)
     assert np.isnan(min_detectable_difference(1.0, 1))
 
 

@@ -180,10 +180,14 @@ def paired_t_test(condition: Sequence[float], baseline: Sequence[float],
 def _t_test_power(effect: float, k: int, alpha: float, alternative: str) -> float:
     """Power of the one-sample (paired) t-test for the standardised effect mean(d) / sd(d)."""
     df, nc = k - 1, effect * np.sqrt(k)
-    if alternative == "two-sided":
-        crit = sps.t.ppf(1 - alpha / 2, df)
-        return float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
-    return float(sps.nct.sf(sps.t.ppf(1 - alpha, df), df, nc))
+    crit = sps.t.ppf(1 - alpha / 2 if alternative == "two-sided" else 1 - alpha, df)
+    upper = sps.nct.sf(crit, df, nc)
+    if not np.isfinite(upper):  # scipy's noncentral t can return NaN far in a tail
+        upper = 1.0 - sps.nct.cdf(crit, df, nc)
+    if alternative != "two-sided":
+        return float(upper)
+    lower = sps.nct.cdf(-crit, df, nc)  # the wrong-sign rejections; NaN only where it underflows
+    return float(upper + (lower if np.isfinite(lower) else 0.0))
 
 
 def min_detectable_difference(sd: float, k: int, *, alpha: float = 0.05, power: float = 0.8,

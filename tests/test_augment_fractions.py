@@ -191,6 +191,19 @@ def test_submitit_executors_give_the_serial_results(tmp_path, executor):
     assert _comparable(jobs) == _comparable(serial)
 
 
+def test_slurm_without_a_cluster_is_a_one_line_error(tmp_path):
+    pytest.importorskip("submitit")
+    import shutil
+
+    if shutil.which("srun"):
+        pytest.skip("a SLURM cluster is reachable here")
+    result = CliRunner().invoke(cli, ["augment", "--data", "phantom:80", "--size", "16", "--conditions", "real",
+                                      "--seeds", "1", "--epochs", "1", "--executor", "slurm", "--device", "cpu",
+                                      "--out", str(tmp_path / "s"), "--quiet"])
+    assert result.exit_code != 0 and result.output.startswith("error: --executor slurm:"), result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_parallel_runs_refuse_objects_they_cannot_rebuild(tmp_path):
     with pytest.raises(DermsynthError, match="parallel runs"):
         run_augment_experiment(_cfg(tmp_path, workers=2), dataset=generate_phantom(40, 16), progress=False)

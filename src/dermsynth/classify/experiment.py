@@ -536,7 +536,10 @@ def _submit(cfg: AugmentExperimentConfig, args: list[tuple], out: Path, report: 
         import submitit
     except ImportError:
         raise DermsynthError(f"--executor {cfg.executor} needs submitit: pip install 'dermsynth[cluster]'") from None
-    executor = submitit.AutoExecutor(folder=out / "submitit", cluster=cfg.executor)
+    try:
+        executor = submitit.AutoExecutor(folder=out / "submitit", cluster=cfg.executor)
+    except RuntimeError as exc:  # e.g. no srun/sbatch on this machine
+        raise DermsynthError(f"--executor {cfg.executor}: {exc}") from None
     threads = _threads_per_worker(cfg.workers) if cfg.executor == "local" else user_threads() or 1
     executor.update_parameters(timeout_min=cfg.slurm_minutes, cpus_per_task=threads,
                                **({"slurm_partition": cfg.slurm_partition} if cfg.slurm_partition else {}),

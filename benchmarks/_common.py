@@ -14,7 +14,7 @@ import torch
 
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.device import resolve_device
-from dermsynth.train.sampler import BatchSampler
+from dermsynth.train.minibatches import Minibatches
 
 
 def pick_device(name: str) -> torch.device:
@@ -22,11 +22,11 @@ def pick_device(name: str) -> torch.device:
     return resolve_device(name)
 
 
-def random_image_sampler(n: int, resolution: int, batch: int, device: torch.device) -> BatchSampler:
-    """A sampler over ``n`` random uint8 images (the content does not change the speed)."""
+def random_image_minibatches(n: int, resolution: int, batch: int, device: torch.device) -> Minibatches:
+    """Minibatches of ``n`` random uint8 images (the content does not change the speed)."""
     images = np.random.default_rng(0).integers(0, 256, (n, resolution, resolution, 3), np.uint8)
     data = LesionDataset(images=images, labels=np.zeros(n, np.int64), class_names=[], ids=[str(i) for i in range(n)])
-    return BatchSampler(data, batch, seed=0, device=device, needs=("images",))
+    return Minibatches(data, batch, seed=0, device=device, needs=("images",))
 
 
 def networks_on(G: torch.nn.Module, D: torch.nn.Module, device: torch.device,
@@ -39,7 +39,7 @@ def networks_on(G: torch.nn.Module, D: torch.nn.Module, device: torch.device,
     return G, D, channels_last
 
 
-def step_loop(step, sampler: BatchSampler, channels_last: bool, images_seen: int = 0,
+def step_loop(step, sampler: Minibatches, channels_last: bool, images_seen: int = 0,
               advance: bool = False) -> Callable[[int], torch.Tensor]:
     """``run(n)``: ``n`` training steps of ``step`` on ``sampler``'s batches, statistics summed on the device (for
     :func:`time_steps`). ``images_seen`` is what ``step.begin`` is told (PGAN: the phase to time); with

@@ -1,5 +1,5 @@
-"""What lesion-editing checkpoints do to real patches (seed 003, 4.2-4.3): change inside vs outside the mask,
-cycle error, and SWD / FID of the outputs against the real target domain; grids as seed 003's Figs. 11-13.
+"""What lesion-editing checkpoints do to real patches (Furger et al. 2020, 4.2-4.3): change inside vs outside the mask,
+cycle error, and SWD / FID of the outputs against the real target domain; grids as Furger et al.'s Figs. 11-13.
 
 Inputs: a patch folder from ``dermsynth patches`` (``healthy/``, ``lesion/``) and a folder of runs named
 ``add``, ``remove``, ``add-norel`` (unet-translator) and ``cyclegan*`` (any that exist). ``--n`` healthy and

@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from _common import networks_on, peak_gib, pick_device, random_image_sampler, record, step_loop, time_steps  # this folder is on sys.path when run
+from _common import networks_on, peak_gib, pick_device, random_image_minibatches, record, step_loop, time_steps  # this folder is on sys.path when run
 from dermsynth.models import build_gan
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANSchedule
 from dermsynth.train.steps import ProgressiveStep
@@ -38,7 +38,7 @@ def measure(resolution: int, target: int, device: torch.device, fast: bool, comp
                            drift=1e-3, noise=noise, schedule=schedule)
     batch = step.begin(images_seen)
     assert step.stage.resolution == resolution and step.stage.alpha == 1.0
-    sampler = random_image_sampler(max(8 * batch, 64), target, batch, device)
+    sampler = random_image_minibatches(max(8 * batch, 64), target, batch, device)
 
     run = step_loop(step, sampler, use_cl, images_seen)  # same phase: sets the stage, never resets Adam
 

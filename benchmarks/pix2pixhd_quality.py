@@ -1,4 +1,4 @@
-"""How close are a pix2pixHD model's translations to the real images? (issue 9 §4, seed 000's (c) vs (d))
+"""How close are a pix2pixHD model's translations to the real images? (issue 9 §4, Bissoto et al.'s (c) vs (d))
 
 Each checkpoint translates the lesion maps (and superpixels, if it takes them) of the images in one part of a
 saved split, normally the ``test`` part, whose images and maps the generator never saw when it was trained with

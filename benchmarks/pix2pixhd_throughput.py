@@ -23,11 +23,11 @@ from _common import networks_on, peak_gib, pick_device, record, step_loop, time_
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.models import build_gan
 from dermsynth.models.perceptual import VGG19Features
-from dermsynth.train.sampler import BatchSampler
+from dermsynth.train.minibatches import Minibatches
 from dermsynth.train.steps_translate import Pix2PixHDStep
 
 
-def map_sampler(n: int, resolution: int, batch: int, device: torch.device) -> BatchSampler:
+def map_minibatches(n: int, resolution: int, batch: int, device: torch.device) -> Minibatches:
     """Random images, random lesion/attribute masks and blocky superpixels (the content does not change the speed)."""
     rng = np.random.default_rng(0)
     side = resolution // 16
@@ -37,7 +37,7 @@ def map_sampler(n: int, resolution: int, batch: int, device: torch.device) -> Ba
                          lesion_masks=np.ones((n, resolution, resolution), np.uint8),
                          attribute_masks=rng.integers(0, 2, (n, 5, resolution, resolution), np.uint8),
                          instance_maps=np.broadcast_to(ids, (n, resolution, resolution)).copy())
-    return BatchSampler(data, batch, seed=0, device=device, needs=("images", "semantic", "instance"))
+    return Minibatches(data, batch, seed=0, device=device, needs=("images", "semantic", "instance"))
 
 
 def measure(resolution: int, batch: int, device: torch.device, fast: bool, compile: bool, steps: int, warmup: int,
@@ -51,7 +51,7 @@ def measure(resolution: int, batch: int, device: torch.device, fast: bool, compi
     net = VGG19Features().to(device) if perceptual else None
     step = Pix2PixHDStep(G, D, opt_g, opt_d, bf16=use_cl, compile=compile and use_cl, batch_size=batch,
                          perceptual=net)
-    sampler = map_sampler(max(4 * batch, 8), resolution, batch, device)
+    sampler = map_minibatches(max(4 * batch, 8), resolution, batch, device)
 
     run = step_loop(step, sampler, use_cl)
 

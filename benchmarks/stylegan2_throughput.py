@@ -20,7 +20,7 @@ import argparse
 
 import torch
 
-from _common import networks_on, peak_gib, pick_device, random_image_sampler, record, step_loop, time_steps  # this folder is on sys.path
+from _common import networks_on, peak_gib, pick_device, random_image_minibatches, record, step_loop, time_steps  # this folder is on sys.path
 from dermsynth.models import build_gan
 from dermsynth.models.stylegan2 import config_for, stylegan2_options
 from dermsynth.train.config import TrainConfig
@@ -41,7 +41,7 @@ def measure(resolution: int, device: torch.device, fast: bool, compile: bool, st
     step = StyleGAN2Step.from_config(cfg, G, D, opt_g, opt_d, bf16=use_cl,
                                      noise=torch.Generator(device=device).manual_seed(0))
     batch = cfg.batch_size
-    sampler = random_image_sampler(max(8 * batch, 64), resolution, batch, device)
+    sampler = random_image_minibatches(max(8 * batch, 64), resolution, batch, device)
     run = step_loop(step, sampler, use_cl, advance=True)
     return steps * batch / time_steps(run, steps, warmup, device), batch
 

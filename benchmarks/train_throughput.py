@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from _common import networks_on, peak_gib, pick_device, random_image_sampler, record, step_loop, time_steps  # this folder is on sys.path when run
+from _common import networks_on, peak_gib, pick_device, random_image_minibatches, record, step_loop, time_steps  # this folder is on sys.path when run
 from dermsynth.models import build_gan
 from dermsynth.train.steps import GANStep
 
@@ -28,7 +28,7 @@ def measure(batch: int, device: torch.device, fast: bool, compile: bool, steps: 
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
     noise = torch.Generator(device=device).manual_seed(0)
     step = GANStep(G, D, opt_g, opt_d, bf16=use_cl, compile=compile and fast, batch_size=batch, noise=noise)
-    sampler = random_image_sampler(max(4 * batch, 1024), resolution, batch, device)
+    sampler = random_image_minibatches(max(4 * batch, 1024), resolution, batch, device)
 
     run = step_loop(step, sampler, use_cl)
 

@@ -5,7 +5,7 @@ asyncio HTTP clients in this process, each doing what the rating page does: load
 then per image fetch it and post the answer. Bounded by the study size and ``--max-seconds``. Afterwards the
 study file is checked: every accepted answer stored exactly once, equal to what was sent, nothing else.
 
-    python benchmarks/vtt_load.py                 # 50 raters x 80 images (seed 001's study size)
+    python benchmarks/vtt_load.py                 # 50 raters x 80 images (Baur et al.'s study size)
     python benchmarks/vtt_load.py --quick         # 10 raters x 10 images
 """
 

@@ -5,8 +5,8 @@ from pathlib import Path
 from dermsynth.vtt.create import create_study
 from dermsynth.vtt.store import Study
 
-# Seed 001, Table 2: per voter TP, FP, FN, TN and the printed ACC, TPR, TNR.
-SEED001_TABLE2 = {
+# Baur et al. 2018, Table 2: per voter TP, FP, FN, TN and the printed ACC, TPR, TNR.
+BAUR2018_TABLE2 = {
     "DLE1": (50, 26, 0, 4, 0.675, 1.000, 0.133), "DLE2": (30, 10, 20, 20, 0.625, 0.600, 0.666),
     "DLE3": (36, 9, 14, 21, 0.712, 0.720, 0.700), "DLE4": (26, 16, 24, 14, 0.500, 0.520, 0.466),
     "DLE5": (26, 20, 24, 10, 0.450, 0.520, 0.333), "ED1": (27, 11, 23, 19, 0.575, 0.540, 0.633),

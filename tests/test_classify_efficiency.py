@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from dermsynth.classify.efficiency import (_weighted_auc, efficiency_curve, equivalent_real_images, format_images,
                                            invert_curve, paired_with_baseline, plot_efficiency, ratio_sweep,
                                            study_efficiency)
-from dermsynth.classify.evaluate import macro_auc
+from dermsynth.classify.scoring import macro_auc
 from dermsynth.classify.stats import compare_to_baseline
 from dermsynth.errors import DataError
 

@@ -292,7 +292,7 @@ def test_split_command_saves_a_grouped_split(tmp_path):
     assert len(split.ids) == 120 and set(split.splits) == {"train", "val", "test"} and "test: " in result.output
 
 
-# --- seed 000's protocol: a pix2pixHD checkpoint translates the training split's own maps ----------------------
+# --- Bissoto et al.'s protocol: a pix2pixHD checkpoint translates the training split's own maps ----------------------
 P2P_TINY = dict(model="pix2pixhd", size=16, width=4, g_downsample=1, g_blocks=1, d_layers=1, d_scales=1,
                 batch_size=4, steps=2, log_every=1, sample_every=10, checkpoint_every=10)
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import SHARED_DATA, needs_shared
-from dermsynth.classify.evaluate import evaluate_predictions
+from dermsynth.classify.scoring import score_predictions
 from dermsynth.classify.experiment import AugmentExperimentConfig, run_augment_experiment
 from dermsynth.classify.external import canonical_class, class_mapping, map_to_training_classes
 from dermsynth.classify.synthetic import phantom_source
@@ -61,7 +61,7 @@ def test_relabelled_set_keeps_images_and_scores_only_present_classes():
     assert [HAM[y] for y in ext.labels] == [class_mapping(set(names), HAM)[n] for n in names]
     # a classifier's 7-class probabilities on it: AUC of absent classes is undefined, the macro averages the rest
     probs = np.random.default_rng(0).dirichlet(np.ones(7), len(ext))
-    m = evaluate_predictions(probs, ext.labels, HAM)
+    m = score_predictions(probs, ext.labels, HAM)
     present = sorted({HAM[y] for y in ext.labels})
     assert [c for c in HAM if np.isfinite(m.per_class_auc[c])] == present
     assert m.macro_auc == pytest.approx(np.mean([m.per_class_auc[c] for c in present]))
@@ -102,8 +102,8 @@ def test_augment_with_an_external_test_set(tmp_path):
         for run in c["runs"]:  # the recorded external metrics are those of the saved probabilities
             saved = np.load(result.out / "runs" / cond.replace("+", "_") / f"seed{run['seed']}.npz")
             assert len(saved["external_probs"]) == len(rows) and saved["probs"].shape[0] == len(saved["labels"])
-            again = evaluate_predictions(saved["external_probs"], saved["external_labels"],
-                                         result.results["data"]["class_names"])
+            again = score_predictions(saved["external_probs"], saved["external_labels"],
+                                      result.results["data"]["class_names"])
             assert run["external_metrics"]["macro_auc"] == pytest.approx(again.macro_auc)
             assert run["external_metrics"]["melanoma_auc"] == pytest.approx(again.melanoma_auc)
             assert run["external_metrics"]["per_class_auc"]["bcc"] is None  # absent from the external set

@@ -18,7 +18,7 @@ def test_learns_phantom_classes_well_above_chance(phantom):
     train, val, test = phantom
     model = build_classifier("smallcnn", 4, 16, seed=0)
     fit = train_classifier(model, train.images, train.labels, val.images, val.labels, epochs=8, batch_size=32,
-                           lr=2e-3, augment=True, class_weighting=True, patience=4, seed=0)
+                           lr=2e-3, transforms=True, class_weighting=True, patience=4, seed=0)
     probs = predict_proba(fit.model, test.images, batch_size=64)
     assert probs.shape == (200, 4) and np.allclose(probs.sum(1), 1)
     assert macro_auc(probs, test.labels) > 0.8
@@ -33,7 +33,7 @@ def test_early_stopping_restores_the_best_epoch():
     labels, val_labels = rng.integers(0, 3, 64), rng.integers(0, 3, 32)
     model = build_classifier("smallcnn", 3, 16, seed=0)
     fit = train_classifier(model, images[:64], labels, images[64:], val_labels, epochs=30, batch_size=16,
-                           lr=3e-3, augment=False, patience=2, seed=0)
+                           lr=3e-3, transforms=False, patience=2, seed=0)
     aucs = [h["val_auc"] for h in fit.history]
     assert fit.stopped_early and len(aucs) == fit.best_epoch + 2 < 30
     assert fit.best_epoch == int(np.argmax(aucs)) + 1 and fit.best_score == max(aucs)
@@ -49,7 +49,7 @@ def test_runs_are_reproducible_given_the_seed(phantom):
     for _ in range(2):
         model = build_classifier("smallcnn", 4, 16, seed=1)
         runs.append(train_classifier(model, train.images[:96], train.labels[:96], val.images, val.labels,
-                                     epochs=2, batch_size=32, augment=True, monitor="loss", seed=5))
+                                     epochs=2, batch_size=32, transforms=True, monitor="loss", seed=5))
     a, b = runs
     assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
     assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))

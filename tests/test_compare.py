@@ -1,4 +1,4 @@
-"""The seed-001 comparison command on tiny phantom data."""
+"""The Baur et al. 2018 comparison command on tiny phantom data."""
 
 import json
 

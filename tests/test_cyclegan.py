@@ -1,5 +1,5 @@
-"""CycleGAN (Zhu et al. 2017; seed 003, 4.3): networks, LSGAN and the image pool, cycle loss falls, exact resume,
-`edit` in both directions."""
+"""CycleGAN (Zhu et al. 2017; Furger et al. 2020, 4.3): networks, LSGAN and the image pool, cycle loss falls, exact
+resume, `edit` in both directions."""
 
 import csv
 
@@ -13,7 +13,7 @@ from _runs import assert_same_training_state, resumed_and_uninterrupted
 from dermsynth.edit import edit_image
 from dermsynth.errors import DermsynthError
 from dermsynth.models.pix2pixhd import ResnetBlock
-from dermsynth.models.translator import CycleGANGenerator, PatchDiscriminator, ResnetGenerator
+from dermsynth.models.editing import CycleGANGenerator, PatchDiscriminator, ResnetGenerator
 from dermsynth.sample import load_generator
 from dermsynth.train import TrainConfig, train
 from dermsynth.train.losses import lsgan_d, lsgan_g

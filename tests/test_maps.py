@@ -1,5 +1,6 @@
 """Semantic and instance maps (dermsynth.data.maps): coding, boundaries, superpixels, checks, edits, map folders."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -9,21 +10,22 @@ from PIL import Image
 
 from conftest import SHARED_DATA, needs_shared
 from dermsynth.data.dataset import ATTRIBUTES, LesionDataset
-from dermsynth.data.maps import (SEMANTIC_CHANNELS, LesionMap, add_attribute, disc, flip_map, instance_edges,
+from dermsynth.data.maps import (SEMANTIC_CHANNELS, SUPERPIXEL_AREA, LesionMap, boundary_fraction, slic_segments, add_attribute, disc, flip_map, instance_edges,
                                  maps_dataset, maps_of, masked_subset, parse_edit, read_maps, remove_attribute,
                                  rotate_map, scale_map, semantic_channels, semantic_codes, superpixels,
                                  unpack_semantic, write_maps)
 from dermsynth.data.phantom import generate_phantom
 from dermsynth.data.prepare import load_dataset, prepare
+from dermsynth.data.readers import DataWarning
 from dermsynth.errors import DataError
 from dermsynth.train.batch import batch_from_dataset
-from dermsynth.train.sampler import BatchSampler
+from dermsynth.train.minibatches import Minibatches
 
 
 @pytest.fixture(scope="module")
 def phantom():
     data = generate_phantom(n=24, size=32, seed=3)
-    data.instance_maps = superpixels(data.images)
+    data.instance_maps = superpixels(data.images, n_segments=200)  # small superpixels: tests of SLIC itself
     return data
 
 
@@ -41,7 +43,7 @@ def test_semantic_channels_are_the_lesion_and_its_attributes_multi_hot(phantom):
 
 
 def test_the_batch_fields_come_from_the_sampler_with_the_right_shapes(phantom):
-    sampler = BatchSampler(phantom, 8, 0, torch.device("cpu"), needs=("images", "semantic", "instance"))
+    sampler = Minibatches(phantom, 8, 0, torch.device("cpu"), needs=("images", "semantic", "instance"))
     batch = sampler.next()
     assert batch.semantic.shape == (8, 6, 32, 32) and batch.instance.shape == (8, 1, 32, 32)
     assert set(batch.instance.unique().tolist()) <= {0.0, 1.0} and batch.instance.mean() > 0.05
@@ -94,6 +96,46 @@ def test_prepare_caches_superpixels_once_and_they_load_back(tmp_path):
     again = LesionDataset.load(tmp_path / "cache")
     np.testing.assert_array_equal(again.instance_maps, data.instance_maps)
     np.testing.assert_array_equal(again.subset([1, 2]).instance_maps, data.instance_maps[[1, 2]])
+    meta = json.loads((tmp_path / "cache" / "meta.json").read_text())["superpixels"]
+    assert meta["n_segments"] == slic_segments(16) and meta["superpixel_area"] == SUPERPIXEL_AREA
+    assert meta["boundary_fraction"] == pytest.approx(boundary_fraction(data.instance_maps), abs=1e-4)
+
+
+def test_superpixel_count_scales_with_the_image_area():
+    assert [slic_segments(s) for s in (32, 64, 128, 256)] == [1, 5, 21, 84]  # 784 px each, at least one
+    assert slic_segments(64, area=16) == 256
+    with pytest.raises(DataError, match="superpixel-area"):
+        slic_segments(64, area=0)
+    counts = {}
+    for size in (64, 128):
+        images = generate_phantom(n=4, size=size, seed=1).images
+        counts[size] = np.mean([len(np.unique(i)) for i in superpixels(images)])
+    # SLIC's grid rounds the target count, but the superpixels keep about one size at both resolutions
+    assert 2 <= counts[64] <= 12 and 10 <= counts[128] <= 40 and counts[128] > 2 * counts[64]
+
+
+def test_boundary_fraction_is_the_share_of_pix2pixhd_edge_pixels():
+    halves = np.zeros((4, 4), np.int32)
+    halves[:, 2:] = 1
+    assert boundary_fraction(halves) == 0.5  # columns 1 and 2 touch the other half
+    assert boundary_fraction(np.zeros((2, 5, 5), np.int32)) == 0.0
+    checker = (np.indices((6, 6)).sum(0) % 2).astype(np.int32)
+    assert boundary_fraction(checker) == 1.0
+
+
+def test_prepare_warns_about_edge_only_instance_maps_and_recomputes_on_new_settings(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(src / f"img{i}.png")
+    with pytest.warns(DataWarning, match="superpixel boundary"):
+        tiny = prepare(src, 16, out=tmp_path / "cache", progress=False, superpixels=True, superpixel_area=2)
+    meta = json.loads((tmp_path / "cache" / "meta.json").read_text())["superpixels"]
+    assert meta["boundary_fraction"] > 0.5 and meta["n_segments"] == 128
+    coarse = prepare(src, 16, out=tmp_path / "cache", progress=False, superpixels=True, superpixel_area=128)
+    assert json.loads((tmp_path / "cache" / "meta.json").read_text())["superpixels"]["n_segments"] == 2
+    assert len(np.unique(coarse.instance_maps[0])) < len(np.unique(tiny.instance_maps[0]))
 
 
 def _partly_masked(n=6):

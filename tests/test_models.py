@@ -28,7 +28,7 @@ def test_classic_64px_architecture_matches_radford():
     assert [c.out_channels for c in d_convs] == [64, 128, 256, 512, 1]
     # first D layer has no batch-norm: the module right after it is the LeakyReLU
     assert isinstance(D.features[1], torch.nn.LeakyReLU)
-    # Parameter counts of the seed-004 summary (its G uses nz=100).
+    # Parameter counts of the Lunagariya & Patel summary (its G uses nz=100).
     assert sum(p.numel() for p in G.parameters()) == 819_200 + 1_024 + 2_097_152 + 512 + 524_288 + 256 + 131_072 + 128 + 3_072
 
 

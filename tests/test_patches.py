@@ -1,4 +1,5 @@
-"""Healthy / lesion patch sets (seed 003, 3.1): exact classification, margins, groups, caches, real HAM10000."""
+"""Healthy / lesion patch sets (Furger et al. 2020, 3.1): exact classification, margins, groups, caches, real
+HAM10000."""
 
 import subprocess
 import sys

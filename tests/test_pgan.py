@@ -367,7 +367,7 @@ def test_gradient_penalty_double_backward_under_bf16_autocast() -> None:
 
 
 def test_tiny_pgan_growing_4_to_16_px_lowers_swd(tmp_path) -> None:
-    """Seed 001's yardstick on a small scale: grown 4 -> 8 -> 16 px on phantom lesions (the default length:
+    """Baur et al.'s yardstick on a small scale: grown 4 -> 8 -> 16 px on phantom lesions (the default length:
     growth + one stable phase, 235 steps of 8 images), the generator's SWD to real images falls well below that
     of the same generator at step 0. Seen with seeds 0, 1, 2: 212 -> 167, 235 -> 143, 213 -> 164."""
     from dermsynth.data import generate_phantom

@@ -1,5 +1,6 @@
-"""pix2pixHD (seed 000): networks, losses, the multi-scale discriminator (also for DCGAN, seed 003), the step through
-the shared trainer, fitting phantom maps, bit-exact resume, translate and its errors, perceptual networks."""
+"""pix2pixHD (Bissoto et al. 2018): networks, losses, the multi-scale discriminator (also for DCGAN, Furger et al.
+2020), the step through the shared trainer, fitting phantom maps, bit-exact resume, translate and its errors,
+perceptual networks."""
 
 import csv
 import json
@@ -254,7 +255,7 @@ def test_masks_for_only_some_images_fail_clearly_or_are_skipped_with_a_count(tmp
     assert json.loads((tmp_path / "b" / "data.json").read_text())["count"] == 10
 
 
-# --- dcgan with a multi-scale discriminator (seed 003) ----------------------------------------------------
+# --- dcgan with a multi-scale discriminator (Furger et al. 2020) ----------------------------------------------------
 
 
 def test_dcgan_trains_with_three_discriminator_scales(tmp_path, noise_dataset):

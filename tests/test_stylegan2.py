@@ -234,8 +234,8 @@ def test_cli_train_then_sample(tmp_path):
     assert images.shape == (6, 32, 32, 3) and images.dtype.name == "uint8" and labels is None
     again, _ = sample_images(model, 6, seed=1)
     assert (images == again).all()                              # reproducible by seed (noise inputs included)
-    truncated, _ = sample_images(model, 6, seed=1, truncation=0.5)  # z-space truncation of `dermsynth sample`
-    assert truncated.shape == images.shape
+    truncated, _ = sample_images(model, 6, seed=1, psi=0.5)  # StyleGAN2 truncates in w
+    assert truncated.shape == images.shape and not (truncated == images).all()
 
 
 def test_networks_and_regularisers_run_under_bf16_autocast():

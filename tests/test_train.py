@@ -95,7 +95,7 @@ def test_corrupt_checkpoint_gets_one_line_error(tmp_path, noise_dataset):
 
 
 def test_overfit_monitor_logs_train_vs_heldout_without_changing_training(tmp_path, noise_dataset):
-    """Seed 003 Fig. 6: D's mean output on training vs held-out reals; monitoring must not alter training."""
+    """Furger et al. 2020 Fig. 6: D's mean output on training vs held-out reals; monitoring must not alter training."""
     from dermsynth.train.monitor import split_holdout
 
     train_part, held = split_holdout(noise_dataset, 20, seed=0)

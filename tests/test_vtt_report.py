@@ -1,4 +1,4 @@
-"""The study report: seed 001's Table 2 reproduced through the whole pipeline (answers given through the
+"""The study report: Baur et al.'s Table 2 reproduced through the whole pipeline (answers given through the
 study's own API), Table 3 kappas against statsmodels, pooled figures, per-image table, files and CLI."""
 
 import json
@@ -14,7 +14,7 @@ from statsmodels.stats.proportion import proportion_confint
 from dermsynth.cli import main
 from dermsynth.vtt.report import write_report
 
-from _vtt_study import SEED001_TABLE2, key, make_study
+from _vtt_study import BAUR2018_TABLE2, key, make_study
 
 
 def _answer_as_table2(study, rater, counts, rng):
@@ -34,11 +34,11 @@ def _answer_as_table2(study, rater, counts, rng):
 @pytest.fixture(scope="module")
 def table2_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("vtt")
-    study = make_study(root / "seed001.sqlite", n_real=50, n_fake=30)
+    study = make_study(root / "baur2018.sqlite", n_real=50, n_fake=30)
     rng = np.random.default_rng(0)
     for group, names in (("DLE", ["DLE1", "DLE2", "DLE3", "DLE4", "DLE5"]), ("ED", ["ED1", "ED2", "ED3"])):
         for rater in study.add_raters(group, names=names):
-            _answer_as_table2(study, rater, SEED001_TABLE2[rater.name][:4], rng)
+            _answer_as_table2(study, rater, BAUR2018_TABLE2[rater.name][:4], rng)
     (late,) = study.add_raters("ED", names=["ED4"])  # started but not finished
     for image_id in [r[0] for r in study.conn.execute(
             "SELECT image_id FROM rater_items WHERE rater_id = ? ORDER BY position LIMIT 3", (late.id,))]:
@@ -50,7 +50,7 @@ def table2_study(tmp_path_factory):
 def test_table2_through_the_report(table2_study):
     _, rep, _ = table2_study
     raters = {r["rater"]: r for r in rep.numbers["raters"]}
-    for name, (tp, fp, fn, tn, acc, tpr, tnr) in SEED001_TABLE2.items():
+    for name, (tp, fp, fn, tn, acc, tpr, tnr) in BAUR2018_TABLE2.items():
         r = raters[name]
         assert (r["tp"], r["fp"], r["fn"], r["tn"]) == (tp, fp, fn, tn) and r["complete"]
         for ours, printed in ((r["accuracy"], acc), (r["tpr"], tpr), (r["tnr"], tnr)):
@@ -67,11 +67,11 @@ def test_groups_pool_complete_raters_only(table2_study):
     groups = {g["group"]: g for g in rep.numbers["groups"]}
     assert set(groups) == {"DLE", "ED", "all"}
     for g, names in (("DLE", [f"DLE{i}" for i in range(1, 6)]), ("ED", ["ED1", "ED2", "ED3"]),
-                     ("all", list(SEED001_TABLE2))):
-        sums = np.sum([SEED001_TABLE2[n][:4] for n in names], axis=0)
+                     ("all", list(BAUR2018_TABLE2))):
+        sums = np.sum([BAUR2018_TABLE2[n][:4] for n in names], axis=0)
         assert (groups[g]["tp"], groups[g]["fp"], groups[g]["fn"], groups[g]["tn"]) == tuple(sums)
         assert groups[g]["raters"] == len(names)
-        accs = [(SEED001_TABLE2[n][0] + SEED001_TABLE2[n][3]) / 80 for n in names]
+        accs = [(BAUR2018_TABLE2[n][0] + BAUR2018_TABLE2[n][3]) / 80 for n in names]
         assert groups[g]["rater_accuracy_mean"] == pytest.approx(np.mean(accs))
         assert groups[g]["rater_accuracy_sd"] == pytest.approx(np.std(accs, ddof=1))
 
@@ -85,7 +85,7 @@ def test_table3_kappas_match_statsmodels(table2_study):
     kappa = rep.numbers["fleiss_kappa"]
     assert set(kappa) == {"DLE", "ED", "all"}
     for group, members in (("DLE", [f"DLE{i}" for i in range(1, 6)]), ("ED", ["ED1", "ED2", "ED3"]),
-                           ("all", list(SEED001_TABLE2))):
+                           ("all", list(BAUR2018_TABLE2))):
         for subset, keep in (("real", truth == 1), ("fake", truth == 0), ("all", truth >= 0)):
             mat = wide.loc[keep[keep].index, members].to_numpy()
             expected = sm_fleiss_kappa(aggregate_raters(mat)[0], method="fleiss")

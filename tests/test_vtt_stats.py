@@ -1,5 +1,5 @@
 """Reader-study statistics against independent references: statsmodels (Fleiss' kappa, Wilson), Fleiss'
-published worked example, closed-form binomial tails, scikit-learn, scipy's bootstrap and seed 001's Table 2."""
+published worked example, closed-form binomial tails, scikit-learn, scipy's bootstrap and Baur et al.'s Table 2."""
 
 import math
 
@@ -12,7 +12,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from dermsynth.vtt.stats import Confusion, binary_table, binom_p, f1_interval, fleiss_kappa, wilson_interval
 
-from _vtt_study import SEED001_TABLE2
+from _vtt_study import BAUR2018_TABLE2
 
 # Fleiss (1971) as worked on Wikipedia ("Fleiss' kappa", worked example): 10 subjects, 14 raters, 5 categories.
 WIKIPEDIA_TABLE = [
@@ -105,9 +105,9 @@ def test_f1_interval_agrees_with_scipy_bootstrap():
     assert lo < Confusion.of(truth, called).f1 < hi
 
 
-@pytest.mark.parametrize("voter", sorted(SEED001_TABLE2))
-def test_seed001_table2_recomputed_from_counts(voter):
-    tp, fp, fn, tn, acc, tpr, tnr = SEED001_TABLE2[voter]
+@pytest.mark.parametrize("voter", sorted(BAUR2018_TABLE2))
+def test_baur2018_table2_recomputed_from_counts(voter):
+    tp, fp, fn, tn, acc, tpr, tnr = BAUR2018_TABLE2[voter]
     assert tp + fn == 50 and fp + tn == 30  # 50 real and 30 PGAN images per voter
     truth = [1] * (tp + fn) + [0] * (fp + tn)
     called = [1] * tp + [0] * fn + [1] * fp + [0] * tn

@@ -7,7 +7,7 @@ The public API, importable as ``import dermsynth as ds``::
     ds.write_samples(result.checkpoint, n=1000, out="samples", truncation=0.5)
     print(ds.swd(real_images, fake_images).table())
     ds.evaluate(real="heldout/", fake="samples", train="train/", out="runs/eval")   # one HTML report
-    ds.compare(["pgan", "dcgan", "lapgan"], data="...", size=64, kimg=3000)         # seed 001, Table 1
+    ds.compare(["pgan", "dcgan", "lapgan"], data="...", size=64, kimg=3000)         # Baur et al. 2018, Table 1
     ds.run_augment_experiment(ds.AugmentExperimentConfig(data="...", synthetic="runs/gan"))
     ds.translate("runs/p2p/latest.pt", "out/", from_data="...")                    # pix2pixHD: maps -> images
     ds.edit_image("runs/add/latest.pt", "skin.png", "mask.png", "edited.png")       # add/remove a lesion

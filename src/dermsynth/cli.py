@@ -69,13 +69,16 @@ def main() -> None:
 @click.option("--skip-missing", is_flag=True, help="Skip label-table rows whose image file is missing (with a count).")
 @click.option("--superpixels", is_flag=True, help="Also compute SLIC superpixels once (the instance maps of "
               "--model pix2pixhd), cached next to the images.")
+@click.option("--superpixel-area", type=float, default=784.0, show_default=True,
+              help="Pixels per superpixel: the SLIC segment count scales with the image area (about ISIC Task 2's "
+              "superpixel size); meta.json records the fraction of boundary pixels.")
 def prepare(source: str, size: int, out: str | None, skip_corrupt: bool, skip_missing: bool,
-            superpixels: bool) -> None:
+            superpixels: bool, superpixel_area: float) -> None:
     """Decode, center-crop and resize SOURCE once into a memory-mapped uint8 cache."""
     from dermsynth.data.prepare import prepare as prepare_source
 
     ds = prepare_source(source, size=size, out=out, skip_corrupt=skip_corrupt, skip_missing=skip_missing,
-                        superpixels=superpixels)
+                        superpixels=superpixels, superpixel_area=superpixel_area)
     counts = ", ".join(f"{k} {v}" for k, v in ds.class_counts().items())
     click.echo(f"{len(ds)} images at {size}x{size} from {source}" + (f" ({counts})" if counts else ""))
 
@@ -90,11 +93,11 @@ def _train_options(func):
     from dermsynth.models import MODELS
     from dermsynth.train.config import TrainConfig
     from dermsynth.metrics.registry import metric_names
-    from dermsynth.train.augment_pipe import AUGMENT_MODES
+    from dermsynth.train.disc_augment import AUGMENT_MODES, AUGMENT_PIPES
     from dermsynth.train.losses import LOSSES
 
     choices = {"model": sorted(MODELS), "loss": list(LOSSES), "augment": list(AUGMENT_MODES),
-               "metrics": metric_names(better="lower")}
+               "augment_pipe": list(AUGMENT_PIPES), "metrics": metric_names(better="lower")}
     for f in reversed(dataclasses.fields(TrainConfig)):
         name = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
@@ -280,7 +283,7 @@ def demo(data: str | None, out: str, size: int | None, steps: int | None, device
 @click.option("--quiet", is_flag=True)
 def compare(models: str, data: str | None, size: int, kimg: float, batch_size: int | None, width: int, phantom_n: int,
             eval_images: int | None, out: str, device: str, seed: int, quiet: bool) -> None:
-    """Seed 001's comparison: train MODELS on the same data and budget; Table 1 SWD, Fig. 1 and 3 grids."""
+    """Baur et al.'s comparison: train MODELS on the same data and budget; Table 1 SWD, Fig. 1 and 3 grids."""
     from dermsynth.compare import compare as run_compare
 
     res = run_compare([m.strip() for m in models.split(",") if m.strip()], data=data, size=size, kimg=kimg,
@@ -509,7 +512,8 @@ def augment(conditions: str | None, split_file: str | None, fractions: str, pati
 def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str, inception_weights: str | None,
                          extractor_checkpoint: str | None, n: int, out: str, seed: int, device: str,
                          quiet: bool) -> None:
-    """Seed 003's Table 3: SWD (or FID/KID) of CHECKPOINT at truncation 0.01 ... 1 and none; table, plot, JSON."""
+    """Furger et al.'s Table 3: SWD (or FID/KID) of CHECKPOINT at truncation 0.01 ... 1 and none (StyleGAN2: psi 0 ... 1;
+    PGAN has none); table, plot, JSON."""
     import numpy as np
 
     from dermsynth.data.prepare import load_dataset
@@ -536,9 +540,9 @@ def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str
 @main.command()
 @click.argument("source")
 @click.option("--out", type=click.Path(), required=True, help="Output folder: OUT/healthy and OUT/lesion caches.")
-@click.option("--size", default=128, show_default=True, help="Patch side in pixels (seed 003: 128).")
+@click.option("--size", default=128, show_default=True, help="Patch side in pixels (Furger et al. 2020: 128).")
 @click.option("--lesion-fraction", default="0.1:0.8", show_default=True,
-              help="LO:HI fraction of lesion pixels of a lesion patch (seed 003: 10-80 %).")
+              help="LO:HI fraction of lesion pixels of a lesion patch (Furger et al. 2020: 10-80 %).")
 @click.option("--margin", default=8, show_default=True,
               help="Healthy patches have no lesion pixel within this many pixels around them.")
 @click.option("--stride", type=int, default=None, help="Grid step in pixels (default: --size, no overlap).")
@@ -554,7 +558,7 @@ def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str
 def patches(source: str, out: str, size: int, lesion_fraction: str, margin: int, stride: int | None,
             max_dark: float, read_size: int | None, max_per_image: int | None, seed: int, skip_corrupt: bool,
             quiet: bool) -> None:
-    """Cut healthy-skin and lesion patches (seed 003) from SOURCE's images and lesion masks."""
+    """Cut healthy-skin and lesion patches (Furger et al. 2020) from SOURCE's images and lesion masks."""
     from dermsynth.data.patches import PatchRule, cut_patches, parse_fraction_range
 
     rule = PatchRule(size=size, lesion_fraction=parse_fraction_range(lesion_fraction), margin=margin,

@@ -1,4 +1,4 @@
-"""The seed-001 comparison: several GANs trained on the same data, at the same resolution, with the same
+"""The Baur et al. 2018 comparison: several GANs trained on the same data, at the same resolution, with the same
 image budget, scored by SWD against the real-vs-real lower bound (Table 1), with sample grids (Fig. 1)
 and zoomed crops for artifacts (Fig. 3).
 
@@ -28,7 +28,7 @@ from dermsynth.sample import load_generator, sample_images
 from dermsynth.train import TrainConfig, train
 from dermsynth.train.trainer import load_training_data
 
-PAPER_ORDER = ("pgan", "dcgan", "lapgan")  # the column order of seed 001, Table 1
+PAPER_ORDER = ("pgan", "dcgan", "lapgan")  # the column order of Baur et al. 2018, Table 1
 
 
 @dataclass
@@ -107,7 +107,7 @@ def budget_config(base: TrainConfig, model: str, kimg: float, out: Path) -> Trai
     """The resolved config that trains ``model`` on ``kimg`` thousand real images shown to D.
 
     A growing model (PGAN) gets its fade and stable phases scaled so that it reaches the full resolution
-    and finishes one stable phase there within the budget, as in seed 001; phases set in ``base`` are kept.
+    and finishes one stable phase there within the budget, as in Baur et al. 2018; phases set in ``base`` are kept.
     """
     cfg = TrainConfig.from_dict({**base.to_dict(), "model": model, "out": str(out), "kimg": kimg, "steps": None})
     if "stable_kimg" in model_spec(model).defaults:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-#: Image side in pixels when none is given (the 64x64 of the DCGAN papers, seeds 002/004).
+#: Image side in pixels when none is given (the 64x64 of the DCGAN papers, Essipova et al. 2020 and Lunagariya & Patel).
 DEFAULT_SIZE = 64
 #: Images in the built-in phantom set when no data is given (``phantom`` = ``phantom:2048``).
 DEFAULT_PHANTOM_N = 2048

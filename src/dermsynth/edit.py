@@ -1,15 +1,15 @@
 """Edit photos with a trained lesion-editing checkpoint (``dermsynth edit``): add or remove a lesion.
 
-* ``unet-translator`` checkpoints (seed 003, 4.2) take a photo and a lesion mask of the same size and edit
+* ``unet-translator`` checkpoints (Furger et al. 2020, 4.2) take a photo and a lesion mask of the same size and edit
   inside the mask only, in the direction they were trained for (``add`` or ``remove``). The mask must hold
   some lesion pixels and leave some skin outside: an empty mask has nothing to edit, and a mask covering the
   whole photo leaves nothing for the relevancy loss to keep (the models train on masks covering 10-80 %).
-* ``cyclegan`` checkpoints (seed 003, 4.3) translate the whole photo, ``ab`` (A -> B, e.g. healthy ->
+* ``cyclegan`` checkpoints (Furger et al. 2020, 4.3) translate the whole photo, ``ab`` (A -> B, e.g. healthy ->
   lesion) or ``ba``; a mask is optional and only used for the report.
 
 Every run reports the *relevance* of the edit: the mean absolute change (8-bit grey levels) inside and
 outside the mask, which for the translator should be large inside and near zero outside. Grids: input |
-mask | output (seed 003, Figs. 11-12) for the translator, input | translation | reconstruction (Fig. 13)
+mask | output (Furger et al. 2020, Figs. 11-12) for the translator, input | translation | reconstruction (Fig. 13)
 for CycleGAN. The folder form pairs ``IMAGES/<id>.<ext>`` with ``MASKS/<id>.png`` (or ``<id>_segmentation``,
 ``<id>_mask``, ``<id>_lesion``), checks every pair before it writes anything, and writes
 ``OUT/<id>.png``, ``OUT/manifest.csv``, ``OUT/grid.png`` and ``OUT/relevance.json``.
@@ -27,7 +27,7 @@ from dermsynth.data.images import load_image, load_mask
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.io import check_writable_dir, write_csv, write_json
-from dermsynth.models.translator import CYCLE_DIRECTIONS
+from dermsynth.models.editing import CYCLE_DIRECTIONS
 from dermsynth.progress import tqdm
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.sample import LoadedGenerator, load_generator

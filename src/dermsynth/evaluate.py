@@ -8,7 +8,8 @@ plots, image grids) and ``<out>/metrics.json`` (every number). Sections:
   (:mod:`dermsynth.metrics.features`): the FID Inception when its weights file is given, else the
   user's classifier if its checkpoint is given, else the dermoscopy network shipped with dermsynth
   (``derm-smallcnn-v1``) -- the report says which, and every number carries the extractor's version;
-* colour: per-channel histogram Jensen-Shannon divergence and per-class colour statistics (seed 002, Sec. 4);
+* colour: per-channel histogram Jensen-Shannon divergence and per-class colour statistics (Essipova et al. 2020,
+  Sec. 4);
 * memorisation audit (needs ``train``; ``real`` then serves as the held-out reference, so it must not
   overlap the training images);
 * truncation sweep and latent walk (need ``checkpoint``; without ``fake``, the generated set is sampled from it);
@@ -40,7 +41,7 @@ from dermsynth.io import check_writable_dir, write_json
 from dermsynth.metrics.features import EXTRACTOR_CHOICES, FeatureExtractor, resolve_extractor
 from dermsynth.metrics.inception import WEIGHTS_ENV
 from dermsynth.metrics.registry import ImageSet, MetricOptions, RealSet, compute_metrics, get_metric
-from dermsynth.metrics.truncation import THRESHOLDS, threshold_label
+from dermsynth.metrics.truncation import threshold_label
 from dermsynth.report.figures import image_grid, save_png
 from dermsynth.report.html import HTMLReport
 
@@ -209,14 +210,14 @@ def _colour_section(ctx: _Context, real: LesionDataset, fake: LesionDataset, rea
             for tag in ("real", "generated") for name, s in ctx.numbers["colour"]["class_statistics"][tag].items()]
     ctx.report.table(["class", "n", "mean R", "mean G", "mean B", "mean grey"], rows,
                      caption="Per-image mean intensity (0-255), mean ± std over the images of each class "
-                             "(seed 002, Sec. 4).")
+                             "(Essipova et al. 2020, Sec. 4).")
     ctx.report.images([("per-class distributions of mean R, G, B and grey", fig)])
 
 
 def _memorisation_section(ctx: _Context, real: np.ndarray, fake: np.ndarray, train: LesionDataset | None) -> None:
     from dermsynth.metrics.memorisation import memorisation_audit, plot_nearest_neighbours
 
-    title = "Memorisation audit (nearest training images, seed 003 Fig. 7)"
+    title = "Memorisation audit (nearest training images, Furger et al. 2020 Fig. 7)"
     if train is None:
         return ctx.skip("memorisation", title, "no training set given (--train)")
     train_images = np.asarray(train.images)
@@ -241,14 +242,16 @@ def _memorisation_section(ctx: _Context, real: np.ndarray, fake: np.ndarray, tra
 
 
 def _truncation_section(ctx: _Context, model, real: RealSet, extractor: FeatureExtractor | None,
-                        metric: str, thresholds: Sequence[float | None], n: int | None) -> None:
+                        metric: str, thresholds: Sequence[float | None] | None, n: int | None) -> None:
     from dermsynth.metrics.truncation import truncation_sweep
 
-    title = "Truncation sweep (seed 003, Table 3)"
+    title = "Truncation sweep (Furger et al. 2020, Table 3)"
     if model is None:
         return ctx.skip("truncation", title, "no generator checkpoint given (--checkpoint)")
     if get_metric(metric).needs_features and extractor is None:
         return ctx.skip("truncation", title, f"a {metric.upper()} sweep needs a feature extractor")
+    if model.truncation is None:
+        return ctx.skip("truncation", title, f"a {model.model} generator normalises its latent z: it has no truncation")
     n = min(len(real), n or len(real))
     sweep = truncation_sweep(model, real, metric=metric, thresholds=thresholds, n=n, extractor=extractor,
                              seed=ctx.seed, device=ctx.device, progress=ctx.progress)
@@ -256,9 +259,11 @@ def _truncation_section(ctx: _Context, model, real: RealSet, extractor: FeatureE
     ctx.report.heading(title)
     header = sweep.metric.upper() + (f" ({sweep.extractor})" if sweep.extractor else "")
     warning = f" Extractor {sweep.extractor}: {extractor.warning}." if sweep.extractor else ""
-    ctx.report.table(["threshold", header], sweep.rows(),
-                     caption=f"{n} generated images per threshold, same latent draws; components with |z| above the "
-                             f"threshold are resampled. Lower is better; best: {threshold_label(sweep.best)}.{warning}")
+    how = ("components with |z| above the threshold are resampled" if sweep.parameter == "threshold"
+           else "w is moved toward the average w by psi (1 = none)")
+    ctx.report.table([sweep.parameter, header], sweep.rows(),
+                     caption=f"{n} generated images per setting, same latent draws; {how}. Lower is better; "
+                             f"best: {threshold_label(sweep.best)}.{warning}")
     ctx.report.images([("metric against truncation threshold", sweep.plot(ctx.out / "truncation.png"))])
 
 
@@ -271,13 +276,13 @@ def _latent_walk_section(ctx: _Context, checkpoint) -> None:
     path = latent_walk(checkpoint, ctx.out / "latent_walk.png", rows=4, steps=8, seed=ctx.seed, device=str(ctx.device))
     ctx.numbers["latent_walk"] = {"status": "ok", "rows": 4, "steps": 8, "seed": ctx.seed}
     ctx.report.heading(title)
-    ctx.report.images([("slerp between random latents, one walk per row (seed 001, Fig. 4)", path)])
+    ctx.report.images([("slerp between random latents, one walk per row (Baur et al. 2018, Fig. 4)", path)])
 
 
 def _overfitting_section(ctx: _Context, checkpoint) -> None:
     from dermsynth.report.figures import plot_curves
 
-    title = "Discriminator over-fitting (seed 003, Fig. 6)"
+    title = "Discriminator over-fitting (Furger et al. 2020, Fig. 6)"
     if checkpoint is None:
         return ctx.skip("overfitting", title, "no generator checkpoint given (--checkpoint)")
     run = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
@@ -324,7 +329,7 @@ def evaluate(
     max_images: int | None = None,
     n_fake: int | None = None,
     sweep_metric: str = "swd",
-    thresholds: Sequence[float | None] = THRESHOLDS,
+    thresholds: Sequence[float | None] | None = None,
     sweep_n: int | None = 512,
     stats_cache: str | Path | None = None,
     seed: int = 0,
@@ -339,7 +344,8 @@ def evaluate(
     each set to at most this many (seeded). ``extractor``: auto | inception | shipped | classifier | none
     (auto: Inception if its weights are given, else the classifier if its checkpoint is given, else the
     shipped ``derm-smallcnn-v1``). ``sweep_metric``: a lower-is-better registered metric (swd, fid, kid,
-    colour_jsd) for the truncation sweep, over ``sweep_n`` images per threshold. ``stats_cache``: a folder
+    colour_jsd) for the truncation sweep (``thresholds``; default by model: latent thresholds, or psi for
+    StyleGAN2; skipped for PGAN), over ``sweep_n`` images per setting. ``stats_cache``: a folder
     where the real set's features are cached on disk (keyed by a hash of the images + extractor version).
     """
     from dermsynth.sample import load_generator

@@ -28,7 +28,7 @@ from dermsynth.device import resolve_device
 from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import check_writable_dir, write_csv
 from dermsynth.progress import tqdm
-from dermsynth.models import NOISE_INPUTS, build_gan
+from dermsynth.models import MODELS, NOISE_INPUTS, build_gan
 from dermsynth.models.layers import upsample_to
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.train.batch import batch_from_dataset
@@ -73,6 +73,22 @@ class LoadedGenerator:
             raise DermsynthError(f"{self.checkpoint}: a {self.model} model takes {', '.join(self.inputs)}, not "
                                  f"lesion maps; use `dermsynth edit`")
 
+    @property
+    def truncation(self) -> str | None:
+        """How this model's samples are truncated: "latent", "w" (``psi``) or None (``ModelSpec.truncation``)."""
+        spec = MODELS.get(self.model)
+        return spec.truncation if spec is not None else "latent"
+
+    def latents(self, n: int, truncation: float | None, generator: torch.Generator) -> torch.Tensor:
+        """``n`` latents, components beyond ``truncation`` resampled (:func:`truncated_normal`); refused for a
+        generator that renormalises z, where the resampling would change nothing."""
+        if truncation is not None and self.truncation != "latent":
+            hint = ("truncate toward the average w with --psi instead" if self.truncation == "w"
+                    else "this model has no truncation")
+            raise DermsynthError(f"--truncation: a {self.model} generator normalises its latent z, so resampling "
+                                 f"z's components would change nothing; {hint}")
+        return truncated_normal(n, self.z_dim, truncation, generator)
+
     def class_index(self, name_or_index: str | int | None) -> int | None:
         if name_or_index is None:
             return None
@@ -114,7 +130,7 @@ _MIN_ACCEPTANCE = 0.005
 
 def truncated_normal(n: int, dim: int, threshold: float | None, generator: torch.Generator) -> torch.Tensor:
     """Standard-normal latents; with ``threshold``, every component with |z| > threshold is redrawn
-    until it falls inside (the resampling truncation trick of seed 003, not clamping).
+    until it falls inside (the resampling truncation trick of Furger et al. 2020, not clamping).
 
     Components inside are kept as drawn, and the redraws are those of earlier versions (same latents for
     thresholds >= 0.01). For tiny thresholds, where redrawing would take ~1/P(|z| <= threshold) rounds, the
@@ -182,7 +198,7 @@ def sample_images(model: LoadedGenerator, n: int, seed: int, truncation: float |
     labels, from one generator seeded with it; noise the generator draws itself (LAPGAN) seeded with it too."""
     model.require_noise()
     gen = torch.Generator().manual_seed(seed)
-    z = truncated_normal(n, model.z_dim, truncation, gen)
+    z = model.latents(n, truncation, gen)
     labels = sample_labels(model, n, class_name, gen)
     return generate(model, z, labels, batch_size, seed=seed, psi=psi), labels
 
@@ -247,7 +263,7 @@ def write_samples(checkpoint: str | Path, n: int, out: str | Path, class_name: s
     _psi_options(model, psi)  # a clear error before any work
     out = check_writable_dir(out, "--out")
     gen = torch.Generator().manual_seed(seed)
-    z = truncated_normal(n, model.z_dim, truncation, gen)
+    z = model.latents(n, truncation, gen)
     labels = sample_labels(model, n, class_name, gen)
     rows = []
     for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
@@ -276,12 +292,12 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def latent_walk(checkpoint: str | Path, out: str | Path, rows: int = 4, steps: int = 8,
                 class_name: str | int | None = None, truncation: float | None = None, seed: int = 0,
                 device: str = "auto", psi: float | None = None) -> Path:
-    """A grid of latent walks (seed 001, Fig. 4): each row interpolates (slerp) between two random latents
+    """A grid of latent walks (Baur et al. 2018, Fig. 4): each row interpolates (slerp) between two random latents
     (z; StyleGAN2 maps every point to w, truncated toward the average w by ``psi``)."""
     model = load_generator(checkpoint, device)
     model.require_noise()
     gen = torch.Generator().manual_seed(seed)
-    ends = truncated_normal(2 * rows, model.z_dim, truncation, gen)
+    ends = model.latents(2 * rows, truncation, gen)
     t = torch.linspace(0, 1, steps)
     z = torch.cat([slerp(ends[2 * r], ends[2 * r + 1], t) for r in range(rows)])
     labels = sample_labels(model, rows, class_name, gen)

@@ -1,20 +1,20 @@
 """Skin-lesion classifiers for the augmentation study: does synthetic data help a classifier?
 
-Networks (seed 002's small CNN, ResNet-18), seed 002's Keras augmentation set in batched torch,
-lesion-grouped stratified splits, a training loop with early stopping, metrics and the statistics
-that compare conditions over seeds::
+Networks (Essipova et al.'s small CNN, ResNet-18), the classic transforms (Essipova et al.'s Keras augmentation set) in
+batched torch, lesion-grouped stratified splits, a training loop with early stopping, scoring of predictions
+and the statistics that compare conditions over seeds::
 
     from dermsynth.classify import build_classifier, split_dataset, train_classifier, predict_proba
     split = split_dataset(data, seed=0)                 # grouped by lesion, stratified by class
     parts = split.apply(data)                            # {"train": ..., "val": ..., "test": ...}
     model = build_classifier("smallcnn", data.num_classes, data.size, seed=0)
     fit = train_classifier(model, parts["train"].images, parts["train"].labels,
-                           parts["val"].images, parts["val"].labels, epochs=100, augment=True)
-    metrics = evaluate_predictions(predict_proba(fit.model, parts["test"].images),
-                                   parts["test"].labels, data.class_names)
+                           parts["val"].images, parts["val"].labels, epochs=100, transforms=True)
+    metrics = score_predictions(predict_proba(fit.model, parts["test"].images),
+                                parts["test"].labels, data.class_names)
 
 The augmentation experiment (:mod:`experiment`, ``dermsynth augment``) runs conditions such as real only,
-real + classic augmentation, real + synthetic images from a :class:`SyntheticSource` (GAN checkpoint, sample
+real + classic transforms, real + synthetic images from a :class:`SyntheticSource` (GAN checkpoint, sample
 folder, callable), minority-class balancing and synthetic only, over K seeds, with the statistics above::
 
     cfg = AugmentExperimentConfig(data="../shared/data/ham10000", size=28, out="runs/aug",
@@ -22,9 +22,9 @@ folder, callable), minority-class balancing and synthetic only, over K seeds, wi
     result = run_augment_experiment(cfg)                # resumable; result.table, result.report
 """
 
-from dermsynth.classify.augment import SEED002_AUGMENT, AugmentConfig, affine_matrices, augment_batch
-from dermsynth.classify.evaluate import (ClassificationMetrics, evaluate_predictions, macro_auc, melanoma_index,
-                                         per_class_auc)
+from dermsynth.classify.transforms import ESSIPOVA2020_TRANSFORMS, TransformConfig, affine_matrices, transform_batch
+from dermsynth.classify.scoring import (ClassificationMetrics, macro_auc, melanoma_index, per_class_auc,
+                                       score_predictions)
 from dermsynth.classify.experiment import AugmentExperimentResult, run_augment_experiment, run_in_folder
 from dermsynth.classify.experiment_config import AugmentExperimentConfig, Condition, synthetic_counts
 from dermsynth.classify.external import CLASS_ALIASES, canonical_class, map_to_training_classes
@@ -40,13 +40,15 @@ from dermsynth.classify.synthetic import (CallableSource, FolderSource, Generato
                                           SyntheticSource, TranslationSource, open_source, phantom_source)
 
 __all__ = [
-    "CLASSIFIERS", "CLASS_ALIASES", "SEED002_AUGMENT", "SPLIT_NAMES", "AugmentConfig", "AugmentExperimentConfig",
-    "AugmentExperimentResult", "BootstrapResult", "CallableSource", "ClassificationMetrics", "Condition",
-    "FolderSource", "GeneratorSource", "PairedComparison", "PermutationResult", "ResNet18", "SmallCNN", "Split",
-    "Summary", "SyntheticImages", "SyntheticSource", "TrainedClassifier", "TranslationSource", "affine_matrices", "augment_batch",
-    "bootstrap_auc_difference", "build_classifier", "canonical_class", "class_weights", "compare_to_baseline",
-    "count_parameters", "evaluate_predictions", "format_mean_std", "grouped_split", "load_pretrained", "macro_auc",
-    "map_to_training_classes", "melanoma_index", "open_source", "paired_permutation_test", "per_class_auc", "phantom_source", "predict_proba", "real_fraction_subset",
-    "register_classifier", "run_augment_experiment", "run_in_folder", "split_dataset", "summarize", "synthetic_counts",
-    "train_classifier", "train_feature_extractor", "wilcoxon_test",
+    "AugmentExperimentConfig", "AugmentExperimentResult", "BootstrapResult", "CLASSIFIERS", "CLASS_ALIASES",
+    "CallableSource", "ClassificationMetrics", "Condition", "ESSIPOVA2020_TRANSFORMS", "FolderSource",
+    "GeneratorSource", "PairedComparison", "PermutationResult", "ResNet18", "SPLIT_NAMES", "SmallCNN", "Split",
+    "Summary", "SyntheticImages", "SyntheticSource", "TrainedClassifier", "TransformConfig", "TranslationSource",
+    "affine_matrices", "bootstrap_auc_difference", "build_classifier", "canonical_class", "class_weights",
+    "compare_to_baseline", "count_parameters", "format_mean_std", "grouped_split", "load_pretrained", "macro_auc",
+    "map_to_training_classes", "melanoma_index", "open_source", "paired_permutation_test", "per_class_auc",
+    "phantom_source", "predict_proba", "real_fraction_subset", "register_classifier", "run_augment_experiment",
+    "run_in_folder", "score_predictions",
+    "split_dataset", "summarize", "synthetic_counts", "train_classifier", "train_feature_extractor",
+    "transform_batch", "wilcoxon_test",
 ]

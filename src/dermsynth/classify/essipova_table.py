@@ -1,4 +1,4 @@
-"""Essipova et al. 2020 (seed 002) in its own layout: accuracy and per-class recall of a 28x28 CNN trained on
+"""Essipova et al. 2020 in its own layout: accuracy and per-class recall of a 28x28 CNN trained on
 the real images, then with DCGAN images balancing the minority class.
 
 Seed 002 keeps three HAM10000 classes (melanoma, benign keratosis-like lesions, basal cell carcinoma; about

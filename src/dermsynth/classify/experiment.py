@@ -1,6 +1,6 @@
 """The augmentation experiment: does adding synthetic images to the training set help a classifier?
 
-Protocol (``dermsynth augment``; seeds 000 and 002):
+Protocol (``dermsynth augment``; Bissoto et al. 2018 and Essipova et al. 2020):
 
 1. One lesion-grouped, class-stratified train/val/test split of the real data, fixed by ``split_seed``
    (or read from ``split``) and saved as ``split.json``. Validation and test sets are real images only,
@@ -11,7 +11,7 @@ Protocol (``dermsynth augment``; seeds 000 and 002):
 3. Each condition is trained with K seeds (``seed``, ``seed + 1``, ...). A seed fixes the classifier's
    initial weights, the batch order, the augmentation and the synthetic draw; the same seed gives the
    same initial weights in every condition, so conditions are compared paired by seed.
-4. Metrics on the untouched real test set (:func:`~dermsynth.classify.evaluate.evaluate_predictions`):
+4. Metrics on the untouched real test set (:func:`~dermsynth.classify.scoring.score_predictions`):
    macro one-vs-rest AUC, per-class AUC, melanoma-vs-rest AUC, balanced accuracy, accuracy, per-class
    recall, confusion matrix; with ``test`` (``--test SRC``) also on an external test set from another
    dataset, its classes matched to the training classes by name (:mod:`~dermsynth.classify.external`)
@@ -39,10 +39,10 @@ conditions or fractions can be added later. The runs are independent: ``workers`
 process pool (CPUs / workers threads each), ``executor`` ``local`` / ``debug`` / ``slurm`` as submitit jobs
 (:func:`run_in_folder` rebuilds the study from ``config.json``; a SLURM array is submitted and the next call
 collects it); the results are those of the serial run. Outputs: ``config.json``, ``split.json``,
-``results.json`` (every number), ``table.md`` / ``table.txt`` (seed 000's "Training data | AUC (%)" layout,
+``results.json`` (every number), ``table.md`` / ``table.txt`` (Bissoto et al.'s "Training data | AUC (%)" layout,
 then details and, with several fractions or ratios, the data-efficiency tables), ``auc.png``,
 ``confusion/<condition>.png``, ``manifest.csv`` (every image of every run, by split) and a self-contained
-``report.html``; ``layout="essipova2020"`` adds seed 002's table (:mod:`~dermsynth.classify.essipova_table`).
+``report.html``; ``layout="essipova2020"`` adds Essipova et al.'s table (:mod:`~dermsynth.classify.essipova_table`).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dermsynth.classify.evaluate import evaluate_predictions, melanoma_index
+from dermsynth.classify.scoring import score_predictions, melanoma_index
 from dermsynth.classify.essipova_table import write_essipova_table
 from dermsynth.classify.experiment_config import (EXECUTION_SETTINGS, RESUMABLE_CHANGES, AugmentExperimentConfig,
                                                   Condition, build_training_set, synthetic_counts)
@@ -293,7 +293,7 @@ def _run_one(study: _Study, fraction: float, cond: Condition, seed: int, out: Pa
     val = parts["val"]
     model = build_classifier(cfg.classifier, len(names), cfg.size, seed=seed)
     fit = train_classifier(model, train.images, train.labels, val.images, val.labels, epochs=cfg.epochs,
-                           batch_size=cfg.batch_size, lr=cfg.lr, augment=cond.classic,
+                           batch_size=cfg.batch_size, lr=cfg.lr, transforms=cond.classic,
                            class_weighting=cfg.class_weighting, patience=cfg.patience, seed=seed,
                            device=cfg.device, progress=progress)
     paths = _run_paths(out, fraction, cond, seed)
@@ -308,7 +308,7 @@ def _run_one(study: _Study, fraction: float, cond: Condition, seed: int, out: Pa
             continue
         ds = parts[split]
         probs = predict_proba(fit.model, np.asarray(ds.images), device=cfg.device)
-        record[metrics_key] = evaluate_predictions(probs, ds.labels, names).as_dict()
+        record[metrics_key] = score_predictions(probs, ds.labels, names).as_dict()
         arrays.update({f"{prefix}probs": probs, f"{prefix}labels": ds.labels, f"{prefix}ids": np.asarray(ds.ids)})
     rows += [(split, "real", i, names[y]) for split in ("val", "test", "external") if split in parts
              for i, y in zip(parts[split].ids, parts[split].labels)]

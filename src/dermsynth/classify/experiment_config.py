@@ -1,10 +1,10 @@
 """What an augmentation experiment runs: its conditions, its configuration and each run's training set.
 
 A condition is written as ``+``-joined tokens (:class:`Condition`): ``real`` (the real training images),
-``classic`` (seed 002's augmentation set while training), ``synth:R`` (``R`` x the number of real training
+``classic`` (Essipova et al.'s augmentation set while training), ``synth:R`` (``R`` x the number of real training
 images of synthetic images, in the real training set's class proportions over the classes the source
 generates; without ``real``: synthetic only), ``balance`` (synthetic images of every class until it
-matches the largest one, as seed 002 did for BCC); a condition may end in ``@NAME`` to draw from the named
+matches the largest one, as Essipova et al. 2020 did for BCC); a condition may end in ``@NAME`` to draw from the named
 synthetic source ``NAME`` of a study with several (``real+synth:1@dcgan``). :func:`synthetic_counts` turns a condition into
 synthetic images per class, :func:`build_training_set` into the images themselves; the experiment that
 trains and compares them is :mod:`dermsynth.classify.experiment`.
@@ -37,7 +37,7 @@ RESUMABLE_CHANGES = ("out", "conditions", "seeds", "baseline", "n_boot", "device
 EXECUTION_SETTINGS = ("out", "device", "workers", "executor", "slurm_partition", "slurm_minutes")
 #: ``--executor``: ``pool`` (a local process pool of ``--workers``), or submitit's ``local`` / ``debug`` / ``slurm``.
 EXECUTORS = ("pool", "local", "debug", "slurm")
-#: ``--layout``: extra tables besides the default (``essipova2020``: seed 002's accuracy / per-class recall table).
+#: ``--layout``: extra tables besides the default (``essipova2020``: Essipova et al.'s accuracy / per-class recall table).
 LAYOUTS = ("default", "essipova2020")
 
 
@@ -99,7 +99,7 @@ class Condition:
 
     @property
     def label(self) -> str:
-        """Row label for the table, in seed 000's wording ("Real images", "Real images + synthetic ...")."""
+        """Row label for the table, in Bissoto et al.'s wording ("Real images", "Real images + synthetic ...")."""
         ratio = f" ({self.synth_ratio:g}x the real count)" if self.synth_ratio else ""
         extras = ([f"synthetic{ratio}"] if self.synth_ratio and self.real else [])
         extras += (["synthetic to balance the classes"] if self.balance else [])
@@ -161,7 +161,7 @@ class AugmentExperimentConfig:
 
     data: str = "phantom"                # dataset spec for load_dataset (folder, cache, .npz, phantom[:N])
     out: str = "runs/augment"
-    size: int = 28                       # seed 002 classifies 28x28 images
+    size: int = 28                       # Essipova et al. 2020 classifies 28x28 images
     conditions: list[str] = field(default_factory=lambda: ["real", "real+classic"])
     seeds: int = 5                       # K repeats per condition
     seed: int = 0                        # first seed; the runs use seed, seed + 1, ..., seed + K - 1
@@ -186,7 +186,7 @@ class AugmentExperimentConfig:
     sweep_fraction: float | None = None  # where the ratio sweep runs (default: the smallest real fraction)
     seeds_at: dict[str, int] = field(default_factory=dict)  # more (or fewer) seeds at some fractions: "0.05" -> 10
     sources: dict[str, str] = field(default_factory=dict)  # named synthetic sources, NAME -> spec
-    classes: list[str] | None = None     # these classes only (seed 002: mel, bkl, bcc)
+    classes: list[str] | None = None     # these classes only (Essipova et al. 2020: mel, bkl, bcc)
     layout: str = "default"              # extra table layout (LAYOUTS)
     workers: int = 1                     # parallel runs (executor pool / local)
     executor: str = "pool"               # EXECUTORS

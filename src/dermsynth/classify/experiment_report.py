@@ -23,7 +23,7 @@ from dermsynth.classify.stats import format_mean_std, holm_adjust, min_attainabl
 from dermsynth.io import write_json, write_text
 from dermsynth.report.html import HTMLReport
 
-__all__ = ["detail_rows", "efficiency_of", "external_rows", "power_line", "run_records", "seed000_table",
+__all__ = ["detail_rows", "efficiency_of", "external_rows", "power_line", "run_records", "bissoto2018_table",
            "write_outputs"]
 
 
@@ -48,8 +48,8 @@ def _p(x: float | None) -> str:
     return "n/a" if _missing(x) else f"{x:.3g}"
 
 
-def seed000_table(results: dict) -> list[tuple[str, str]]:
-    """Rows of seed 000's table: (training data, "AUC mean ± std" in percent over seeds)."""
+def bissoto2018_table(results: dict) -> list[tuple[str, str]]:
+    """Rows of Bissoto et al.'s table: (training data, "AUC mean ± std" in percent over seeds)."""
     return [(c["label"], format_mean_std(_runs(c, "macro_auc"))) for c in results["conditions"].values()]
 
 
@@ -331,7 +331,7 @@ def write_outputs(results: dict, out: Path, *, predictions: PredictionLoader | N
     ``predictions``: see :func:`efficiency_of`."""
     out = Path(out)
     names = results["data"]["class_names"]
-    main_rows = seed000_table(results)
+    main_rows = bissoto2018_table(results)
     details = detail_rows(results)
     recall_rows, auc_rows = _per_class_rows(results, "per_class_recall"), _per_class_rows(results, "per_class_auc")
     k = len(results["seeds"])

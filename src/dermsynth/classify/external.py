@@ -23,7 +23,7 @@ VASC
 An external class with no training class of the same canonical name is an error (one line, naming the
 class, the test source and the training classes). The external labels are rewritten as indices of the
 training classes; training classes the external set lacks simply do not occur, and the metrics skip them
-(:func:`~dermsynth.classify.evaluate.per_class_auc` gives NaN, the macro AUC averages the present classes),
+(:func:`~dermsynth.classify.scoring.per_class_auc` gives NaN, the macro AUC averages the present classes),
 so ISIC 2017 is scored on mel/nv/bkl and PH2 on mel/nv (melanoma-vs-rest AUC is the headline there).
 """
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dermsynth.classify.evaluate import evaluate_predictions
+from dermsynth.classify.scoring import score_predictions
 from dermsynth.classify.fit import predict_proba, train_classifier
 from dermsynth.classify.networks import EXTRACTOR_KIND, build_classifier
 from dermsynth.data.splits import split_dataset
@@ -43,7 +43,7 @@ def train_feature_extractor(
 
     ``data``: a :class:`~dermsynth.data.dataset.LesionDataset` or anything :func:`~dermsynth.data.prepare.load_dataset`
     accepts (read at ``size``). Split by lesion group (70/15/15); early stopping on validation macro AUC
-    (:func:`~dermsynth.classify.fit.train_classifier`, seed 002's augmentation). The checkpoint holds the
+    (:func:`~dermsynth.classify.fit.train_classifier`, Essipova et al.'s augmentation). The checkpoint holds the
     weights, architecture, size, classes, data source, history, the split sizes and the test macro AUC.
     """
     ds = data if isinstance(data, LesionDataset) else load_dataset(data, size=size, progress=progress)
@@ -60,7 +60,7 @@ def train_feature_extractor(
     test_auc = None
     if len(test) and len(np.unique(test.labels)) > 1:
         probs = predict_proba(fit.model, np.asarray(test.images), device=dev)
-        test_auc = float(evaluate_predictions(probs, test.labels, ds.class_names).macro_auc)
+        test_auc = float(score_predictions(probs, test.labels, ds.class_names).macro_auc)
     state = {
         "kind": EXTRACTOR_KIND, "arch": arch, "num_classes": ds.num_classes, "image_size": ds.size,
         "class_names": list(ds.class_names), "source": str(ds.source or data), "seed": seed,

@@ -1,15 +1,15 @@
 """Train a classifier with early stopping on the validation set, and predict class probabilities.
 
 Inputs are uint8 (N, H, W, 3) NumPy arrays (or memory maps). They are moved to the device once as
-uint8 and, per batch, scaled to [0, 1], optionally augmented on the device (:mod:`augment`, seed 002's
-set by default) and normalised with the ImageNet channel mean/std (needed for ImageNet weights,
+uint8 and, per batch, scaled to [0, 1], optionally transformed on the device (:mod:`transforms`, Essipova et al.'s
+classic set by default) and normalised with the ImageNet channel mean/std (needed for ImageNet weights,
 harmless otherwise). Loss: cross-entropy, optionally class-weighted ``n / (C * n_c)`` (sklearn's
 "balanced") so minority classes count as much as majority ones. Optimiser: Adam.
 
 After every epoch the model is scored on the validation set (loss, macro AUC, accuracy); the weights of
 the best epoch by ``monitor`` ("auc": highest macro AUC, or "loss": lowest loss) are kept and restored
 at the end, and training stops after ``patience`` epochs without improvement. Shuffling and
-augmentation use their own generators seeded from ``seed`` (augmentation parameters are drawn on the
+the transforms use their own generators seeded from ``seed`` (transform parameters are drawn on the
 CPU, so they are the same on any device), dropout uses the global RNG forked and seeded for the run:
 on the CPU, a run is reproducible given the seed and the initial weights.
 """
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dermsynth.classify.augment import SEED002_AUGMENT, AugmentConfig, augment_batch
-from dermsynth.classify.evaluate import macro_auc
+from dermsynth.classify.transforms import ESSIPOVA2020_TRANSFORMS, TransformConfig, transform_batch
+from dermsynth.classify.scoring import macro_auc
 from dermsynth.classify.networks import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalise  # re-exported
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.device import resolve_device
@@ -78,11 +78,12 @@ def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 1.0)
 
 
-def _to_input(batch: torch.Tensor, augment: AugmentConfig | None, generator: torch.Generator | None) -> torch.Tensor:
-    """uint8 (N, H, W, 3) on the device -> normalised float (N, 3, H, W), augmented if asked."""
+def _to_input(batch: torch.Tensor, transforms: TransformConfig | None,
+              generator: torch.Generator | None) -> torch.Tensor:
+    """uint8 (N, H, W, 3) on the device -> normalised float (N, 3, H, W), transformed if asked."""
     x = batch.permute(0, 3, 1, 2).float().div_(255.0)
-    if augment is not None:
-        x = augment_batch(x, augment, generator)
+    if transforms is not None:
+        x = transform_batch(x, transforms, generator)
     return imagenet_normalise(x)
 
 
@@ -115,12 +116,12 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 256,
 def train_classifier(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
                      val_images: np.ndarray | None = None, val_labels: np.ndarray | None = None, *,
                      epochs: int = 50, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0,
-                     augment: bool | AugmentConfig = True, class_weighting: bool = False,
+                     transforms: bool | TransformConfig = True, class_weighting: bool = False,
                      patience: int | None = 10, monitor: str = "auc", seed: int = 0,
                      device: str | torch.device = "cpu", progress: bool = False) -> TrainedClassifier:
     """Train ``model`` (see the module docstring); return it with its best-epoch weights restored.
 
-    ``augment``: True for seed 002's set, False for none, or an :class:`AugmentConfig`. ``patience``:
+    ``transforms``: True for Essipova et al.'s classic set, False for none, or a :class:`TransformConfig`. ``patience``:
     epochs without improvement before stopping (None: never stop early). Without a validation set the
     model of the last epoch is returned.
     """
@@ -139,7 +140,7 @@ def train_classifier(model: nn.Module, train_images: np.ndarray, train_labels: n
         _check_images(val_images, val_labels, "validation", num_classes)
         if monitor == "auc" and len(np.unique(val_labels)) < 2:
             raise DataError("validation labels hold fewer than two classes: AUC is undefined; use monitor='loss'")
-    aug_cfg = SEED002_AUGMENT if augment is True else (augment or None)
+    transform_cfg = ESSIPOVA2020_TRANSFORMS if transforms is True else (transforms or None)
 
     device = resolve_device(str(device))
     model.to(device)
@@ -152,7 +153,7 @@ def train_classifier(model: nn.Module, train_images: np.ndarray, train_labels: n
     weight_t = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     shuffle_gen = torch.Generator().manual_seed(seed)
-    aug_gen = torch.Generator().manual_seed(seed + 1)
+    transform_gen = torch.Generator().manual_seed(seed + 1)
     result = TrainedClassifier(model=model, monitor=monitor,
                                class_weights=None if weights is None else weights.tolist())
     best_state: dict[str, torch.Tensor] | None = None
@@ -175,7 +176,7 @@ def train_classifier(model: nn.Module, train_images: np.ndarray, train_labels: n
                 if len(idx) < 2 <= n:  # a lone last image would break batch norm
                     continue
                 with _autocast(device):
-                    logits = model(_to_input(x_train[idx], aug_cfg, aug_gen))
+                    logits = model(_to_input(x_train[idx], transform_cfg, transform_gen))
                 loss = F.cross_entropy(logits.float(), y_train[idx], weight=weight_t)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -1,7 +1,7 @@
 """Classifier networks for the augmentation study, selected by name from a small registry.
 
 ``smallcnn``
-    The small Keras-style CNN of seed 002 (Essipova et al.). The report says only that the CNN is of
+    The small Keras-style CNN of Essipova et al. 2020. The report says only that the CNN is of
     "lower topological complexity", takes 28x28x3 inputs (RGB kept) and ends in a softmax over the
     classes; it gives no layer list. We therefore use the standard Keras image-classifier pattern of
     that time: three blocks ``[Conv3x3-BN-ReLU] x 2 -> MaxPool2 -> Dropout(0.25)`` with 32/64/128
@@ -47,7 +47,7 @@ def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 class SmallCNN(nn.Module):
-    """Seed 002's small CNN (layer list assumed, see the module docstring), input-size agnostic."""
+    """Essipova et al.'s small CNN (layer list assumed, see the module docstring), input-size agnostic."""
 
     def __init__(self, num_classes: int, widths: Sequence[int] = (32, 64, 128), hidden: int = 128,
                  conv_dropout: float = 0.25, dropout: float = 0.5, pooled: int = 3) -> None:

@@ -1,7 +1,7 @@
 """Statistics over repeated runs: is a condition (e.g. real + synthetic) better than the baseline?
 
 * :func:`summarize`: mean ± sample std and a t-distribution confidence interval over seeds (the
-  "83.4 ± 0.9" layout of seed 000's AUC table: :func:`format_mean_std`).
+  "83.4 ± 0.9" layout of Bissoto et al.'s AUC table: :func:`format_mean_std`).
 * :func:`paired_permutation_test`: condition vs baseline paired by seed; the statistic is the mean
   difference and the null flips the sign of each pair's difference. Exact over all 2**K sign
   assignments for K <= 16 pairs, Monte Carlo (seeded, p = (1 + hits) / (1 + resamples)) above.
@@ -28,7 +28,7 @@ import numpy as np
 from scipy import stats as sps
 from scipy.optimize import brentq
 
-from dermsynth.classify.evaluate import check_probabilities, macro_auc, per_class_auc
+from dermsynth.classify.scoring import check_probabilities, macro_auc, per_class_auc
 from dermsynth.errors import DataError
 
 __all__ = ["BootstrapResult", "DeLongResult", "PairedComparison", "PermutationResult", "Summary", "TTestResult",

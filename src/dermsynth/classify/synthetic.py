@@ -4,8 +4,8 @@ A :class:`SyntheticSource` draws ``n`` images of a named class at a given size a
 
 * :class:`GeneratorSource`: a GAN checkpoint (``dermsynth train``), sampled with :mod:`dermsynth.sample`.
   A class-conditional model generates any of its classes; an unconditional one only the single class
-  it is declared to produce (``class_name``, e.g. a DCGAN trained on BCC images only, as in seed 002).
-* :class:`TranslationSource`: a map -> image checkpoint (pix2pixHD, seed 000) that translates the lesion maps
+  it is declared to produce (``class_name``, e.g. a DCGAN trained on BCC images only, as in Essipova et al. 2020).
+* :class:`TranslationSource`: a map -> image checkpoint (pix2pixHD, Bissoto et al. 2018) that translates the lesion maps
   of the experiment's **training split** (handed over by :meth:`SyntheticSource.bind_training`, never the
   validation or test images); each image is labelled with the class of the image its map came from.
 * :class:`FolderSource`: a folder of images with a ``manifest.csv`` (``file, class``; what
@@ -36,7 +36,7 @@ from dermsynth.data.images import load_image, preprocess_image
 from dermsynth.data.maps import dihedral_map, maps_of, masked_subset
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
-from dermsynth.sample import LoadedGenerator, generate, load_generator, translate_maps, truncated_normal
+from dermsynth.sample import LoadedGenerator, generate, load_generator, translate_maps
 from dermsynth.train.checkpoint import load_checkpoint
 
 __all__ = ["CallableSource", "checkpoint_training_subset", "FolderSource", "GeneratorSource", "SyntheticImages", "SyntheticSource",
@@ -190,7 +190,7 @@ class GeneratorSource(SyntheticSource):
 
     def _generate(self, class_name: str, n: int, seed: int, size: int) -> tuple[np.ndarray, list[str]]:
         gen = torch.Generator().manual_seed(seed)
-        z = truncated_normal(n, self.model.z_dim, self.truncation, gen)
+        z = self.model.latents(n, self.truncation, gen)
         labels = (torch.full((n,), self.model.class_index(class_name), dtype=torch.long)
                   if self.model.conditional else None)
         images = generate(self.model, z, labels, self.batch_size, seed=seed)  # seed: noise drawn inside G
@@ -198,7 +198,7 @@ class GeneratorSource(SyntheticSource):
 
 
 class TranslationSource(SyntheticSource):
-    """Seed 000's protocol: a map -> image checkpoint (pix2pixHD) translates the lesion maps (and superpixels,
+    """Bissoto et al.'s protocol: a map -> image checkpoint (pix2pixHD) translates the lesion maps (and superpixels,
     if it was trained with them) of the experiment's training images, each output labelled with the class of
     its source image. Never validation or test maps: the experiment binds the training split only.
 

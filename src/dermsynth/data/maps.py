@@ -1,4 +1,4 @@
-"""Semantic and instance maps for map -> image models (pix2pixHD, seed 000), and tools to edit them.
+"""Semantic and instance maps for map -> image models (pix2pixHD, Bissoto et al. 2018), and tools to edit them.
 
 **Semantic map** (multi-hot, :data:`SEMANTIC_CHANNELS`): channel 0 is the lesion (its segmentation mask,
 background skin = no lesion), channels 1-5 the ISIC 2018 Task 2 attributes pigment network, negative network,
@@ -48,10 +48,16 @@ from dermsynth.progress import tqdm
 SEMANTIC_CHANNELS: tuple[str, ...] = ("lesion", *ATTRIBUTES)
 MAX_CODE = (1 << len(SEMANTIC_CHANNELS)) - 1
 
-#: SLIC settings (seed 000 gives none): about 200 superpixels per image at any size, scikit-image's default
-#: compactness
-SLIC_SEGMENTS = 200
+#: SLIC settings (Bissoto et al. 2018 gives none; it used the ISIC Task 2 superpixels). Superpixels keep one size in pixels
+#: at every resolution: the segment count scales with the image area (:func:`slic_segments`). A fixed count
+#: (200 before) makes every pixel of a 32 px map a boundary pixel (99 % measured), so the instance map says
+#: nothing. The area is about that of ISIC's Task 2 superpixels at the challenge's resolution (SLIC0, roughly
+#: a thousand per ~1022x767 image: an estimate, the shared ISIC sample has no superpixel files); `prepare
+#: --superpixel-area` changes it. scikit-image's default compactness.
+SUPERPIXEL_AREA = 784.0
 SLIC_COMPACTNESS = 10.0
+#: above this fraction of boundary pixels an instance map is mostly edges: warned about
+BOUNDARY_WARN_FRACTION = 0.5
 
 _CHUNK = 512  # rows per chunk when coding a memory-mapped dataset
 
@@ -158,12 +164,42 @@ def check_codes(codes: np.ndarray, where: str) -> None:
 # --- instance maps ----------------------------------------------------------------------------------------
 
 
-def superpixels(images: np.ndarray, n_segments: int = SLIC_SEGMENTS, compactness: float = SLIC_COMPACTNESS,
+def slic_segments(size: int, area: float = SUPERPIXEL_AREA) -> int:
+    """SLIC's segment count for ``size`` x ``size`` images with superpixels of about ``area`` pixels (at least 1)."""
+    if not area > 0:
+        raise DataError(f"--superpixel-area must be a positive number of pixels, got {area}")
+    return max(1, round(size * size / area))
+
+
+def boundary_fraction(ids: np.ndarray) -> float:
+    """The fraction of pixels on a superpixel boundary (pix2pixHD's instance-edge map) of ids (N, S, S) or (S, S)."""
+    ids = np.asarray(ids)
+    ids = ids[None] if ids.ndim == 2 else ids
+    if not ids.size:
+        return 0.0
+    edges = sum(float(instance_edges(torch.tensor(ids[i:i + _CHUNK], dtype=torch.int32)).sum())
+                for i in range(0, len(ids), _CHUNK))  # in chunks: a cache's ids may be memory-mapped GBs
+    return edges / ids.size
+
+
+def warn_if_mostly_edges(fraction: float, where: str) -> None:
+    """Warn when an instance map is mostly superpixel boundaries (then it carries almost no information)."""
+    if fraction > BOUNDARY_WARN_FRACTION:
+        warnings.warn(f"{where}: {100 * fraction:.0f} % of pixels lie on a superpixel boundary, so the instance "
+                      f"map is almost constant; use larger superpixels (`prepare --superpixel-area`) or a higher "
+                      f"resolution", DataWarning, stacklevel=3)
+
+
+def superpixels(images: np.ndarray, n_segments: int | None = None, compactness: float = SLIC_COMPACTNESS,
                 progress: bool = False, out: np.ndarray | None = None) -> np.ndarray:
-    """SLIC superpixel ids (N, S, S) int32 of uint8 images (N, S, S, 3) (scikit-image, ids from 0)."""
+    """SLIC superpixel ids (N, S, S) int32 of uint8 images (N, S, S, 3) (scikit-image, ids from 0).
+
+    n_segments: SLIC's target count; default :func:`slic_segments` of the image size (constant superpixel area).
+    """
     from skimage.segmentation import slic  # the heavy import only when superpixels are made
 
     out = np.empty(images.shape[:3], np.int32) if out is None else out
+    n_segments = slic_segments(images.shape[1]) if n_segments is None else n_segments
     for i in tqdm(range(len(images)), desc="SLIC superpixels", unit="img", disable=not progress):
         out[i] = slic(np.asarray(images[i]), n_segments=n_segments, compactness=compactness, start_label=0,
                       channel_axis=-1)
@@ -178,7 +214,9 @@ def instance_ids(data: LesionDataset) -> np.ndarray:
     def make(d: LesionDataset) -> np.ndarray:
         warnings.warn(f"{d.source or 'the dataset'} has no cached superpixels; computing SLIC for {len(d)} images "
                       f"now (`dermsynth prepare SRC --superpixels` caches them)", DataWarning, stacklevel=4)
-        return superpixels(d.images, progress=len(d) > 500)
+        ids = superpixels(d.images, progress=len(d) > 500)
+        warn_if_mostly_edges(boundary_fraction(ids), d.source or "the dataset")
+        return ids
 
     return _cached(data, "instance", make)
 

@@ -1,6 +1,6 @@
-"""Healthy-skin and lesion patch sets cut from any dataset with lesion masks (seed 003, section 3.1).
+"""Healthy-skin and lesion patch sets cut from any dataset with lesion masks (Furger et al. 2020, section 3.1).
 
-Seed 003 cuts 128x128 patches from annotated photos into two sets: *healthy* skin (no lesion pixel) and
+Furger et al. 2020 cuts 128x128 patches from annotated photos into two sets: *healthy* skin (no lesion pixel) and
 skin with a lesion covering 10-80 % of the patch. :func:`cut_patches` does the same for every image of a
 source that has a lesion mask, on a regular grid (``stride``, default the patch size: no overlap):
 
@@ -8,7 +8,7 @@ source that has a lesion mask, on a regular grid (``stride``, default the patch 
 * **healthy** patch: no lesion pixel inside the patch grown by ``margin`` pixels on every side (clipped to
   the image), so a healthy patch never touches the lesion's border zone;
 * either kind is dropped when more than ``max_dark`` of its pixels are background (every channel below 26,
-  i.e. the dermoscope's black field / vignette): seed 003's patches are "skin only".
+  i.e. the dermoscope's black field / vignette): Furger et al.'s patches are "skin only".
 
 Each patch keeps the source image's label and group (the lesion id for HAM10000, else the image id), so
 lesion-grouped splits of the patches never put one lesion, or the skin around it, on both sides; its id is

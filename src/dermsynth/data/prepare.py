@@ -26,7 +26,8 @@ import numpy as np
 
 from dermsynth.data.dataset import ATTRIBUTES, CACHE_VERSION, LesionDataset, write_cache_meta
 from dermsynth.data.decode import build_dataset, fill_arrays
-from dermsynth.data.maps import SLIC_COMPACTNESS, SLIC_SEGMENTS, superpixels as slic_superpixels
+from dermsynth.data.maps import (SLIC_COMPACTNESS, SUPERPIXEL_AREA, boundary_fraction, slic_segments,
+                                 superpixels as slic_superpixels, warn_if_mostly_edges)
 from dermsynth.data.readers import SourceIndex, read_source
 from dermsynth.defaults import DEFAULT_PHANTOM_N, DEFAULT_SIZE
 from dermsynth.errors import DataError
@@ -127,6 +128,7 @@ def prepare(
     workers: int | None = None,
     force: bool = False,
     superpixels: bool = False,
+    superpixel_area: float = SUPERPIXEL_AREA,
 ) -> LesionDataset:
     """Decode ``source`` once at ``size`` px into a cache folder and return it memory-mapped.
 
@@ -137,7 +139,10 @@ def prepare(
     warning and listed in meta.json's ``skipped`` instead of raising :class:`DataError`.
     workers: decoding threads (PIL releases the GIL while decoding/resizing); default min(4, CPUs).
     superpixels: also compute SLIC superpixels of the prepared images once (``instance_maps.npy``, the instance
-    maps of map -> image models, :mod:`dermsynth.data.maps`); added to an existing cache without decoding again.
+    maps of map -> image models, :mod:`dermsynth.data.maps`); added to an existing cache without decoding again,
+    and recomputed when the cached ones were made with other settings. superpixel_area: the size of one
+    superpixel in pixels (the SLIC segment count scales with the image area); meta.json records the settings
+    and the fraction of boundary pixels, warned about above one half.
     """
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
         raise DataError(f"size must be a positive integer number of pixels, got {size!r}")
@@ -149,7 +154,8 @@ def prepare(
     if not force:
         cached = _reusable(out, fp, size)
         if cached is not None:
-            return _add_superpixels(out, progress) if superpixels and cached.instance_maps is None else cached
+            stale = cached.instance_maps is None or _superpixel_settings(out) != _slic_settings(size, superpixel_area)
+            return _add_superpixels(out, progress, superpixel_area) if superpixels and stale else cached
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: cache location exists and is not a folder")
     check_writable_dir(out, "--out")
@@ -184,26 +190,41 @@ def prepare(
                         "errors": [s["error"] for s in skipped]},
             "lesion_mask_missing": {"count": len(missing_lesion), "ids": missing_lesion},
         })
-    return _add_superpixels(out, progress) if superpixels else LesionDataset.load(out)
+    return _add_superpixels(out, progress, superpixel_area) if superpixels else LesionDataset.load(out)
 
 
-def _add_superpixels(out: Path, progress: bool) -> LesionDataset:
+def _slic_settings(size: int, superpixel_area: float) -> dict:
+    """What decides a cache's superpixels (compared on reuse)."""
+    return {"method": "skimage.segmentation.slic", "n_segments": slic_segments(size, superpixel_area),
+            "superpixel_area": float(superpixel_area), "compactness": SLIC_COMPACTNESS}
+
+
+def _superpixel_settings(out: Path) -> dict:
+    """The settings recorded with a cache's superpixels (without the measured boundary fraction)."""
+    recorded = dict(json.loads((out / "meta.json").read_text()).get("superpixels") or {})
+    recorded.pop("boundary_fraction", None)
+    return recorded
+
+
+def _add_superpixels(out: Path, progress: bool, superpixel_area: float = SUPERPIXEL_AREA) -> LesionDataset:
     """Compute the SLIC superpixels of a complete cache into ``instance_maps.npy`` and record them in meta.json."""
     images = LesionDataset.load(out).images
+    settings = _slic_settings(images.shape[1], superpixel_area)
     tmp = temp_path(out / "instance_maps.npy")
     try:
         ids = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=images.shape[:3])
-        slic_superpixels(images, out=ids, progress=progress)
+        slic_superpixels(images, settings["n_segments"], out=ids, progress=progress)
         ids.flush()
+        fraction = boundary_fraction(ids)
         del ids
         os.replace(tmp, out / "instance_maps.npy")
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     meta = json.loads((out / "meta.json").read_text())
-    meta.update(has_instance_maps=True, superpixels={"method": "skimage.segmentation.slic",
-                                                     "n_segments": SLIC_SEGMENTS, "compactness": SLIC_COMPACTNESS})
+    meta.update(has_instance_maps=True, superpixels={**settings, "boundary_fraction": round(fraction, 4)})
     write_json(out / "meta.json", meta, indent=1)
+    warn_if_mostly_edges(fraction, str(out))
     return LesionDataset.load(out)
 
 

@@ -1,4 +1,4 @@
-"""Truncation sweep (seed 003, Table 3): a quality metric of one generator across latent truncation thresholds.
+"""Truncation sweep (Furger et al. 2020, Table 3): a quality metric of one generator across truncation settings.
 
 For each threshold, ``n`` latents are drawn with the same seed and resampled component-wise into
 [-threshold, threshold] (:func:`dermsynth.sample.truncated_normal`; ``None`` = no truncation), the
@@ -6,6 +6,10 @@ generator is run and the images are scored against the real set with a lower-is-
 registry (:mod:`dermsynth.metrics.registry`): SWD (default) or, with a feature extractor, FID or KID. The
 real set's features are extracted once for the whole sweep. Small thresholds trade diversity for
 typicality; the table shows where a generator is best.
+
+A StyleGAN generator normalises z, which undoes that resampling; it is swept over psi instead (truncation toward
+the average w, :data:`PSI_VALUES`, 1 = none), as StyleGAN's truncation trick. A model without truncation
+(PGAN: pixel norm of z) is refused.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from dermsynth.metrics.registry import MetricOptions, RealSet, as_real_set, comp
 from dermsynth.sample import LoadedGenerator, load_generator, sample_images
 from dermsynth.progress import tqdm
 
-__all__ = ["SWEEP_METRICS", "THRESHOLDS", "TruncationSweep", "threshold_label", "truncation_sweep"]
+__all__ = ["PSI_VALUES", "SWEEP_METRICS", "THRESHOLDS", "TruncationSweep", "threshold_label", "truncation_sweep"]
 
-#: Seed 003's thresholds; ``None`` is the untruncated normal.
+#: Furger et al.'s thresholds; ``None`` is the untruncated normal.
 THRESHOLDS: tuple[float | None, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, None)
+#: psi values for generators truncated in w (StyleGAN); 1 is no truncation. Tightest first, as THRESHOLDS.
+PSI_VALUES: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 #: The registered lower-is-better metrics (at import time); any later-registered one works too.
 SWEEP_METRICS: tuple[str, ...] = tuple(metric_names(better="lower"))
 
@@ -39,7 +45,8 @@ def threshold_label(threshold: float | None) -> str:
 
 @dataclass
 class TruncationSweep:
-    """One metric value per truncation threshold (``None`` = no truncation); lower is better for all three."""
+    """One metric value per truncation setting (thresholds, ``None`` = no truncation; or psi values when
+    ``parameter`` is "psi"); lower is better for every sweep metric."""
 
     metric: str
     thresholds: list[float | None]
@@ -47,6 +54,7 @@ class TruncationSweep:
     n_images: int
     extractor: str | None = None       # the extractor version for feature metrics
     provenance: dict | None = None     # the extractor's name, version and comparability warning
+    parameter: str = "threshold"       # "threshold" (z resampled beyond |z|) or "psi" (toward the average w)
 
     @property
     def best(self) -> float | None:
@@ -56,7 +64,8 @@ class TruncationSweep:
     def as_dict(self) -> dict:
         """JSON-friendly dict (thresholds as numbers, ``None`` for no truncation)."""
         return {**(self.provenance or {}), "metric": self.metric, "thresholds": list(self.thresholds),
-                "values": list(self.values), "n_images": self.n_images, "extractor": self.extractor, "best": self.best}
+                "values": list(self.values), "n_images": self.n_images, "extractor": self.extractor, "best": self.best,
+                "parameter": self.parameter}
 
     def rows(self) -> list[list]:
         """Table rows ``[threshold label, value]``."""
@@ -67,7 +76,7 @@ class TruncationSweep:
         name = self.metric.upper() + (" x1e3 (mean over levels)" if self.metric == "swd" else "")
         lines = [f"truncation sweep: {name}, n={self.n_images}"]
         lines += [self.provenance["extractor_warning"]] if self.provenance else []
-        lines += [f"{'threshold':>10}  {'value':>12}"]
+        lines += [f"{self.parameter:>10}  {'value':>12}"]
         lines += [f"{t:>10}  {v:12.4f}" for t, v in self.rows()]
         return "\n".join(lines)
 
@@ -80,7 +89,8 @@ class TruncationSweep:
         x = np.arange(len(self.values))
         ax.plot(x, self.values, marker="o")
         ax.set_xticks(x, [t for t, _ in self.rows()])
-        ax.set_xlabel("truncation threshold |z| (resampled beyond)")
+        ax.set_xlabel("truncation threshold |z| (resampled beyond)" if self.parameter == "threshold"
+                      else "psi (truncation toward the average w; 1 = none)")
         ax.set_ylabel(self.metric.upper() + (" x1e3" if self.metric == "swd" else ""))
         ax.set_title(f"truncation sweep (n={self.n_images} per threshold)")
         ax.grid(alpha=0.3)
@@ -92,7 +102,7 @@ def truncation_sweep(
     real,
     *,
     metric: str = "swd",
-    thresholds: Sequence[float | None] = THRESHOLDS,
+    thresholds: Sequence[float | None] | None = None,
     n: int | None = None,
     extractor=None,
     seed: int = 0,
@@ -113,11 +123,17 @@ def truncation_sweep(
         raise DermsynthError(f"unknown truncation-sweep metric {metric!r}; choose from {', '.join(choices)}")
     if get_metric(metric).needs_features and extractor is None:
         raise DermsynthError(f"a {metric.upper()} truncation sweep needs a feature extractor")
-    if not thresholds:
-        raise DermsynthError("truncation_sweep needs at least one threshold")
     real_set: RealSet = as_real_set(real)
     dev = resolve_device(device)
     model = checkpoint if isinstance(checkpoint, LoadedGenerator) else load_generator(checkpoint, dev)
+    model.require_noise()
+    if model.truncation is None:
+        raise DermsynthError(f"{model.checkpoint}: a {model.model} generator normalises its latent z, so it has no "
+                             f"truncation to sweep")
+    in_w = model.truncation == "w"
+    thresholds = (PSI_VALUES if in_w else THRESHOLDS) if thresholds is None else thresholds
+    if not thresholds:
+        raise DermsynthError("truncation_sweep needs at least one threshold")
     n = len(real_set) if n is None else int(n)
     if n < 2 or (metric == "swd" and n > len(real_set)):
         raise DermsynthError(f"truncation sweep n={n} must be >= 2 (and <= {len(real_set)} real images for SWD)")
@@ -128,10 +144,12 @@ def truncation_sweep(
         real_set.features(extractor, dev, progress)  # once, with a progress bar, before the sweep
     values = []
     for t in tqdm(list(thresholds), desc="truncation sweep", unit="threshold", disable=not progress):
-        fake, _ = sample_images(model, n, int(seed), t, batch_size=batch_size)  # the same draws at every threshold
+        fake, _ = (sample_images(model, n, int(seed), psi=t, batch_size=batch_size) if in_w  # same draws each time
+                   else sample_images(model, n, int(seed), t, batch_size=batch_size))
         if fake.shape[1:] != real_set.images.shape[1:]:
             raise DataError(f"the generator makes {fake.shape[1]}px images but the real set is {real_set.size}px")
         values.append(compute_metrics([metric], real_set, fake, opts)[metric][metric])
     return TruncationSweep(metric=metric, thresholds=list(thresholds), values=[float(v) for v in values], n_images=n,
                            extractor=extractor.version if features else None,
-                           provenance=extractor.provenance() if features else None)
+                           provenance=extractor.provenance() if features else None,
+                           parameter="psi" if in_w else "threshold")

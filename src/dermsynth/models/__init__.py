@@ -24,7 +24,7 @@ from dermsynth.data.maps import masked_subset
 from dermsynth.models.pix2pixhd import MultiScaleDiscriminator, build_pix2pixhd
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANDiscriminator, PGANGenerator, build_pgan, pgan_schedule
 from dermsynth.models.stylegan2 import STYLEGAN2_DEFAULTS, build_stylegan2, stylegan2_options
-from dermsynth.models.translator import build_cyclegan, build_unet_translator
+from dermsynth.models.editing import build_cyclegan, build_unet_editor
 
 GANBuilder = Callable[..., tuple[nn.Module, nn.Module]]
 
@@ -63,9 +63,14 @@ class ModelSpec:
     data_domain: Callable[[Any], str] | None = None
     #: two-domain models: (A, B) as the model trains on them, from (resolved config, A, B)
     prepare_domains: Callable[[Any, Any, Any], tuple[Any, Any]] = field(default=lambda cfg, a, b: (a, b))
+    #: how samples are truncated: "latent" (z components resampled beyond a threshold, Furger et al. 2020), "w" (toward the
+    #: average w by psi: StyleGAN), or None. A generator that renormalises z (PGAN's pixel norm, StyleGAN's
+    #: second-moment normalisation) undoes latent resampling, so "latent" would be a silent no-op there.
+    truncation: str | None = "latent"
 
 
-# Radford et al. 2015 (seeds 002/004): Adam 2e-4, betas (0.5, 0.999), batch 64, non-saturating BCE.
+# Radford et al. 2015 (Essipova et al. 2020 and Lunagariya & Patel): Adam 2e-4, betas (0.5, 0.999), batch 64,
+# non-saturating BCE.
 DCGAN_DEFAULTS: dict[str, Any] = {"loss": "nonsaturating", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5,
                                   "beta2": 0.999, "batch_size": 64, "ema_beta": 0.0, "gp_weight": 0.0,
                                   "drift": 0.0, "steps": 2000}
@@ -78,7 +83,7 @@ def _paper_batches(cfg: Any) -> str:
     return ",".join(f"{r}:{cfg.batch_size or KARRAS_PAPER_BATCH.get(r, 3)}" for r in sizes)
 
 
-# Karras et al. 2018 (seed 001): WGAN-GP (lambda 10) + drift 1e-3, Adam 1e-3 betas (0, 0.99), G EMA 0.999,
+# Karras et al. 2018 (Baur et al. 2018): WGAN-GP (lambda 10) + drift 1e-3, Adam 1e-3 betas (0, 0.99), G EMA 0.999,
 # 600k images per stable and per fade phase; trains until one stable phase at full resolution is done.
 PGAN_DEFAULTS: dict[str, Any] = {
     "loss": "wgan", "lr_g": 1e-3, "lr_d": 1e-3, "beta1": 0.0, "beta2": 0.99, "ema_beta": 0.999,
@@ -89,13 +94,13 @@ PGAN_DEFAULTS: dict[str, Any] = {
 }
 
 
-# Seed 003, sections 3.2 and 4.2 (the minibatch is not given there: ours).
+# Furger et al. 2020, sections 3.2 and 4.2 (the minibatch is not given there: ours).
 UNET_TRANSLATOR_DEFAULTS: dict[str, Any] = {"loss": "nonsaturating", "lr_g": 5e-5, "lr_d": 5e-5, "beta1": 0.9,
                                             "beta2": 0.999, "batch_size": 16, "ema_beta": 0.0, "steps": 2000,
                                             "relevancy_weight": 10.0}
 def _truncate_healthy(cfg: Any, a: Any, b: Any) -> tuple[Any, Any]:
-    """Seed 003 (4.2): with ``--truncate-healthy``, the healthy photos the add translator edits (A) are cut to a
-    seeded random subset as large as the lesion set (B); the removal discriminator keeps every healthy image."""
+    """Furger et al. 2020 (4.2): with ``--truncate-healthy``, the healthy photos the add editor edits (A) are cut to
+    a seeded random subset as large as the lesion set (B); the removal discriminator keeps every healthy image."""
     if cfg.truncate_healthy and cfg.direction == "add":
         return a.random_subset(len(b), cfg.seed), b
     return a, b
@@ -109,10 +114,10 @@ CYCLEGAN_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "
                                      "pool_size": 50, "lr_decay_start": 0.5}
 
 
-# Wang et al. 2018 (pix2pixHD, seed 000), the code's defaults: LSGAN, Adam 2e-4 betas (0.5, 0.999), ngf = ndf = 64,
-# 4 down-samplings and 9 residual blocks in the global generator, 3 discriminator scales of 3 layers, feature
-# matching and perceptual (VGG) loss weights 10, the learning rates constant for half the run, then falling linearly
-# to 0 (niter = niter_decay = 100 epochs). The paper trains with minibatch 1; ours is 4 (instance norm makes
+# Wang et al. 2018 (pix2pixHD, Bissoto et al. 2018), the code's defaults: LSGAN, Adam 2e-4 betas (0.5, 0.999),
+# ngf = ndf = 64, 4 down-samplings and 9 residual blocks in the global generator, 3 discriminator scales of 3 layers,
+# feature matching and perceptual (VGG) loss weights 10, the learning rates constant for half the run, then falling
+# linearly to 0 (niter = niter_decay = 100 epochs). The paper trains with minibatch 1; ours is 4 (instance norm makes
 # the networks independent of the minibatch, and 4 keeps a GPU busier). No EMA generator (pix2pixHD has none).
 # The perceptual network is off by default: the paper's ImageNet VGG19 cannot be downloaded here.
 PIX2PIXHD_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 4,
@@ -122,7 +127,7 @@ PIX2PIXHD_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, 
 
 
 def _build_dcgan(resolution: int, z_dim: int, num_classes: int, width: int = 64, d_scales: int = 1, **_: object):
-    """DCGAN; with ``d_scales`` > 1 its discriminator becomes seed 003's multi-scale one (one DCGAN
+    """DCGAN; with ``d_scales`` > 1 its discriminator becomes Furger et al.'s multi-scale one (one DCGAN
     discriminator per scale, logits averaged)."""
     G = DCGANGenerator(z_dim=z_dim, resolution=resolution, width=width, num_classes=num_classes)
     if d_scales == 1:
@@ -150,13 +155,13 @@ def _pix2pixhd_options(cfg: Any, data: Any) -> dict[str, Any]:
 
 MODELS: dict[str, ModelSpec] = {
     "dcgan": ModelSpec(_build_dcgan, "gan", {**DCGAN_DEFAULTS, "d_scales": 1}, extra_options=_dcgan_options),
-    "pgan": ModelSpec(build_pgan, "progressive", PGAN_DEFAULTS, steps_for_images=_pgan_steps),
-    # Denton et al. trained each level as a plain GAN; seed 001 gives no other settings, so DCGAN's (without
+    "pgan": ModelSpec(build_pgan, "progressive", PGAN_DEFAULTS, steps_for_images=_pgan_steps, truncation=None),
+    # Denton et al. trained each level as a plain GAN; Baur et al. 2018 gives no other settings, so DCGAN's (without
     # the gradient penalty: its critics judge a band given the coarser image, not an image alone).
     "lapgan": ModelSpec(build_lapgan, "pyramid", {k: v for k, v in DCGAN_DEFAULTS.items() if k != "gp_weight"}),
-    # seed 003 (4.2): Adam 5e-5, betas (0.9, 0.999), relevancy weight 10; its adversarial loss is DCGAN's (BCE);
-    # it gives no minibatch, 16 is ours
-    "unet-translator": ModelSpec(build_unet_translator, "unet-translator", UNET_TRANSLATOR_DEFAULTS,
+    # Furger et al. 2020 (4.2): Adam 5e-5, betas (0.9, 0.999), relevancy weight 10; its adversarial loss is DCGAN's
+    # (BCE); it gives no minibatch, 16 is ours
+    "unet-translator": ModelSpec(build_unet_editor, "unet-translator", UNET_TRANSLATOR_DEFAULTS,
                                  inputs=("images", "masks"),
                                  extra_options=lambda cfg, data: {"direction": cfg.direction},
                                  data_domain=lambda cfg: "lesion" if cfg.direction == "remove" else "healthy",
@@ -168,7 +173,8 @@ MODELS: dict[str, ModelSpec] = {
                            extra_options=_pix2pixhd_options,
                            prepare_data=lambda cfg, data: masked_subset(data, cfg.skip_unmasked)),
     # Karras et al. 2020 (StyleGAN2-ADA): the reference configuration at the run's resolution
-    "stylegan2": ModelSpec(build_stylegan2, "stylegan2", STYLEGAN2_DEFAULTS, extra_options=stylegan2_options),
+    "stylegan2": ModelSpec(build_stylegan2, "stylegan2", STYLEGAN2_DEFAULTS, extra_options=stylegan2_options,
+                           truncation="w"),
 }
 
 

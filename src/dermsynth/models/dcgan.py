@@ -1,4 +1,5 @@
-"""DCGAN (Radford et al. 2015) as used in seeds 002/004: the classic 64x64 networks and a 32x32 variant.
+"""DCGAN (Radford et al. 2015) as used in Essipova et al. 2020 and Lunagariya & Patel: the classic 64x64 networks
+and a 32x32 variant.
 
 Generator: z (+ label embedding) -> 4x4 transposed conv, then stride-2 transposed convs with batch-norm and
 ReLU doubling the size up to the target, tanh output. Discriminator: the mirror image with stride-2 convs

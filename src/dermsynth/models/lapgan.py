@@ -1,4 +1,4 @@
-"""LAPGAN (Denton et al. 2015): a Laplacian pyramid of conditional GANs, compared with PGAN in seed 001.
+"""LAPGAN (Denton et al. 2015): a Laplacian pyramid of conditional GANs, compared with PGAN in Baur et al. 2018.
 
 Level 0 is the coarsest (``base`` px, default 8) and level K the full resolution, ``base * 2**K``. G_0 is a
 small DCGAN generator making a ``base`` px image from z; each G_k (k >= 1) sees the upsampled coarser image
@@ -218,6 +218,6 @@ class LAPGANDiscriminator(nn.Module):
 
 def build_lapgan(resolution: int, z_dim: int, num_classes: int, width: int = 64, base: int = 8,
                  **_: object) -> tuple[LAPGANGenerator, LAPGANDiscriminator]:
-    """Registry builder (seed 001: latent 128, 256 px)."""
+    """Registry builder (Baur et al. 2018: latent 128, 256 px)."""
     return (LAPGANGenerator(z_dim=z_dim, resolution=resolution, num_classes=num_classes, base=base, width=width),
             LAPGANDiscriminator(resolution=resolution, num_classes=num_classes, base=base, width=width))

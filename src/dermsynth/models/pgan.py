@@ -1,4 +1,4 @@
-"""Progressive GAN (Karras et al. 2018) as used for 256px skin lesions in seed 001 (Baur et al., latent 128).
+"""Progressive GAN (Karras et al. 2018) as used for 256px skin lesions in Baur et al. 2018 (latent 128).
 
 Both networks hold every resolution's layers from the start and are *grown* by :meth:`set_stage`: at
 ``level`` L (resolution ``4 * 2**L``) only blocks 0..L are used, and for ``alpha < 1`` the newest block is

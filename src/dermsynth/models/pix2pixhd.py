@@ -1,4 +1,5 @@
-"""pix2pixHD (Wang et al. 2018), as seed 000 uses it: semantic (+ instance-boundary) maps -> dermoscopy images.
+"""pix2pixHD (Wang et al. 2018), as Bissoto et al. 2018 uses it: semantic (+ instance-boundary) maps -> dermoscopy
+images.
 
 Follows NVIDIA/pix2pixHD ``models/networks.py``:
 
@@ -13,7 +14,7 @@ Follows NVIDIA/pix2pixHD ``models/networks.py``:
   instance norm, ``n_layers`` stride-2 layers then one stride-1 and a 1-channel patch output); it returns the
   output of every layer (for the feature-matching loss), the last being the patch logits.
 * :class:`MultiScaleDiscriminator`: the same discriminator at several scales of its input (3x3 average
-  pooling with stride 2 between scales, ``count_include_pad=False``). It is generic: seed 003's DCGAN setup
+  pooling with stride 2 between scales, ``count_include_pad=False``). It is generic: Furger et al.'s DCGAN setup
   wraps two DCGAN discriminators in it and averages their logits (``average=True``).
 
 The generator's input is the semantic channels, plus the instance-boundary map when ``instance``; the
@@ -168,7 +169,7 @@ class MultiScaleDiscriminator(nn.Module):
 
     ``nets[k]`` sees the input reduced ``k`` times by :func:`downsample`; extra arguments (e.g. class labels)
     go to every scale. ``forward`` returns the list of per-scale outputs, or with ``average`` their mean
-    (seed 003: "their outputs are averaged"; per-image logits then keep the shape of one discriminator's).
+    (Furger et al. 2020: "their outputs are averaged"; per-image logits then keep the shape of one discriminator's).
     """
 
     def __init__(self, nets: Sequence[nn.Module], average: bool = False) -> None:

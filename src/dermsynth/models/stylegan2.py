@@ -95,17 +95,26 @@ def _binomial_filter(device: torch.device | None = None) -> torch.Tensor:
 
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1,
-              pad: tuple[int, int, int, int] = (0, 0, 0, 0), gain: float = 1.0) -> torch.Tensor:
-    """Upsample by zero insertion, pad (x0, x1, y0, y1), filter with the 2D FIR ``f`` (times ``gain``) per
-    channel, keep every ``down``-th pixel -- the reference ``upfirdn2d`` in plain torch (``f`` symmetric)."""
+              pad: tuple[int, int, int, int] = (0, 0, 0, 0), gain: float = 1.0,
+              flip_filter: bool = False) -> torch.Tensor:
+    """Upsample by zero insertion, pad (x0, x1, y0, y1; negative crops), convolve per channel with the FIR ``f``
+    (a 2D filter, or 1D taps applied separably along x then y) times ``gain``, keep every ``down``-th pixel --
+    the reference ``upfirdn2d`` (its ``_upfirdn2d_ref``) in plain torch. Like the reference, ``f`` is flipped
+    (a true convolution) unless ``flip_filter``."""
     n, c, h, w = x.shape
     if up > 1:
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
     x = F.pad(x, list(pad))
-    weight = (f * gain).to(x.dtype)[None, None].repeat(c, 1, 1, 1)
-    return F.conv2d(x, weight, stride=down, groups=c)
+    f = f if flip_filter else f.flip(list(range(f.ndim)))
+    if f.ndim == 2:
+        weight = (f * gain).to(x.dtype)[None, None].repeat(c, 1, 1, 1)
+        return F.conv2d(x, weight, stride=down, groups=c)
+    taps = (f * gain ** 0.5).to(x.dtype)
+    x = F.conv2d(x, taps[None, None, None, :].repeat(c, 1, 1, 1), groups=c)
+    x = F.conv2d(x, taps[None, None, :, None].repeat(c, 1, 1, 1), groups=c)
+    return x[:, :, ::down, ::down]
 
 
 def _lrelu(x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
@@ -436,6 +445,7 @@ def _spec(cfg: Any) -> dict[str, Any]:
 STYLEGAN2_DEFAULTS: dict[str, Any] = {
     "loss": "nonsaturating", "beta1": 0.0, "beta2": 0.99, "gp_weight": 0.0, "drift": 0.0,
     "r1_interval": 16, "pl_interval": 4,
+    "augment": "ada",  # the reference's --aug default (p adjusted to keep r_t at 0.6, pipe bgc)
     "batch_size": lambda cfg: _spec(cfg)["mb"],
     "lr_g": lambda cfg: _spec(cfg)["lrate"],
     "lr_d": lambda cfg: _spec(cfg)["lrate"],

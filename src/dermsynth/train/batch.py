@@ -2,11 +2,12 @@
 
 Every model shares one protocol (``dermsynth.train.steps``): a step names the batch fields it ``needs``
 (``images`` always; ``labels``, ``masks``, ``semantic``, ``instance`` for conditioned models; ``domain_b`` for
-two-domain models such as CycleGAN), the sampler (:class:`~dermsynth.train.sampler.BatchSampler`) uploads the
-matching arrays of a :class:`~dermsynth.data.dataset.LesionDataset` once and cuts every batch from them.
+two-domain models such as CycleGAN), the minibatch stream (:class:`~dermsynth.train.minibatches.Minibatches`)
+uploads the matching arrays of a :class:`~dermsynth.data.dataset.LesionDataset` once and cuts every batch from
+them.
 
 How a dataset array becomes a batch tensor is a :class:`BatchField` in :data:`FIELDS`, so a new kind of
-conditioning (a map the data layer learns to make) is one entry here, not a change to the sampler or trainer.
+conditioning (a map the data layer learns to make) is one entry here, not a change to the minibatch stream or trainer.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ FIELDS: dict[str, BatchField] = {
 
 
 def register_batch_field(name: str, field: BatchField) -> None:
-    """Teach the sampler to make batch field ``name`` (one of :data:`BATCH_FIELD_NAMES`)."""
+    """Teach the minibatch stream to make batch field ``name`` (one of :data:`BATCH_FIELD_NAMES`)."""
     if name not in BATCH_FIELD_NAMES or name == "domain_b":
         raise DermsynthError(f"{name!r} is not a data field of Batch")
     FIELDS[name] = field
@@ -109,7 +110,7 @@ def batch_from_dataset(data: LesionDataset, index: np.ndarray | torch.Tensor, ne
                        device: torch.device | str = "cpu") -> Batch:
     """A :class:`Batch` of the rows ``index`` of ``data`` with the fields ``needs`` names (no ``domain_b``).
 
-    For evaluation, previews and monitors; training batches come from the sampler, which keeps the arrays
+    For evaluation, previews and monitors; training batches come from the minibatch stream, which keeps the arrays
     on the device.
     """
     index = np.asarray(index, dtype=np.int64)

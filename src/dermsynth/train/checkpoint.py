@@ -19,7 +19,7 @@ from dermsynth.io import load_torch, remove_stale_temp, save_torch
 __all__ = ["REQUIRED_KEYS", "WEIGHT_KEYS", "assert_finite_weights", "check_checkpoint", "load_checkpoint",
            "save_checkpoint"]
 
-#: What every sampler and the trainer read from a checkpoint (``generator_ema`` may be None).
+#: What sampling, translating, editing and the trainer read from a checkpoint (``generator_ema`` may be None).
 REQUIRED_KEYS: tuple[str, ...] = ("config", "model", "model_options", "class_names", "step", "generator")
 _MODEL_OPTION_KEYS: tuple[str, ...] = ("resolution",)  # z_dim, num_classes: not every model has them
 #: The network weights in a checkpoint, checked by :func:`assert_finite_weights`.

@@ -2,8 +2,9 @@
 run's outputs.
 
 Fields left at ``None`` mean "the model's default" (``dermsynth.models.MODELS[name].defaults``): DCGAN's
-are the DCGAN papers' (seeds 002/004), PGAN's Karras et al.'s (seed 001). :meth:`TrainConfig.resolve`
-fills them in once; ``config.json`` holds the resolved values, so a run's settings are never implicit.
+are the DCGAN papers' (Essipova et al. 2020 and Lunagariya & Patel), PGAN's Karras et al.'s (Baur et al. 2018).
+:meth:`TrainConfig.resolve` fills them in once; ``config.json`` holds the resolved values, so a run's settings are
+never implicit.
 
 Training length: ``steps`` (optimizer steps) or ``kimg`` (thousands of real images shown to D). ``kimg`` is
 converted to the exact number of steps under the model's minibatch sizes (per resolution for PGAN), and the
@@ -30,9 +31,9 @@ from dermsynth.train.losses import LOSSES
 # Options a model may leave unset (they apply only to models whose defaults name them), besides the length.
 _LENGTH = ("steps", "kimg")
 # ``None``-default options that are not model defaults: they apply to every model
-_ANY_MODEL = (*_LENGTH, "data", "data_b", "split", "real_fraction", "metric_real", "lr_decay_start")
+_ANY_MODEL = (*_LENGTH, "data", "data_b", "split", "real_fraction", "metric_real", "lr_decay_start", "augment")
 #: what a ``None`` option of every model becomes when its model names no default
-_ANY_MODEL_DEFAULTS: dict[str, Any] = {"lr_decay_start": 1.0}
+_ANY_MODEL_DEFAULTS: dict[str, Any] = {"lr_decay_start": 1.0, "augment": "none"}
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -55,7 +56,7 @@ class TrainConfig:
     out: str = _opt("runs/train", "Run folder: checkpoints, logs, sample grids.")
     size: int = _opt(DEFAULT_SIZE, "Image side in pixels (a power of two >= 16).")
     conditional: bool = _opt(False, "Class-conditional: label embedding in G, projection in D.")
-    z_dim: int = _opt(128, "Latent dimension (seed 001 uses 128 for every model).")
+    z_dim: int = _opt(128, "Latent dimension (Baur et al. 2018 uses 128 for every model).")
     width: int = _opt(64, "Base channel width (ngf = ndf; PGAN: fmap_max = 8 * width).")
     loss: str | None = _opt(None, "GAN loss (the model's default: nonsaturating for dcgan/lapgan, wgan for pgan).")
     batch_size: int | None = _opt(None, "Minibatch (dcgan/lapgan 64; pgan: one size for every resolution).")
@@ -96,17 +97,17 @@ class TrainConfig:
     direction: str = _opt("add", "unet-translator: add (healthy --data + lesion masks of --data-b -> lesion) or "
                                  "remove (lesion --data + its masks -> healthy like --data-b).")
     truncate_healthy: bool = _opt(False, "unet-translator --direction add: edit a random subset of the healthy "
-                                         "set (--data) as large as the lesion set (--data-b), as seed 003.")
+                                         "set (--data) as large as the lesion set (--data-b), as Furger et al. 2020.")
     relevancy_weight: float | None = _opt(None, "unet-translator: lambda_REL, weight of the MSE outside the mask "
-                                                "(seed 003: 10).")
+                                                "(Furger et al. 2020: 10).")
     cycle_weight: float | None = _opt(None, "cyclegan: lambda of the cycle-consistency L1 loss (10).")
     identity_weight: float | None = _opt(None, "cyclegan: identity loss weight relative to --cycle-weight (0.5; "
                                                "0 disables it).")
     pool_size: int | None = _opt(None, "cyclegan: generated images kept per discriminator's image pool (50; 0 off).")
     d_scales: int | None = _opt(None, "Discriminator scales (multi-scale D, each on the input average-pooled by 2 "
-                                      "once more): dcgan 1 (seed 003: 2), pix2pixhd 3.")
+                                      "once more): dcgan 1 (Furger et al. 2020: 2), pix2pixhd 3.")
     instance: bool = _opt(True, "pix2pixhd: feed the superpixel instance-boundary map besides the semantic map "
-                                "(--no-instance: seed 000's variant (c), semantic maps alone).")
+                                "(--no-instance: Bissoto et al.'s variant (c), semantic maps alone).")
     skip_unmasked: bool = _opt(False, "Map models: skip images without a lesion mask (with a count) instead of "
                                       "failing.")
     perceptual: str | None = _opt(None, "pix2pixhd: perceptual loss network: off, vgg19:FILE (a local torchvision "
@@ -118,9 +119,12 @@ class TrainConfig:
     local_enhancers: int | None = _opt(None, "pix2pixhd: local enhancer networks, each doubling the resolution "
                                              "the global generator works at (0).")
     d_layers: int | None = _opt(None, "pix2pixhd: stride-2 layers per patch discriminator (3).")
-    augment: str = _opt("none", "Discriminator augmentation (any GAN but lapgan): none | ada (adaptive p, "
-                                "Karras et al. 2020) | fixed (p = --augment-p) | diffaugment (Zhao et al. 2020).")
+    augment: str | None = _opt(None, "Discriminator augmentation (any GAN but lapgan): none | ada (adaptive p, "
+                                      "Karras et al. 2020) | fixed (p = --augment-p) | diffaugment (Zhao et al. "
+                                      "2020). Default: ada for stylegan2 (as the reference's --aug=ada), else none.")
     augment_p: float = _opt(0.0, "Augmentation probability: fixed p, or ADA's initial p.")
+    augment_pipe: str = _opt("bgc", "Transforms of --augment ada/fixed (the reference's --augpipe): blit | geom | "
+                                    "color | filter | noise | cutout | bg | bgc | bgcf | bgcfn | bgcfnc.")
     ada_target: float = _opt(0.6, "ADA target of r_t = E[sign(D(real))].")
     ada_kimg: float = _opt(500.0, "ADA speed: thousands of real images for p to move from 0 to 1.")
     r1_gamma: float | None = _opt(None, "stylegan2: R1 weight gamma (by resolution, the ADA paper's configs: "
@@ -135,7 +139,7 @@ class TrainConfig:
     ema_kimg: float | None = _opt(None, "stylegan2: G EMA half-life in thousands of images (256 px: 20).")
     ema_rampup: float | None = _opt(None, "stylegan2: EMA half-life ramp-up, ema_kimg <= rampup * kimg shown "
                                           "(0.05; 0 = none, as at 256 px).")
-    cycle_residual: bool = _opt(False, "cyclegan: generators output input + residual (seed 003's image "
+    cycle_residual: bool = _opt(False, "cyclegan: generators output input + residual (Furger et al.'s image "
                                        "modification) instead of the paper's tanh image.")
 
     def resolve(self) -> "TrainConfig":

@@ -1,4 +1,4 @@
-"""Discriminator over-fitting monitor (seed 003, Fig. 6).
+"""Discriminator over-fitting monitor (Furger et al. 2020, Fig. 6).
 
 A set of real images is held out of training (whole lesion groups, so no lesion is on both sides). While
 training, the discriminator's mean output on a fixed sample of training images and on the held-out images

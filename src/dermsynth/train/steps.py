@@ -4,7 +4,7 @@ A *step* is everything model-specific the shared trainer runs; the loop itself n
 trains. A step
 
 * declares the batch fields it ``needs`` (``dermsynth.train.batch``: images, labels, masks, semantic and
-  instance maps, a second domain), and the sampler builds exactly those;
+  instance maps, a second domain), and the minibatch stream builds exactly those;
 * says, in :meth:`~TrainStep.begin`, how large the next global minibatch is (PGAN: by resolution);
 * is called on a :class:`~dermsynth.train.batch.Batch` and returns its statistics as one device tensor in the
   order of ``stat_names`` (the header of ``losses.csv``), so the loop never forces a host sync;
@@ -43,7 +43,7 @@ from dermsynth.errors import DermsynthError
 from dermsynth.models.lapgan import LevelBatch, level_batches
 from dermsynth.models.layers import upsample_to
 from dermsynth.models.pgan import PGANSchedule, pgan_schedule, real_images_at
-from dermsynth.train.augment_pipe import Augmentation, augmentation_from_config
+from dermsynth.train.disc_augment import Augmentation, augmentation_from_config
 from dermsynth.train.batch import Batch
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.distributed import DistInfo
@@ -75,7 +75,7 @@ class TrainStep:
     optimizer step.
     """
 
-    #: batch fields the sampler must fill (``images`` is always there)
+    #: batch fields the minibatch stream must fill (``images`` is always there)
     needs: frozenset[str] = frozenset({"images"})
     #: names of the statistics ``__call__`` returns, in order: the columns of losses.csv
     stat_names: tuple[str, ...] = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -171,7 +171,7 @@ class GANStep(TrainStep):
 
     G takes ``(z, labels)``, D ``(images, labels)``; labels only when ``conditional``. ``noise`` also draws
     the gradient penalty's interpolation weights. ``augment`` (``--augment``, see
-    ``dermsynth.train.augment_pipe``) transforms every image D sees -- reals and fakes, in D's and G's losses
+    ``dermsynth.train.disc_augment``) transforms every image D sees -- reals and fakes, in D's and G's losses
     and in the penalties -- and adds the column ``aug_p``; ADA adjusts its p from D's logits on the reals.
     The over-fitting monitor (:meth:`real_logits`) scores un-augmented reals.
     """

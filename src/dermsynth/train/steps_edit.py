@@ -1,13 +1,13 @@
-"""Training steps of the lesion-editing models: seed 003's U-Net translator and CycleGAN.
+"""Training steps of the lesion-editing models: Furger et al.'s U-Net editor and CycleGAN.
 
 Both train on two domains (the trainer's ``--data`` = A, ``--data-b`` = B; see ``dermsynth.data.patches``
 for the healthy / lesion patch sets):
 
-* ``unet-translator`` (seed 003, 4.2): ``G(photo, mask)`` edits ``photo`` inside ``mask``; its loss is the
+* ``unet-translator`` (Furger et al. 2020, 4.2): ``G(photo, mask)`` edits ``photo`` inside ``mask``; its loss is the
   adversarial loss plus ``relevancy_weight`` (lambda_REL = 10) times the relevancy loss, the MSE between
   input and output outside the mask (:func:`relevancy_loss`). ``--direction add``: A = healthy patches,
   B = lesion patches; each healthy photo gets the mask of a lesion patch drawn independently (the same mask
-  is reused with many healthy photos, seed 003's trick) and D tells real lesion patches from the edits.
+  is reused with many healthy photos, Furger et al.'s trick) and D tells real lesion patches from the edits.
   ``--direction remove``: A = lesion patches with their own masks, B = healthy patches, which D sees as the
   reals (with a larger healthy set, the "extra healthy images for the removal discriminator").
 * ``cyclegan`` (Zhu et al. 2017): LSGAN losses, cycle-consistency L1 (lambda 10), optional identity L1
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dermsynth.errors import DermsynthError
-from dermsynth.models.translator import UNET_DIRECTIONS
+from dermsynth.models.editing import UNET_DIRECTIONS
 from dermsynth.train.batch import Batch
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.losses import LOSSES, lsgan_d, lsgan_g
@@ -36,7 +36,7 @@ GREY = 127.5  # [-1, 1] units -> 8-bit grey levels
 
 
 def relevancy_loss(photo: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Seed 003's relevancy loss: mean over all elements of ((1 - m) * x - (1 - m) * G(x, m))^2."""
+    """Furger et al.'s relevancy loss: mean over all elements of ((1 - m) * x - (1 - m) * G(x, m))^2."""
     keep = 1.0 - mask.float()
     return F.mse_loss(photo.float() * keep, edited.float() * keep)
 
@@ -68,8 +68,8 @@ def _check_weight(value: float, flag: str) -> float:
     return float(value)
 
 
-class UNetTranslatorStep(TrainStep):
-    """Seed 003's targeted add / remove: one D update, then one G update (adversarial + lambda_REL * relevancy)."""
+class UNetEditorStep(TrainStep):
+    """Furger et al.'s targeted add / remove: one D update, then one G update (adversarial + lambda_REL * relevancy)."""
 
     stat_names = ("d_loss", "g_loss", "adv_loss", "rel_loss", "change_inside", "change_outside", "d_real", "d_fake")
 
@@ -267,5 +267,5 @@ class CycleGANStep(TrainStep):
             self.pools[k].load_state_dict(p, device)
 
 
-register_step("unet-translator", UNetTranslatorStep)
+register_step("unet-translator", UNetEditorStep)
 register_step("cyclegan", CycleGANStep)

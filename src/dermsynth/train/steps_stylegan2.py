@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dermsynth.train.augment_pipe import augmentation_from_config
+from dermsynth.train.disc_augment import augmentation_from_config
 from dermsynth.train.batch import Batch
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.distributed import DistInfo

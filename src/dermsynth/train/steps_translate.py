@@ -1,4 +1,4 @@
-"""The pix2pixHD step (Wang et al. 2018; seed 000): semantic (+ instance-boundary) maps -> image.
+"""The pix2pixHD step (Wang et al. 2018; Bissoto et al. 2018): semantic (+ instance-boundary) maps -> image.
 
 One step, as NVIDIA/pix2pixHD ``train.py``/``pix2pixHD_model.py``: G translates the batch's maps; the
 multi-scale discriminator judges (map, image) pairs. Losses, summed over the discriminator scales:
@@ -10,7 +10,7 @@ multi-scale discriminator judges (map, image) pairs. Losses, summed over the dis
   the network ``--perceptual`` names (``dermsynth.models.perceptual``; off by default here).
 
 G is updated first, then D, with losses from the same forward passes (the reference's order). The step needs
-no noise. It also teaches the sampler the batch fields ``semantic`` (bit-coded maps unpacked into channels on
+no noise. It also teaches the minibatch stream the batch fields ``semantic`` (bit-coded maps unpacked into channels on
 the device) and ``instance`` (superpixel ids turned into the boundary map on the device); see
 ``dermsynth.data.maps``.
 """

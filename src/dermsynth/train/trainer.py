@@ -50,7 +50,7 @@ from dermsynth.train.checkpoint import load_checkpoint, nonfinite_tensor, save_c
 from dermsynth.train.config import TrainConfig, parse_batch_schedule
 from dermsynth.train.distributed import DistInfo, init_distributed
 from dermsynth.train.monitor import OverfitMonitor, split_holdout
-from dermsynth.train.sampler import BatchSampler
+from dermsynth.train.minibatches import Minibatches
 from dermsynth.train.steps import PREVIEW_SIZE, GANStep, TrainStep, ema_beta_at, step_class
 
 __all__ = ["GANStep", "MetricsHook", "RunLocked", "TrainResult", "TrainingDiverged", "TrainingInterrupted",
@@ -151,8 +151,8 @@ class _Run:
     opt_d: torch.optim.Optimizer
     noise: torch.Generator
     gan_step: TrainStep
-    sampler: BatchSampler
-    sampler_b: BatchSampler | None
+    sampler: Minibatches
+    sampler_b: Minibatches | None
     fixed: Batch             # the preview grid's real batch
     metrics: MetricsHook | None
     sync_buffers: bool
@@ -240,9 +240,9 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
             data_b = load_training_data(cfg, progress and dist.is_main, source=cfg.data_b)
         _check_data(data_b, cfg, "--data-b")
         data, data_b = spec.prepare_domains(cfg, data, data_b)
-        sampler_b = BatchSampler(data_b, max_batch, cfg.seed + 7, device,
-                                 needs=getattr(gan_step, "needs_b", frozenset({"images"})), dist=dist)
-    sampler = BatchSampler(data, max_batch, cfg.seed, device, needs=gan_step.needs, dist=dist)
+        sampler_b = Minibatches(data_b, max_batch, cfg.seed + 7, device,
+                                needs=getattr(gan_step, "needs_b", frozenset({"images"})), dist=dist)
+    sampler = Minibatches(data, max_batch, cfg.seed, device, needs=gan_step.needs, dist=dist)
     preview_rows = np.sort(np.random.default_rng(cfg.seed + 2).permutation(len(data))[:PREVIEW_SIZE])
     fixed = batch_from_dataset(data, preview_rows, gan_step.needs, device)
     inputs = tuple(getattr(gan_step, "generator_inputs", None) or spec.inputs)  # e.g. pix2pixHD --no-instance

@@ -1,4 +1,5 @@
-"""Visual Turing tests: reader studies of real vs synthetic images (seed 001, Sec. 3.4; seed 003, Sec. 4.1).
+"""Visual Turing tests: reader studies of real vs synthetic images (Baur et al. 2018, Sec. 3.4; Furger et al. 2020,
+Sec. 4.1).
 
 ``create_study`` makes a study file, ``Study.add_raters`` invites raters, ``create_app`` is the web app
 (``dermsynth vtt serve``), ``write_report`` analyses the answers.

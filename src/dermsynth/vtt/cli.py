@@ -22,16 +22,18 @@ def vtt_group() -> None:
 @vtt_group.command("create")
 @click.option("--real", required=True, help="Real images: folder, prepared cache, dataset root or phantom:N.")
 @click.option("--fake", required=True, help="Synthetic images: such a source, or a training checkpoint to sample.")
-@click.option("--n-real", default=50, show_default=True, help="Real images in the study (seed 001: 50).")
-@click.option("--n-fake", default=30, show_default=True, help="Fake images in the study (seed 001: 30).")
+@click.option("--n-real", default=50, show_default=True, help="Real images in the study (Baur et al. 2018: 50).")
+@click.option("--n-fake", default=30, show_default=True, help="Fake images in the study (Baur et al. 2018: 30).")
 @click.option("--out", type=click.Path(), required=True, help="The study file to write (.sqlite).")
 @click.option("--size", type=int, default=None,
               help="Image side (default: the generator's; else a cache's own, else 64).")
 @click.option("--per-rater-order", is_flag=True, help="A new random order for every rater (default: one for all).")
 @click.option("--images-per-rater", type=int, default=None,
-              help="Show each rater only a random K-image subset, real/fake in the study's proportion (seed 003: 20).")
-@click.option("--time-limit", type=float, default=None, help="Seconds each image stays visible (seed 003: 2-3).")
-@click.option("--allow-revise", is_flag=True, help="Raters may go back and change answers (seed 001).")
+              help="Show each rater only a random K-image subset, real/fake in the study's proportion "
+                   "(Furger et al. 2020: 20).")
+@click.option("--time-limit", type=float, default=None,
+              help="Seconds each image stays visible (Furger et al. 2020: 2-3).")
+@click.option("--allow-revise", is_flag=True, help="Raters may go back and change answers (Baur et al. 2018).")
 @click.option("--confidence", is_flag=True, help="Ask for a 1-5 confidence with every answer.")
 @click.option("--title", default=None, help="Shown on the rating page.")
 @click.option("--truncation", type=float, default=None, help="Latent truncation when --fake is a checkpoint.")

@@ -1,5 +1,5 @@
-"""The study report, laid out as seed 001 reports its visual Turing test (Table 2 per rater, Table 3
-Fleiss' kappa, Fig. 5 TPR vs FPR and accuracy by group) plus seed 003's F1 per participant.
+"""The study report, laid out as Baur et al. 2018 reports its visual Turing test (Table 2 per rater, Table 3
+Fleiss' kappa, Fig. 5 TPR vs FPR and accuracy by group) plus Furger et al.'s F1 per participant.
 
 Written to ``out``: ``report.html`` (self-contained), ``report.json`` (every number), ``answers.csv`` (final
 answers with the key), ``answer_log.csv`` (every submission, revisions included), ``images.csv`` (per-image
@@ -141,8 +141,8 @@ def _grid(study: Study, rows: pd.DataFrame, path: Path) -> Path | None:
 
 
 def _fig5(raters: list[dict], out: Path) -> list[tuple[str, Path]]:
-    """fig5a.png: TPR vs FPR per rater, coloured by group (seed 001, Fig. 5a); fig5b.png: accuracy and F1 per
-    group as box plots (Fig. 5b; seed 003, Fig. 10). Empty without complete raters."""
+    """fig5a.png: TPR vs FPR per rater, coloured by group (Baur et al. 2018, Fig. 5a); fig5b.png: accuracy and F1 per
+    group as box plots (Fig. 5b; Furger et al. 2020, Fig. 10). Empty without complete raters."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -260,7 +260,7 @@ def write_report(study: Study | str | Path, out: str | Path) -> VTTReport:
     rep.paragraph("Real is the positive class: TP = real called real, FP = fake called real, FN = real called "
                   "fake, TN = fake called fake; TPR = TP/(TP+FN), TNR = TN/(TN+FP), F1 of the real class.")
     if raters:
-        rep.heading("Per rater (seed 001, Table 2 layout)")
+        rep.heading("Per rater (Baur et al. 2018, Table 2 layout)")
         keys = [("TP", "tp"), ("FP", "fp"), ("FN", "fn"), ("TN", "tn"), ("ACC", "accuracy"), ("TPR", "tpr"),
                 ("TNR", "tnr"), ("F1", "f1")]
         rep.table([""] + [r["rater"] for r in raters],
@@ -284,14 +284,14 @@ def write_report(study: Study | str | Path, out: str | Path) -> VTTReport:
                     _num(g["rater_f1_mean"])] for g in group_rows],
                   caption="pooled intervals and tests treat all answers of a group as independent (descriptive)")
     if kappa:
-        rep.heading("Fleiss' kappa (seed 001, Table 3 layout)")
+        rep.heading("Fleiss' kappa (Baur et al. 2018, Table 3 layout)")
         cols = list(kappa)
         rep.table(["images"] + cols,
                   [[f"{subset} images"] + [_kappa_cell(kappa[c][subset]) for c in cols]
                    for subset in ("real", "fake", "all")],
                   caption="1: perfect agreement; <= 0: no agreement beyond chance")
     if figures:
-        rep.heading("Fig. 5 (seed 001) and F1 by group (seed 003, Fig. 10)")
+        rep.heading("Fig. 5 (Baur et al. 2018) and F1 by group (Furger et al. 2020, Fig. 10)")
         rep.images(figures)
     grids = [(cap, p) for cap, p in (("most often called real", grid_real), ("most often called fake", grid_fake))
              if p is not None]

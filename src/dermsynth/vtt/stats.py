@@ -1,4 +1,4 @@
-"""Reader-study statistics: confusion counts with "real" as the positive class (seed 001: real = class 1),
+"""Reader-study statistics: confusion counts with "real" as the positive class (Baur et al. 2018: real = class 1),
 Wilson intervals, a binomial test against chance, F1 with a bootstrap interval and Fleiss' kappa."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Confusion:
 
     @property
     def f1(self) -> float:
-        """F1 of the "real" class (seed 003's per-participant score)."""
+        """F1 of the "real" class (Furger et al.'s per-participant score)."""
         return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
 
 

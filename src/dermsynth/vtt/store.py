@@ -90,7 +90,7 @@ class StudySettings:
 
     title: str = "Real or synthetic?"
     per_rater_order: bool = False
-    images_per_rater: int | None = None  # each rater a random, key-stratified subset of this size (seed 003)
+    images_per_rater: int | None = None  # each rater a random, key-stratified subset of this size (Furger et al. 2020)
     time_limit: float | None = None  # seconds an image stays visible; None: no limit
     allow_revise: bool = False
     confidence: bool = False          # ask for a 1-5 confidence with every answer

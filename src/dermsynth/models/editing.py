@@ -1,11 +1,14 @@
-"""Image -> image generators for lesion editing: seed 003's U-Net translator and CycleGAN (Zhu et al. 2017).
+"""Image -> image networks for lesion editing: Furger et al.'s U-Net editor and CycleGAN (Zhu et al. 2017).
 
-* :class:`UNetTranslator` (seed 003, section 3.2.2): photo + lesion mask in, a *residual* out that is added
+(The paper calls the U-Net editor a "U-Net translator"; its registry name stays ``unet-translator``. In
+dermsynth, "translate" otherwise means pix2pixHD's map -> image, :mod:`dermsynth.translate`.)
+
+* :class:`UNetEditor` (Furger et al. 2020, section 3.2.2): photo + lesion mask in, a *residual* out that is added
   to the photo. Encoder: a 7x7 stem and 2 strided convolutions; 4 residual blocks at a quarter of the input
   size (32x32 for 128 px patches, as in the paper); decoder: 2 transposed convolutions, each followed by
   concatenation with the encoder features of the same size (skip connections as in Isola et al.). Instance
-  normalisation (the paper does not name one; it is the usual choice for translators).
-* :class:`Seed003Discriminator` (seed 003, section 3.2.3): two discriminators, on the image and on a 2x
+  normalisation (the paper does not name one; it is the usual choice for image -> image networks).
+* :class:`Furger2020Discriminator` (Furger et al. 2020, section 3.2.3): two discriminators, on the image and on a 2x
   downscaled copy, each strided 3x3 convolutions with batch norm and LeakyReLU, doubling the features, four
   of them for patches, then a dense layer to one logit; the two logits are averaged.
 * :class:`ResnetGenerator` / :class:`PatchDiscriminator`: CycleGAN's networks (Johnson et al.'s ResNet
@@ -16,7 +19,7 @@
   residual blocks here and in the U-Net are its :class:`~dermsynth.models.pix2pixhd.ResnetBlock`.
   :class:`CycleGANGenerator` holds both generators (one Adam for both, as the CycleGAN code) and
   :class:`CycleGANDiscriminator` both discriminators. ``residual=True`` (not in the paper) makes each generator
-  output input + residual, as seed 003's translator does.
+  output input + residual, as Furger et al.'s U-Net editor does.
 """
 
 from __future__ import annotations
@@ -56,8 +59,8 @@ def _check_side(x: torch.Tensor, multiple: int, what: str) -> None:
         raise ValueError(f"{what} takes images whose sides are multiples of {multiple}, got {w}x{h}")
 
 
-class UNetTranslator(nn.Module):
-    """Seed 003's image-modification generator: ``G(photo, mask) = photo + residual(photo, mask)``.
+class UNetEditor(nn.Module):
+    """Furger et al.'s image-modification generator: ``G(photo, mask) = photo + residual(photo, mask)``.
 
     ``photo`` (B, 3, H, W) in [-1, 1], ``mask`` (B, 1, H, W) in {0, 1}; H and W multiples of 4. The output is
     not clamped (the residual may push it a little outside [-1, 1]; images are clamped when saved).
@@ -79,7 +82,7 @@ class UNetTranslator(nn.Module):
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(2 * w, 3, 7))
 
     def residual(self, photo: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        _check_side(photo, 4, "the U-Net translator")
+        _check_side(photo, 4, "the U-Net editor")
         e0 = self.stem(torch.cat([photo, mask.to(photo.dtype)], dim=1))
         e1 = self.down1(e0)
         u1 = self.up1(self.blocks(self.down2(e1)))
@@ -91,7 +94,7 @@ class UNetTranslator(nn.Module):
 
 
 class ScaleDiscriminator(nn.Module):
-    """One scale of seed 003's discriminator: ``layers`` strided 3x3 convolutions doubling the features (batch
+    """One scale of Furger et al.'s discriminator: ``layers`` strided 3x3 convolutions doubling the features (batch
     norm from the second on, LeakyReLU 0.2), then a dense layer to one logit per image."""
 
     def __init__(self, resolution: int, width: int, layers: int = 4) -> None:
@@ -114,8 +117,8 @@ class ScaleDiscriminator(nn.Module):
         return self.dense(self.features(x).flatten(1)).squeeze(1)
 
 
-class Seed003Discriminator(nn.Module):
-    """Seed 003's discriminator (3.2.3): the mean logit of a :class:`ScaleDiscriminator` on the image and one
+class Furger2020Discriminator(nn.Module):
+    """Furger et al.'s discriminator (3.2.3): the mean logit of a :class:`ScaleDiscriminator` on the image and one
     on the image reduced 2x (2x2 average pooling)."""
 
     def __init__(self, resolution: int, width: int = 64, layers: int = 4) -> None:
@@ -131,7 +134,7 @@ class Seed003Discriminator(nn.Module):
 class ResnetGenerator(nn.Module):
     """CycleGAN's generator: c7s1-w, d2w, d4w, ``blocks`` x R4w, u2w, uw, c7s1-3, tanh (Zhu et al. appx. 7.2).
 
-    ``residual``: no tanh, the output is added to the input (seed 003's image modification). The instance
+    ``residual``: no tanh, the output is added to the input (Furger et al.'s image modification). The instance
     norm after the first layer removes each feature map's mean, so a plain generator cannot see the overall
     colour of a nearly uniform skin patch and must guess it; the residual form keeps it by construction.
     """
@@ -181,13 +184,13 @@ class CycleGANGenerator(nn.Module):
         blocks = cyclegan_blocks(resolution) if blocks is None else blocks
         self.g_ab, self.g_ba = ResnetGenerator(width, blocks, residual), ResnetGenerator(width, blocks, residual)
 
-    def translator(self, direction: str) -> nn.Module:
+    def generator(self, direction: str) -> nn.Module:
         if direction not in CYCLE_DIRECTIONS:
             raise ValueError(f"CycleGAN direction must be one of {', '.join(CYCLE_DIRECTIONS)}, got {direction!r}")
         return self.g_ab if direction == "ab" else self.g_ba
 
     def forward(self, images: torch.Tensor, direction: str = "ab") -> torch.Tensor:
-        return self.translator(direction)(images)
+        return self.generator(direction)(images)
 
 
 class CycleGANDiscriminator(nn.Module):
@@ -198,12 +201,12 @@ class CycleGANDiscriminator(nn.Module):
         self.d_a, self.d_b = PatchDiscriminator(width), PatchDiscriminator(width)
 
 
-def build_unet_translator(resolution: int, z_dim: int = 0, num_classes: int = 0, width: int = 64,
-                          direction: str = "add", **_: object) -> tuple[nn.Module, nn.Module]:
-    """(U-Net translator, multi-scale discriminator) for the registry (``z_dim``/``num_classes`` unused)."""
+def build_unet_editor(resolution: int, z_dim: int = 0, num_classes: int = 0, width: int = 64,
+                      direction: str = "add", **_: object) -> tuple[nn.Module, nn.Module]:
+    """(U-Net editor, multi-scale discriminator) for the registry (``z_dim``/``num_classes`` unused)."""
     if resolution < 32:
-        raise ValueError(f"the U-Net translator's discriminators need --size >= 32, got {resolution}")
-    return UNetTranslator(resolution, width, direction=direction), Seed003Discriminator(resolution, width)
+        raise ValueError(f"the U-Net editor's discriminators need --size >= 32, got {resolution}")
+    return UNetEditor(resolution, width, direction=direction), Furger2020Discriminator(resolution, width)
 
 
 def build_cyclegan(resolution: int, z_dim: int = 0, num_classes: int = 0, width: int = 64, residual: bool = False,

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, recall_score,
                              roc_auc_score)
 
-from dermsynth.classify import evaluate_predictions, macro_auc, melanoma_index, per_class_auc
+from dermsynth.classify import score_predictions, macro_auc, melanoma_index, per_class_auc
 from dermsynth.errors import DataError
 
 
@@ -23,7 +23,7 @@ def predictions():
 def test_metrics_equal_sklearn(predictions):
     probs, labels = predictions
     names = ["NV", "MEL", "BKL", "BCC"]
-    m = evaluate_predictions(probs, labels, names)
+    m = score_predictions(probs, labels, names)
     pred = probs.argmax(1)
     assert m.macro_auc == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr", average="macro"), abs=1e-12)
     for c, name in enumerate(names):
@@ -42,7 +42,7 @@ def test_melanoma_is_matched_case_insensitively():
     assert melanoma_index(["NV", "MEL"]) == 1
     assert melanoma_index(["nevus", "bcc"]) is None
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    assert evaluate_predictions(probs, np.array([0, 1, 1]), ["nevus", "bcc"]).melanoma_auc is None
+    assert score_predictions(probs, np.array([0, 1, 1]), ["nevus", "bcc"]).melanoma_auc is None
 
 
 def test_an_absent_class_is_left_out_of_the_macro_auc(predictions):
@@ -51,7 +51,7 @@ def test_an_absent_class_is_left_out_of_the_macro_auc(predictions):
     aucs = per_class_auc(probs[keep], labels[keep])
     assert np.isnan(aucs[3]) and np.isfinite(aucs[:3]).all()
     assert macro_auc(probs[keep], labels[keep]) == pytest.approx(aucs[:3].mean())
-    m = evaluate_predictions(probs[keep], labels[keep], list("abcd"))
+    m = score_predictions(probs[keep], labels[keep], list("abcd"))
     assert np.isnan(m.per_class_recall["d"])
     assert np.isnan(macro_auc(probs[:5], np.zeros(5, dtype=int)))
 
@@ -67,8 +67,8 @@ def test_binary_macro_auc_is_the_plain_auc():
 def test_bad_shapes_are_data_errors(predictions):
     probs, labels = predictions
     with pytest.raises(DataError):
-        evaluate_predictions(probs[:10], labels, list("abcd"))
+        score_predictions(probs[:10], labels, list("abcd"))
     with pytest.raises(DataError, match="class names"):
-        evaluate_predictions(probs, labels, ["a", "b"])
+        score_predictions(probs, labels, ["a", "b"])
     with pytest.raises(DataError, match="labels must lie"):
         macro_auc(probs, labels + 1)

@@ -1,8 +1,8 @@
 """Mini-batches cut from a dataset's arrays kept on the training device.
 
-The sampler uploads, once, the arrays of exactly the batch fields a step needs (``dermsynth.train.batch``):
+The stream uploads, once, the arrays of exactly the batch fields a step needs (``dermsynth.train.batch``):
 images stay uint8 (4x smaller than float) and every field is converted per batch. The order is a fresh
-permutation per epoch drawn from (seed, epoch), so the sampler's whole state is two integers and a resumed run
+permutation per epoch drawn from (seed, epoch), so the stream's whole state is two integers and a resumed run
 sees exactly the batches an uninterrupted run would. Under multi-process training every rank walks the same
 permutation and keeps its rows ``rank::world`` of each global batch, so the state does not depend on the
 number of ranks.
@@ -21,7 +21,7 @@ from dermsynth.train.batch import Batch, data_fields, field_spec
 from dermsynth.train.distributed import DistInfo
 
 
-class BatchSampler:
+class Minibatches:
     """Batches of ``data`` holding the fields ``needs`` names (images always), on ``device``."""
 
     def __init__(self, data: LesionDataset, batch_size: int, seed: int, device: torch.device,
@@ -59,7 +59,7 @@ class BatchSampler:
         batch_size = batch_size or self.batch_size
         self.dist.local_batch(batch_size)  # a clear error if the ranks cannot share it equally
         if batch_size > self.batch_size:
-            raise DermsynthError(f"batch of {batch_size} exceeds the sampler's maximum {self.batch_size}")
+            raise DermsynthError(f"batch of {batch_size} exceeds the minibatch stream's maximum {self.batch_size}")
         if self.position + batch_size > self.n:  # drop the incomplete tail: fixed batch shapes
             self.epoch, self.position = self.epoch + 1, 0
             self._perm = self._permutation(self.epoch)

@@ -1,4 +1,4 @@
-"""Seed 003's U-Net translator: relevancy loss, architecture, learning to add a lesion, exact resume, `edit`."""
+"""Furger et al.'s U-Net editor: relevancy loss, architecture, learning to add a lesion, exact resume, `edit`."""
 
 import csv
 import json
@@ -17,7 +17,7 @@ from dermsynth.data.dataset import LesionDataset
 from dermsynth.edit import edit_folder, edit_image
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.models.pix2pixhd import ResnetBlock
-from dermsynth.models.translator import Seed003Discriminator, UNetTranslator
+from dermsynth.models.editing import Furger2020Discriminator, UNetEditor
 from dermsynth.sample import load_generator
 from dermsynth.train import TrainConfig, train
 from dermsynth.train.batch import batch_from_dataset
@@ -64,8 +64,8 @@ def test_change_inside_and_outside_the_mask_in_grey_levels():
     assert inside.item() == pytest.approx(51.0) and outside.item() == pytest.approx(25.5 / 9)
 
 
-def test_the_generator_is_seed_003s_residual_unet():
-    g = UNetTranslator(32, width=4)
+def test_the_generator_is_furger2020s_residual_unet():
+    g = UNetEditor(32, width=4)
     strided = [m for m in g.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
     assert len(strided) == 2
     assert sum(isinstance(m, nn.ConvTranspose2d) for m in g.modules()) == 2
@@ -84,7 +84,7 @@ def test_the_generator_is_seed_003s_residual_unet():
     assert torch.allclose(out - x, g.residual(x, m), atol=1e-6)  # the output is input + residual
     with pytest.raises(ValueError, match="multiples of 4"):
         g(torch.zeros(1, 3, 30, 30), torch.zeros(1, 1, 30, 30))
-    d = Seed003Discriminator(32, width=4)  # seed 003, 3.2.3: two scales, outputs averaged, one logit per image
+    d = Furger2020Discriminator(32, width=4)  # Furger et al. 2020, 3.2.3: two scales, averaged, one logit per image
     assert d(x).shape == (2,)
     assert torch.allclose(d(x), 0.5 * (d.full(x) + d.coarse(torch.nn.functional.avg_pool2d(x, 2))))
 

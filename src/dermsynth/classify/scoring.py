@@ -1,6 +1,6 @@
 """Classification metrics from predicted probabilities, all computed with scikit-learn.
 
-The headline number is the macro one-vs-rest ROC AUC (the AUC table of seed 000 reports AUC, as
+The headline number is the macro one-vs-rest ROC AUC (the AUC table of Bissoto et al. 2018 reports AUC, as
 mean ± std over runs); melanoma-vs-rest AUC, balanced accuracy, accuracy, per-class recall and the
 confusion matrix come with it. Predictions are the argmax of the probabilities.
 """
@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_m
 
 from dermsynth.errors import DataError
 
-__all__ = ["MELANOMA_NAMES", "ClassificationMetrics", "evaluate_predictions", "macro_auc", "melanoma_index",
+__all__ = ["MELANOMA_NAMES", "ClassificationMetrics", "score_predictions", "macro_auc", "melanoma_index",
            "per_class_auc"]
 
 #: Class names (case-insensitive) taken to mean melanoma.
@@ -81,7 +81,7 @@ class ClassificationMetrics:
                 "confusion": self.confusion.tolist()}
 
 
-def evaluate_predictions(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> ClassificationMetrics:
+def score_predictions(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> ClassificationMetrics:
     """All metrics of :class:`ClassificationMetrics` from probabilities (N, C) and true labels (N,)."""
     probs, labels = check_probabilities(probs, labels)
     names = [str(c) for c in class_names]

@@ -1,8 +1,9 @@
-"""Seed 002's augmentation set (Keras ``ImageDataGenerator``) as batched PyTorch on the images' device.
+"""The classic transforms for classifier training: Essipova et al.'s Keras ``ImageDataGenerator`` augmentation set, as
+batched PyTorch on the images' device.
 
-Seed 002 trains its CNN with ``rotation_range=45, width_shift_range=0.1, height_shift_range=0.1,
+Essipova et al. 2020 trains its CNN with ``rotation_range=45, width_shift_range=0.1, height_shift_range=0.1,
 shear_range=0.01, zoom_range=[0.9, 1.25], brightness_range=[0.7, 1.3], horizontal_flip=True,
-fill_mode='reflect'``. What those Keras parameters mean, and what :class:`AugmentConfig` does:
+fill_mode='reflect'``. What those Keras parameters mean, and what :class:`TransformConfig` does:
 
 * ``rotation``: angle uniform in [-45, 45] degrees.
 * ``width_shift`` / ``height_shift``: shift uniform in [-0.1, 0.1] of the width / height (values < 1 are
@@ -23,7 +24,7 @@ As in Keras, one output-to-input affine map per image, ``rotation @ shift @ shea
 centre, is applied with one ``F.affine_grid`` + ``F.grid_sample`` over the whole batch; the flip is folded
 into the same map; brightness follows. (Keras rotates about a centre half a pixel off; we use the true
 centre.) All random numbers come from the given :class:`torch.Generator` in one fixed-shape draw, so a
-batch's augmentation is fully determined by the generator state, and changing one range leaves the
+batch's transforms are fully determined by the generator state, and changing one range leaves the
 others' draws unchanged. Images are float (N, C, H, W) in [0, 1].
 """
 
@@ -36,14 +37,14 @@ import torch.nn.functional as F
 
 from dermsynth.errors import DermsynthError
 
-__all__ = ["AugmentConfig", "SEED002_AUGMENT", "affine_matrices", "augment_batch"]
+__all__ = ["TransformConfig", "ESSIPOVA2020_TRANSFORMS", "affine_matrices", "transform_batch"]
 
 _DRAWS = 9  # rotation, shift_y, shift_x, shear, zoom_y, zoom_x, h-flip, v-flip, brightness
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentation ranges with Keras ``ImageDataGenerator`` meanings (defaults: seed 002's values)."""
+class TransformConfig:
+    """Transform ranges with Keras ``ImageDataGenerator`` meanings (defaults: Essipova et al.'s values)."""
 
     rotation: float = 45.0  # degrees, uniform in [-rotation, rotation]
     width_shift: float = 0.1  # fraction of the width
@@ -55,28 +56,28 @@ class AugmentConfig:
     vertical_flip: bool = False
 
     @classmethod
-    def identity(cls) -> "AugmentConfig":
+    def identity(cls) -> "TransformConfig":
         """All ranges zero: the output reproduces the input."""
         return cls(rotation=0.0, width_shift=0.0, height_shift=0.0, shear=0.0, zoom=(1.0, 1.0),
                    brightness=(1.0, 1.0), horizontal_flip=False, vertical_flip=False)
 
-    def validate(self) -> "AugmentConfig":
+    def validate(self) -> "TransformConfig":
         if min(self.rotation, self.width_shift, self.height_shift, self.shear) < 0:
-            raise DermsynthError(f"augmentation ranges must be non-negative: {self}")
+            raise DermsynthError(f"transform ranges must be non-negative: {self}")
         for name, (lo, hi) in (("zoom", self.zoom), ("brightness", self.brightness)):
             if not 0 < lo <= hi:
-                raise DermsynthError(f"augmentation {name} range must satisfy 0 < low <= high, got {(lo, hi)}")
+                raise DermsynthError(f"transform {name} range must satisfy 0 < low <= high, got {(lo, hi)}")
         return self
 
 
-SEED002_AUGMENT = AugmentConfig()
+ESSIPOVA2020_TRANSFORMS = TransformConfig()
 
 
 def _uniform(u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * u
 
 
-def affine_matrices(n: int, height: int, width: int, cfg: AugmentConfig,
+def affine_matrices(n: int, height: int, width: int, cfg: TransformConfig,
                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ``affine_grid`` thetas (n, 2, 3) and brightness factors (n,), on the generator's device.
 
@@ -112,14 +113,14 @@ def affine_matrices(n: int, height: int, width: int, cfg: AugmentConfig,
     return out, _uniform(u[:, 8], *cfg.brightness).float()
 
 
-def augment_batch(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+def transform_batch(images: torch.Tensor, cfg: TransformConfig, generator: torch.Generator) -> torch.Tensor:
     """Apply one random transform per image to float images (N, C, H, W) in [0, 1].
 
     The random parameters are drawn on ``generator.device`` (a CPU generator gives the same
-    augmentation on any device) and applied on ``images.device``.
+    transforms on any device) and applied on ``images.device``.
     """
     if images.ndim != 4 or not images.is_floating_point():
-        raise DermsynthError(f"augment_batch expects float images (N, C, H, W), got {images.dtype} "
+        raise DermsynthError(f"transform_batch expects float images (N, C, H, W), got {images.dtype} "
                              f"{tuple(images.shape)}")
     n, _, h, w = images.shape
     theta, bright = affine_matrices(n, h, w, cfg, generator)

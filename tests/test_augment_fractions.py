@@ -1,5 +1,5 @@
 """Issue 21 §1, §3, §4: nested real fractions (data layer, GAN training, experiment), the ratio sweep, the
-refusal of a GAN trained on other images, seed 002's table layout, and parallel runs (process pool, submitit)
+refusal of a GAN trained on other images, Essipova et al.'s table layout, and parallel runs (process pool, submitit)
 that give the serial results."""
 
 import json
@@ -209,7 +209,7 @@ def test_parallel_runs_refuse_objects_they_cannot_rebuild(tmp_path):
         run_augment_experiment(_cfg(tmp_path, workers=2), dataset=generate_phantom(40, 16), progress=False)
 
 
-def test_seed002_layout_reports_accuracy_and_recall_per_fraction(tmp_path):
+def test_essipova_layout_reports_accuracy_and_recall_per_fraction(tmp_path):
     cfg = _cfg(tmp_path, conditions=["real", "real+balance"], synthetic="phantom", classes=["melanoma", "keratosis",
                "bcc"], real_fractions=[0.5, 1.0], layout="essipova2020", seeds=1)
     res = run_augment_experiment(cfg, progress=False)

@@ -399,7 +399,7 @@ def _synthetic_sources(values: tuple[str, ...]) -> tuple[str | None, dict[str, s
 @click.option("--seed", default=0, show_default=True)
 @click.option("--fractions", default="0.7,0.15,0.15", show_default=True, help="train,val,test fractions.")
 @click.option("--classes", default=None, help="Comma-separated: split these classes only (e.g. mel,bkl,bcc as in "
-              "seed 002); the split then applies to the whole dataset, other classes dropped.")
+              "Essipova et al. 2020); the split then applies to the whole dataset, other classes dropped.")
 @click.option("--out", type=click.Path(), required=True, help="Split file (.json or .csv).")
 def split(data: str, size: int, seed: int, fractions: str, classes: str | None, out: str) -> None:
     """Lesion-grouped, class-stratified train/val/test split of DATA, saved for reuse (augment --split, train
@@ -455,8 +455,8 @@ def split(data: str, size: int, seed: int, fractions: str, classes: str | None, 
               "(the scarce fractions, where the seed-to-seed spread is largest).")
 @click.option("--sweep-fraction", type=float, default=None, help="Real fraction of the ratio sweep (default: the "
               "smallest).")
-@click.option("--classes", default=None, help="Comma-separated: these classes only (seed 002: mel,bkl,bcc).")
-@click.option("--layout", default="default", show_default=True, help="default, or essipova2020: also seed 002's "
+@click.option("--classes", default=None, help="Comma-separated: these classes only (Essipova et al. 2020: mel,bkl,bcc).")
+@click.option("--layout", default="default", show_default=True, help="default, or essipova2020: also Essipova et al.'s "
               "table (accuracy and per-class recall per real fraction) in table_essipova2020.md.")
 @click.option("--workers", default=1, show_default=True, help="Runs at once (a local process pool; threads per "
               "run = CPUs / workers). With --executor local: submitit jobs at once; slurm: array parallelism.")

@@ -1,7 +1,7 @@
 """Essipova et al. 2020 in its own layout: accuracy and per-class recall of a 28x28 CNN trained on
 the real images, then with DCGAN images balancing the minority class.
 
-Seed 002 keeps three HAM10000 classes (melanoma, benign keratosis-like lesions, basal cell carcinoma; about
+Essipova et al. keep three HAM10000 classes (melanoma, benign keratosis-like lesions, basal cell carcinoma; about
 1100, 1100 and 500 images), tops up BCC with DCGAN samples and reports one validation accuracy per model:
 59 % without, 61 % with the synthetic images, no significance test. ``dermsynth augment --classes mel,bkl,bcc
 --size 28 --conditions real,real+balance --layout essipova2020`` reproduces that setting; this module writes
@@ -17,7 +17,7 @@ from dermsynth.classify.stats import format_mean_std
 
 __all__ = ["ESSIPOVA_REPORTED", "essipova_rows", "write_essipova_table"]
 
-#: Seed 002's reported accuracies (one run each, their validation set): real only, real + DCGAN-balanced BCC.
+#: Essipova et al.'s reported accuracies (one run each, their validation set): real only, real + DCGAN-balanced BCC.
 ESSIPOVA_REPORTED = {"real": 0.59, "real+balance": 0.61}
 TABLE_FILE = "table_essipova2020.md"
 
@@ -47,7 +47,7 @@ def write_essipova_table(results: dict, out: str | Path) -> str:
     """Write ``table_essipova2020.md`` in ``out`` and return its text."""
     header, rows = essipova_rows(results)
     k = len(results["seeds"])
-    text = (f"Seed 002's layout (Essipova et al. 2020): accuracy and per-class recall on the real test set, "
+    text = (f"The layout of Essipova et al. 2020: accuracy and per-class recall on the real test set, "
             f"mean ± std over {k} seed(s), classes {', '.join(results['data']['class_names'])}\n\n"
             + "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
             + "".join("| " + " | ".join(r) + " |\n" for r in rows))

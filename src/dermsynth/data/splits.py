@@ -10,7 +10,7 @@ requested ones (exactly, up to rounding, when all groups are single images).
 
 A :class:`Split` is saved as JSON (``.json``) or CSV (``.csv``: ``id,split,group,label``) and applied to
 any dataset holding the same image ids, e.g. the same source prepared at another size. A split of some
-classes only (``classes``, e.g. seed 002's mel/bkl/bcc) applies to the whole dataset: the images of the other
+classes only (``classes``, e.g. Essipova et al.'s mel/bkl/bcc) applies to the whole dataset: the images of the other
 classes are dropped and the labels renumbered in the split's class order.
 
 The data-efficiency study trains on **nested real fractions** of the training part

@@ -221,3 +221,13 @@ def test_study_efficiency_bundles_the_sections_and_says_when_there_is_nothing_to
     assert only_sweep.equivalents == {"macro_auc": []} and [r.synthetic_ratio for r in only_sweep.sweep[
         "macro_auc"]] == [0.0, 1.0, 2.0]
     assert [r.condition for r in ratio_sweep(recs, real_fraction=0.5)] == ["real", "real+synth:1"]
+
+
+def test_the_sweep_keeps_the_conditions_it_is_given():
+    recs = study()
+    recs += [record(c, 0.125, s, 0.7, 1.0) for c in ("synth:1", "real+classic+synth:1") for s in (0, 1, 2)]
+    recs += [record("real+synth:2", 0.125, s, 0.72, 2.0) for s in (0, 1, 2)]
+    everything = [r.condition for r in ratio_sweep(recs)]
+    assert everything == ["real", "real+classic+synth:1", "real+synth:1", "synth:1", "real+synth:2"]
+    named = study_efficiency(recs, sweep_conditions=["real+synth:1", "real+synth:2"], n_boot=20)
+    assert [r.condition for r in named.sweep["macro_auc"]] == ["real", "real+synth:1", "real+synth:2"]

@@ -65,7 +65,8 @@ def _results(runs, top=1.0, delong=None, legacy=False, sweep_at=None):
                     r.pop(k)
     else:
         res["runs"] = runs
-        res["ratio_sweep"] = None if sweep_at is None else {"real_fraction": sweep_at}
+        res["ratio_sweep"] = None if sweep_at is None else {
+            "real_fraction": sweep_at, "conditions": sorted({r["condition"] for r in runs if r["synthetic_ratio"]})}
     return res
 
 
@@ -151,6 +152,8 @@ def test_a_ratio_sweep_gets_its_table(tmp_path):
     for ratio, factor in ((0.5, 1.5), (2.0, 4.0)):
         runs += [_run(f"real+synth:{ratio:g}", 0.25, s, line(factor * 100), ratio) for s in SEEDS]
     res = _results(runs, sweep_at=0.25)
+    runs += [_run("synth:1", 0.25, s, 0.7, 1.0) for s in SEEDS]  # synthetic only: not a sweep condition
+    res["runs"] = runs
     table, _ = write_outputs(res, tmp_path)
     sweep = table[table.index("Synthetic:real ratio sweep at real fraction 0.25"):]
     lines = [ln for ln in sweep.splitlines() if ln.startswith("| ")][1:]

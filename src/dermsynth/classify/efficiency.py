@@ -347,15 +347,19 @@ class RatioRow:
     equivalent: EquivalentRealImages | None
 
 
+def _in_sweep(p: CurvePoint, baseline: str, conditions: Sequence[str] | None) -> bool:
+    return p.condition == baseline or (p.condition in conditions if conditions is not None else p.synthetic_ratio > 0)
+
+
 def ratio_sweep(records: Sequence[dict], baseline: str = "real", metric: str = "macro_auc", *,
-                real_fraction: float | None = None, test_set: str = "metrics",
-                equivalents: Sequence[EquivalentRealImages] = ()) -> list[RatioRow]:
-    """The baseline and every condition with synthetic images (``synthetic_ratio`` > 0) at ``real_fraction``
-    (default: the smallest), by ratio, each compared with the baseline paired by seed; ``equivalents`` (from
-    :func:`equivalent_real_images`) are attached where they match."""
+                real_fraction: float | None = None, conditions: Sequence[str] | None = None,
+                test_set: str = "metrics", equivalents: Sequence[EquivalentRealImages] = ()) -> list[RatioRow]:
+    """The baseline and the sweep's ``conditions`` (default: every one with ``synthetic_ratio`` > 0) at
+    ``real_fraction`` (default: the smallest), by ratio, each compared with the baseline paired by seed;
+    ``equivalents`` (from :func:`equivalent_real_images`) are attached where they match."""
     points = efficiency_curve(records, metric, test_set=test_set)
     at = min(p.real_fraction for p in points) if real_fraction is None else float(real_fraction)
-    here = [p for p in points if p.real_fraction == at and (p.condition == baseline or p.synthetic_ratio > 0)]
+    here = [p for p in points if p.real_fraction == at and _in_sweep(p, baseline, conditions)]
     paired = paired_with_baseline(here, baseline)
     groups = _groups(records)
     rows = []
@@ -400,16 +404,19 @@ class EfficiencyStudy:
 
 
 def study_efficiency(records: Sequence[dict], baseline: str = "real", metrics: dict[str, int | None] | None = None, *,
-                     sweep_fraction: float | None = None, n_boot: int = 2000, seed: int = 0,
+                     sweep_fraction: float | None = None, sweep_conditions: Sequence[str] | None = None,
+                     n_boot: int = 2000, seed: int = 0,
                      predictions: PredictionLoader | None = None) -> EfficiencyStudy | None:
-    """The curve, the comparisons at each fraction, the equivalent real images and the ratio sweep for each
-    of ``metrics`` (metric -> class index for the test-image bootstrap: None for the macro AUC), or None
-    when the records hold neither several real fractions nor several synthetic ratios."""
+    """The curve, the comparisons at each fraction, the equivalent real images and the ratio sweep (of
+    ``sweep_conditions`` at ``sweep_fraction``, see :func:`ratio_sweep`) for each of ``metrics`` (metric ->
+    class index for the test-image bootstrap: None for the macro AUC), or None when the records hold neither
+    several real fractions nor several synthetic ratios."""
     metrics = metrics or {"macro_auc": None}
     _check(records)
     fractions = sorted({float(r["real_fraction"]) for r in records})
     at = fractions[0] if sweep_fraction is None else float(sweep_fraction)
-    ratios = {float(r.get("synthetic_ratio") or 0) for r in records if float(r["real_fraction"]) == at} - {0.0}
+    ratios = {float(r.get("synthetic_ratio") or 0) for r in records if float(r["real_fraction"]) == at
+              and (sweep_conditions is None or r["condition"] in sweep_conditions)} - {0.0}
     base_fractions = {float(r["real_fraction"]) for r in records if r["condition"] == baseline}
     if len(fractions) < 2 and len(ratios) < 2:
         return None
@@ -424,7 +431,8 @@ def study_efficiency(records: Sequence[dict], baseline: str = "real", metrics: d
                                                       predictions=predictions, class_index=class_index)
                                if len(base_fractions) >= 2 else [])
         if len(ratios) >= 2:
-            sweep[metric] = ratio_sweep(records, baseline, metric, real_fraction=at, equivalents=equivalents[metric])
+            sweep[metric] = ratio_sweep(records, baseline, metric, real_fraction=at, conditions=sweep_conditions,
+                                        equivalents=equivalents[metric])
     return EfficiencyStudy(baseline, curves, comparisons, equivalents, sweep, at)
 
 

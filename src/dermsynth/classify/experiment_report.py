@@ -242,9 +242,9 @@ def efficiency_of(results: dict, predictions: PredictionLoader | None = None) ->
     metrics: dict[str, int | None] = {"macro_auc": None}
     if results.get("melanoma_class"):
         metrics["melanoma_auc"] = results["data"]["class_names"].index(results["melanoma_class"])
-    cfg = results.get("config", {})
+    cfg, sweep = results.get("config", {}), results.get("ratio_sweep") or {}
     return study_efficiency(run_records(results), results["baseline"], metrics,
-                            sweep_fraction=(results.get("ratio_sweep") or {}).get("real_fraction"),
+                            sweep_fraction=sweep.get("real_fraction"), sweep_conditions=sweep.get("conditions"),
                             n_boot=cfg.get("n_boot", 2000), seed=cfg.get("seed", 0), predictions=predictions)
 
 

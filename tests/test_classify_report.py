@@ -142,6 +142,13 @@ def test_several_fractions_add_the_curve_the_equivalents_and_the_plot(tmp_path):
     assert "| Real images + synthetic (1x the real count) | 0.25 | 100 | 65.5 | 60.0 | 300 [300, 300] | 3.00x | 0 |" \
         in table
     assert "> 400 [> 400, > 400]" in table and "Data-efficiency curve" in table
+    from statsmodels.stats.multitest import multipletests
+
+    curve = table[table.index("Data-efficiency curve"):table.index("Equivalent real images")]
+    rows = [ln.split(" | ") for ln in curve.splitlines() if ln.startswith("| Real images +")]
+    perm = [c["permutation_p"] for c in eff["comparisons"]["macro_auc"]]  # the same order as the rows
+    assert len(rows) == len(perm) == 6 and [r[-1].rstrip(" |") for r in rows] == [
+        f"{h:.3g}" for h in multipletests(perm, method="holm")[1]]
     assert (tmp_path / "efficiency.png").stat().st_size > 5000
     assert report.read_text().count("data:image/png;base64,") == 5
     assert "Synthetic:real ratio sweep" not in table  # one ratio only

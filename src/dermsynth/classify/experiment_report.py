@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dermsynth.classify.efficiency import (EfficiencyStudy, PredictionLoader, format_images, plot_efficiency,
-                                           study_efficiency, write_png)
+from dermsynth.classify.efficiency import (EfficiencyStudy, PredictionLoader, plot_efficiency, study_efficiency,
+                                           write_png)
 from dermsynth.classify.experiment_config import Condition
 from dermsynth.classify.stats import format_mean_std, holm_adjust, min_attainable_p
 from dermsynth.io import write_json, write_text
@@ -264,15 +264,14 @@ def _efficiency_tables(results: dict, study: EfficiencyStudy) -> list[tuple[str,
     macro = study.curves["macro_auc"]
     mel = {(p.condition, p.real_fraction): p for p in study.curves.get("melanoma_auc", [])}
     cmp = study.comparisons["macro_auc"]
-    holm = dict(zip(cmp, holm_adjust([c.permutation_p for c in cmp.values()]))) if cmp else {}
+    paired = [asdict(cmp[(p.condition, p.real_fraction)]) if (p.condition, p.real_fraction) in cmp else None
+              for p in macro]
     rows = []
-    for p in macro:
-        m, c = mel.get((p.condition, p.real_fraction)), cmp.get((p.condition, p.real_fraction))
+    for p, c, holm in zip(macro, paired, _holm(paired)):
+        m = mel.get((p.condition, p.real_fraction))
         rows.append([_label(results, p.condition), f"{p.real_fraction:g}", f"{p.n_real:.0f}",
                      _ci_cell(p.mean, p.ci_low, p.ci_high), "n/a" if m is None else _ci_cell(m.mean, m.ci_low, m.ci_high),
-                     "baseline" if p.condition == study.baseline else "n/a" if c is None else
-                     f"{_pct(c.mean_diff, 2)} {_interval(c.ci_low, c.ci_high)}",
-                     *_p_cells(None if c is None else asdict(c), holm.get((p.condition, p.real_fraction)))])
+                     "baseline" if p.condition == study.baseline else _difference(c), *_p_cells(c, holm)])
     tables.append((f"Data-efficiency curve: AUC on the real test set vs real training images, mean [95% t-interval] "
                    f"over {k} seeds; each condition against {study.baseline} at the same real fraction, paired by "
                    f"seed; Holm over all {len(cmp)} comparisons of this table (permutation p).",
@@ -297,22 +296,18 @@ def _efficiency_tables(results: dict, study: EfficiencyStudy) -> list[tuple[str,
     sweep = study.sweep.get("macro_auc", [])
     if sweep:
         mel_rows = {r.condition: r for r in study.sweep.get("melanoma_auc", [])}
-        comparisons = [r.vs_baseline for r in sweep if r.vs_baseline is not None]
-        adjusted = iter(holm_adjust([c.permutation_p for c in comparisons])) if comparisons else iter(())
+        paired = [None if r.vs_baseline is None else asdict(r.vs_baseline) for r in sweep]
         rows = []
-        for r in sweep:
-            c = r.vs_baseline
+        for r, c, holm in zip(sweep, paired, _holm(paired)):
             m = mel_rows.get(r.condition)
             rows.append([f"{r.synthetic_ratio:g}", _label(results, r.condition),
                          "" if r.n_synthetic is None else f"{r.n_synthetic:.0f}", _ci_cell(r.mean, r.ci_low, r.ci_high),
                          "n/a" if m is None else _ci_cell(m.mean, m.ci_low, m.ci_high),
-                         "baseline" if r.condition == study.baseline else "n/a" if c is None else
-                         f"{_pct(c.mean_diff, 2)} {_interval(c.ci_low, c.ci_high)}",
-                         *_p_cells(None if c is None else asdict(c), None if c is None else float(next(adjusted))),
+                         "baseline" if r.condition == study.baseline else _difference(c), *_p_cells(c, holm),
                          "" if r.equivalent is None else r.equivalent.formatted()])
         tables.append((f"Synthetic:real ratio sweep at real fraction {study.sweep_fraction:g} ({sweep[0].n_real:.0f} "
                        f"real images), mean [95% t-interval] over seeds; against {study.baseline} paired by seed; Holm "
-                       f"over the {len(comparisons)} ratios; equivalent real images (macro AUC) as above.",
+                       f"over the {sum(c is not None for c in paired)} ratios; equivalent real images (macro AUC) as above.",
                        ["synthetic:real", "Training data", "synthetic images", "macro AUC (%) [95% CI]",
                         "melanoma AUC (%) [95% CI]", "ΔAUC vs real-only (pp) [95% CI]"] + P_HEADER
                        + ["equivalent real images [95% CI]"], rows))

@@ -202,6 +202,25 @@ def test_slurm_without_a_cluster_is_a_one_line_error(tmp_path):
                                       "--out", str(tmp_path / "s"), "--quiet"])
     assert result.exit_code != 0 and result.output.startswith("error: --executor slurm:"), result.output
     assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s" / "results.json").exists() and not (tmp_path / "s" / "runs").exists()
+
+
+def test_a_failed_submitit_job_is_one_error_line_naming_its_log(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    from pathlib import Path
+
+    from dermsynth.classify import experiment
+
+    real_write = experiment._write_json
+
+    def unreadable_config(path, obj):  # the job process cannot rebuild the study: it fails remotely
+        real_write(path, obj)
+        if Path(path).name == "config.json":
+            Path(path).write_text("{not json")
+
+    monkeypatch.setattr(experiment, "_write_json", unreadable_config)
+    with pytest.raises(DermsynthError, match=r"run job \S+ failed \(json.decoder.JSONDecodeError: .*\); its log: \S+err"):
+        run_augment_experiment(_cfg(tmp_path, executor="local", data="phantom:80"), progress=False)
 
 
 def test_parallel_runs_refuse_objects_they_cannot_rebuild(tmp_path):

@@ -52,6 +52,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import partial
@@ -513,8 +514,9 @@ def _threads_per_worker(workers: int) -> int:
 
 
 def _execute(study: _Study, todo: list[tuple[float, Condition, int]], out: Path, progress: bool,
-             report: Any) -> list[dict] | None:
-    """Run ``todo``; the records in order, or None when the runs were submitted to SLURM (not waited for)."""
+             report: Any, jobs: Any) -> list[dict] | None:
+    """Run ``todo``; the records in order, or None when the runs were submitted to SLURM (not waited for).
+    ``jobs``: the submitit executor (:func:`_job_executor`) of a submitit ``executor``."""
     cfg = study.cfg
     if cfg.executor == "pool" and cfg.workers == 1:
         return [report(_run_one(study, f, c, s, out, progress)) for f, c, s in todo]
@@ -526,12 +528,15 @@ def _execute(study: _Study, todo: list[tuple[float, Condition, int]], out: Path,
                                  initializer=_init_worker, initargs=(threads,)) as pool:
             futures = [pool.submit(run_in_folder, *a) for a in args]
             return [report(f.result()) for f in as_completed(futures)]
-    return _submit(cfg, args, out, report)
+    return _submit(cfg, jobs, args, out, report)
 
 
-def _submit(cfg: AugmentExperimentConfig, args: list[tuple], out: Path, report: Any) -> list[dict] | None:
-    """The runs as submitit jobs: ``slurm`` submits one job array and returns; ``local`` (processes on this
-    machine, ``workers`` at a time) and ``debug`` (in this process) wait for the records."""
+def _job_threads(cfg: AugmentExperimentConfig) -> int:
+    return _threads_per_worker(cfg.workers) if cfg.executor == "local" else user_threads() or 1
+
+
+def _job_executor(cfg: AugmentExperimentConfig, out: Path) -> Any:
+    """submitit's executor for ``cfg.executor`` (local, debug, slurm), or a one-line error before anything runs."""
     try:
         import submitit
     except ImportError:
@@ -540,11 +545,30 @@ def _submit(cfg: AugmentExperimentConfig, args: list[tuple], out: Path, report: 
         executor = submitit.AutoExecutor(folder=out / "submitit", cluster=cfg.executor)
     except RuntimeError as exc:  # e.g. no srun/sbatch on this machine
         raise DermsynthError(f"--executor {cfg.executor}: {exc}") from None
-    threads = _threads_per_worker(cfg.workers) if cfg.executor == "local" else user_threads() or 1
-    executor.update_parameters(timeout_min=cfg.slurm_minutes, cpus_per_task=threads,
+    executor.update_parameters(timeout_min=cfg.slurm_minutes, cpus_per_task=_job_threads(cfg),
                                **({"slurm_partition": cfg.slurm_partition} if cfg.slurm_partition else {}),
                                **({"slurm_array_parallelism": cfg.workers} if cfg.executor == "slurm" else {}))
-    columns = list(zip(*args)) + [[threads] * len(args)]
+    return executor
+
+
+def _job_result(job: Any) -> dict:
+    """A finished job's record; a failed job is one error line naming its log (finished runs stay saved)."""
+    try:
+        return job.result()
+    except DermsynthError:
+        raise
+    except Exception as exc:  # submitit's FailedJobError carries the whole remote traceback
+        causes = [line.strip() for line in str(exc).splitlines()
+                  if re.match(r"[\w.]+(Error|Exception|Interrupt)\b", line.strip())]
+        raise DermsynthError(f"run job {job.job_id} failed ({(causes or [type(exc).__name__])[-1]}); its log: "
+                             f"{job.paths.stderr}") from None
+
+
+def _submit(cfg: AugmentExperimentConfig, executor: Any, args: list[tuple], out: Path,
+            report: Any) -> list[dict] | None:
+    """The runs as submitit jobs: ``slurm`` submits one job array and returns; ``local`` (processes on this
+    machine, ``workers`` at a time) and ``debug`` (in this process) wait for the records."""
+    columns = list(zip(*args)) + [[_job_threads(cfg)] * len(args)]
     if cfg.executor == "slurm":
         jobs = executor.map_array(run_in_folder, *columns)
         print(f"submitted {len(jobs)} run(s) as SLURM job array {jobs[0].job_id.split('_')[0]} "
@@ -554,7 +578,7 @@ def _submit(cfg: AugmentExperimentConfig, args: list[tuple], out: Path, report: 
     wave = cfg.workers if cfg.executor == "local" else len(args)
     for start in range(0, len(args), wave):
         jobs = executor.map_array(run_in_folder, *[c[start:start + wave] for c in columns])
-        records += [report(job.result()) for job in jobs]
+        records += [report(_job_result(job)) for job in jobs]
     return records
 
 
@@ -578,6 +602,7 @@ def run_augment_experiment(config: AugmentExperimentConfig, *, dataset: LesionDa
     out = Path(cfg.out)
     _check_resumable(out, cfg)
     study = _prepare(cfg, dataset, source, out, progress)
+    jobs = _job_executor(cfg, out) if cfg.executor != "pool" else None
     out.mkdir(parents=True, exist_ok=True)  # every input is checked: from here on, results are written
     study.split.save(out / SPLIT_FILE)
     _write_json(out / CONFIG_FILE, {**cfg.to_dict(), "runtime": runtime_info(resolve_device(cfg.device))})
@@ -606,7 +631,7 @@ def run_augment_experiment(config: AugmentExperimentConfig, *, dataset: LesionDa
                       + f" (best epoch {rec['best_epoch']} of {rec['epochs_run']}, {rec['seconds']:.0f} s)")
         return rec
 
-    finished = _execute(study, todo, out, progress, report) if todo else []
+    finished = _execute(study, todo, out, progress, report, jobs) if todo else []
     bar.close()
     if finished is None:  # submitted to a cluster: the next call collects them
         return AugmentExperimentResult(out, {}, "", out / "report.html", [], skipped)

@@ -35,10 +35,8 @@ def measure(resolution: int, device: torch.device, fast: bool, compile: bool, st
                       augment_p=0.2, compile=compile, steps=1).resolve()
     G, D = build_gan("stylegan2", resolution=resolution, width=width, num_classes=0, **stylegan2_options(cfg, None))
     G, D, use_cl = networks_on(G, D, device, fast)
-    opt_g = torch.optim.Adam(G.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     cfg.compile = compile and use_cl
-    step = StyleGAN2Step.from_config(cfg, G, D, opt_g, opt_d, bf16=use_cl,
+    step = StyleGAN2Step.from_config(cfg, {"generator": G, "discriminator": D}, bf16=use_cl,
                                      noise=torch.Generator(device=device).manual_seed(0))
     batch = cfg.batch_size
     sampler = random_image_minibatches(max(8 * batch, 64), resolution, batch, device)

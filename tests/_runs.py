@@ -23,13 +23,14 @@ def _equal(a, b, where: str) -> None:
         assert a == b, f"{where} differs"
 
 
-def assert_same_training_state(a: dict, b: dict, parts=("generator", "discriminator", "generator_ema")) -> None:
-    """Two checkpoints hold bit-identical networks (``parts``; an absent EMA on both sides is equal) and Adam
-    states."""
+def assert_same_training_state(a: dict, b: dict, parts=("networks", "ema")) -> None:
+    """Two checkpoints hold bit-identical networks (``parts``; an absent EMA on both sides is equal) and
+    optimizer states."""
     for part in parts:
         _equal(a.get(part), b.get(part), part)
-    for part in ("opt_g", "opt_d"):
-        _equal(a[part]["state"], b[part]["state"], f"{part} state")
+    assert a["optimizers"].keys() == b["optimizers"].keys()
+    for name in a["optimizers"]:
+        _equal(a["optimizers"][name]["state"], b["optimizers"][name]["state"], f"optimizer {name} state")
 
 
 class _StopAfter:

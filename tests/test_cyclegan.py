@@ -101,7 +101,7 @@ def test_resume_reproduces_uninterrupted_run_bit_exactly(tmp_path, patches):
     for k in ("a", "b"):
         pool_x, pool_y = x["step_state"]["pools"][k]["images"], y["step_state"]["pools"][k]["images"]
         assert len(pool_x) == 6 and torch.equal(pool_x, pool_y)
-    assert x["generator_inputs"] == ["images"]
+    assert x["sampled_inputs"] == ["images"]
 
 
 def test_bad_cyclegan_options(tmp_path, patches):
@@ -147,7 +147,7 @@ def test_learning_rates_are_constant_for_half_the_run_then_fall_linearly(tmp_pat
         res = train(TrainConfig(out=str(tmp_path / name), steps=8, lr_decay_start=start, **TINY), dataset=healthy,
                     dataset_b=lesion, progress=False)
         state = torch.load(res.checkpoint, weights_only=False)
-        assert [g["lr"] for g in state["opt_g"]["param_groups"]] == [pytest.approx(2e-4 * factor)]
-        assert [g["lr"] for g in state["opt_d"]["param_groups"]] == [pytest.approx(2e-4 * factor)]
+        assert [g["lr"] for g in state["optimizers"]["generator"]["param_groups"]] == [pytest.approx(2e-4 * factor)]
+        assert [g["lr"] for g in state["optimizers"]["discriminator"]["param_groups"]] == [pytest.approx(2e-4 * factor)]
     with pytest.raises(DermsynthError, match="--lr-decay-start must be in"):
         TrainConfig(model="cyclegan", lr_decay_start=1.5).resolve()

@@ -30,17 +30,17 @@ def _worker(rank: int, world: int, port: int, cfg: dict, dataset, resume: bool, 
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     nets = {}
-    build, ema = trainer_module.build_gan, trainer_module.update_ema
+    build, ema = trainer_module.build_networks, trainer_module.update_ema
 
     def capture_build(*args, **kwargs):
-        nets["generator"], nets["discriminator"] = build(*args, **kwargs)
-        return nets["generator"], nets["discriminator"]
+        nets.update(build(*args, **kwargs))
+        return dict(nets)
 
     def capture_ema(g_ema, g, beta):
         nets["generator_ema"] = g_ema
         ema(g_ema, g, beta)
 
-    trainer_module.build_gan, trainer_module.update_ema = capture_build, capture_ema
+    trainer_module.build_networks, trainer_module.update_ema = capture_build, capture_ema
     try:
         train(TrainConfig(**cfg), dataset=dataset, resume=resume, progress=False)
         torch.save({k: v.state_dict() for k, v in nets.items()}, f"{dump}.rank{rank}.pt")
@@ -53,11 +53,19 @@ def _run_ranks(world: int, cfg: dict, dataset, dump, resume: bool = False) -> li
     return [torch.load(f"{dump}.rank{r}.pt", weights_only=True) for r in range(world)]
 
 
+def _by_part(state: dict) -> dict:
+    """A rank's dump, or a checkpoint's networks and EMA copy under the same names."""
+    if "networks" not in state:
+        return state
+    return {**state["networks"], "generator_ema": state["ema"]["generator"]}
+
+
 def _compare(a: dict, b: dict, exact: bool, adam_restart_lr: float | None = None, steps_after: int = 1) -> None:
     """Equal (bit for bit, or up to float summation order). With ``adam_restart_lr``: two runs that entered a new
     PGAN phase (Adam restarted) from checkpoints that already differed in the last bits; Adam's first steps are
     about lr * sign(gradient), so an element whose gradient is ~0 may step +-lr in one run and not the other:
     allow that (at most 2 lr per step since the restart) as long as the typical element still agrees closely (median difference)."""
+    a, b = _by_part(a), _by_part(b)
     for part in PARTS:
         for name, x in a[part].items():
             y = b[part][name]

@@ -124,7 +124,7 @@ def test_lapgan_trains_in_the_shared_trainer_and_samples_full_size(tmp_path, noi
     G0, _ = build_lapgan(resolution=16, z_dim=8, num_classes=0, width=8)
     for k in range(G0.num_levels):  # every level's generator (G_0 from noise, G_1 the band) learned
         prefix = f"generators.{k}."
-        changed = [not torch.equal(v, state["generator"][prefix + n])
+        changed = [not torch.equal(v, state["networks"]["generator"][prefix + n])
                    for n, v in G0.generators[k].state_dict().items() if v.is_floating_point()]
         assert any(changed), f"level {k} did not train"
     rows = (tmp_path / "run" / "losses.csv").read_text().strip().splitlines()

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _runs import assert_same_training_state
 from dermsynth.errors import DermsynthError
 from dermsynth.models.layers import EqualizedConv2d, EqualizedLinear, MinibatchStdDev, PixelNorm
 from dermsynth.models.pgan import (KARRAS_1GPU_BATCH, PGANDiscriminator, PGANGenerator, PGANSchedule, Stage,
@@ -317,23 +318,15 @@ def test_pgan_grows_in_the_trainer_and_resumes_bit_exactly_across_phases(tmp_pat
     assert _state(split / "latest.pt")["images_seen"] == 64
     train(TrainConfig(out=str(split), steps=15, **TINY_PGAN), dataset=noise_dataset, progress=False, resume=True)
     mid = _state(split / "latest.pt")
-    assert mid["images_seen"] == 12 * 16 + 3 * 8 and mid["generator"]["_extra_state"]["level"] == 2
-    assert 0 < mid["generator"]["alpha"].item() < 1  # saved while the 16 px block fades in
+    assert mid["images_seen"] == 12 * 16 + 3 * 8 and mid["networks"]["generator"]["_extra_state"]["level"] == 2
+    assert 0 < mid["networks"]["generator"]["alpha"].item() < 1  # saved while the 16 px block fades in
     train(TrainConfig(out=str(split), steps=22, **TINY_PGAN), dataset=noise_dataset, progress=False, resume=True)
     a, b = _state(full / "latest.pt"), _state(split / "latest.pt")
     assert a["images_seen"] == b["images_seen"] == 256 + 2 * 8
-    for part in ("generator", "discriminator", "generator_ema"):
-        for name, tensor in a[part].items():
-            if isinstance(tensor, torch.Tensor):
-                assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs"
-    for part in ("opt_g", "opt_d"):
-        assert a[part]["state"].keys() == b[part]["state"].keys()
-        for idx, st in a[part]["state"].items():
-            for key, value in st.items():
-                assert torch.equal(value, b[part]["state"][idx][key]), f"{part} state {idx}.{key} differs"
+    assert_same_training_state(a, b)
     # Adam was reset when the final stable phase began (step 20): two steps since, in both runs.
-    assert {st["step"].item() for st in a["opt_g"]["state"].values()} == {2.0}
-    assert a["generator"]["_extra_state"]["level"] == 2 and a["generator"]["alpha"].item() == 1.0
+    assert {st["step"].item() for st in a["optimizers"]["generator"]["state"].values()} == {2.0}
+    assert a["networks"]["generator"]["_extra_state"]["level"] == 2 and a["networks"]["generator"]["alpha"].item() == 1.0
     config = json.loads((full / "config.json").read_text())  # the resolved model defaults are on record
     assert (config["loss"], config["lr_g"], config["beta1"], config["gp_weight"]) == ("wgan", 1e-3, 0.0, 10.0)
     rows = (full / "losses.csv").read_text().strip().splitlines()[1:]
@@ -381,7 +374,7 @@ def test_tiny_pgan_growing_4_to_16_px_lowers_swd(tmp_path) -> None:
     result = train(cfg, dataset=data, progress=False)
     state = _state(result.checkpoint)
     assert result.step == 235 and state["images_seen"] == 1880  # default length: 2 x (0.375 + 0.375) + 0.375 kimg
-    assert state["generator"]["_extra_state"]["level"] == 2 and state["generator"]["alpha"].item() == 1.0
+    assert state["networks"]["generator"]["_extra_state"]["level"] == 2 and state["networks"]["generator"]["alpha"].item() == 1.0
     model = load_generator(result.checkpoint)
     z = torch.randn(256, 32, generator=torch.Generator().manual_seed(0))
     real = data.images[:256]

@@ -121,7 +121,7 @@ def test_trainer_runs_pix2pixhd_through_the_protocol(tmp_path, phantom):
     config = json.loads((out / "config.json").read_text())
     assert config["perceptual"] == "off" and config["lambda_feat"] == 10.0 and config["d_scales"] == 2
     state = torch.load(out / "latest.pt", weights_only=True)
-    assert state["generator_inputs"] == ["semantic", "instance"]
+    assert state["sampled_inputs"] == ["semantic", "instance"]
     assert state["model_options"]["semantic_nc"] == 6 and state["model_options"]["instance"] is True
     grid = np.asarray(Image.open(out / "samples" / "step-0000010.png"))
     assert grid.shape == (8 * 34 + 2, 6 * 34 + 2, 3)  # 16 triplets of map | synthetic | real, two per row
@@ -138,7 +138,7 @@ def test_paper_defaults_resolve():
 
 def _weights(path):
     state = torch.load(path, weights_only=True)
-    return {k: state[k] for k in ("generator", "discriminator", "opt_g", "opt_d")}
+    return {k: state[k] for k in ("networks", "optimizers")}
 
 
 def test_resume_is_bit_exact(tmp_path, phantom):
@@ -265,10 +265,10 @@ def test_dcgan_trains_with_three_discriminator_scales(tmp_path, noise_dataset):
     data = generate_phantom(n=32, size=32)
     train(cfg, dataset=data, progress=False)
     state = torch.load(out / "latest.pt", weights_only=True)
-    assert {k.split(".")[1] for k in state["discriminator"]} == {"0", "1", "2"}
+    assert {k.split(".")[1] for k in state["networks"]["discriminator"]} == {"0", "1", "2"}
     assert state["model_options"]["d_scales"] == 3
     _, D = build_gan("dcgan", **state["model_options"])
-    D.load_state_dict(state["discriminator"])
+    D.load_state_dict(state["networks"]["discriminator"])
     assert isinstance(D, MultiScaleDiscriminator) and D(torch.zeros(2, 3, 32, 32)).shape == (2,)
     with pytest.raises(DermsynthError, match="below 8 px"):
         train(TrainConfig(model="dcgan", size=16, d_scales=3, steps=1, out=str(tmp_path / "x")), dataset=noise_dataset,

@@ -445,7 +445,7 @@ def test_openmp_wait_policy_reaches_openmp():
     (PASSIVE: spin count 0; unset, libgomp spins 300,000 times before sleeping)."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     env["OMP_DISPLAY_ENV"] = "VERBOSE"
-    run = lambda: subprocess.run([sys.executable, "-c", "import dermsynth"], env=env, capture_output=True,  # noqa: E731
+    run = lambda: subprocess.run([sys.executable, "-c", "import dermsynth.models"], env=env, capture_output=True,  # noqa: E731
                                  text=True, timeout=300).stderr
     assert "GOMP_SPINCOUNT = '0'" in run()
     env["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's choice wins

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from _runs import assert_same_training_state, resumed_and_uninterrupted
 from dermsynth.cli import main as cli
 from dermsynth.errors import DermsynthError
-from dermsynth.models import build_gan
+from dermsynth.models import build_networks
 from dermsynth.models.stylegan2 import (FullyConnected, StyleGAN2Discriminator, StyleGAN2Generator, SynthesisLayer,
                                         ToRGB, Conv2d, build_stylegan2, config_for, modulated_conv2d, upfirdn2d,
                                         _binomial_filter)
@@ -170,10 +170,9 @@ TINY = dict(model="stylegan2", size=16, width=4, batch_size=8, log_every=5, samp
 def test_step_schedules_lazy_regularisation_and_ema(tmp_path, noise_dataset):
     from dermsynth.train.steps_stylegan2 import StyleGAN2Step, lazy_factor
     cfg = TrainConfig(**{**TINY, "out": str(tmp_path / "r")}).resolve()
-    G, D = build_gan("stylegan2", resolution=16, z_dim=32, num_classes=3, width=4)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-    step = StyleGAN2Step.from_config(cfg, G, D, opt_g, opt_d, bf16=False, noise=torch.Generator().manual_seed(0))
+    networks = build_networks("stylegan2", resolution=16, z_dim=32, num_classes=3, width=4)
+    step = StyleGAN2Step.from_config(cfg, networks, bf16=False, noise=torch.Generator().manual_seed(0))
+    opt_g, opt_d = step.optimizers["generator"], step.optimizers["discriminator"]
     assert opt_g.param_groups[0]["lr"] == pytest.approx(cfg.lr_g * 4 / 5)
     assert opt_d.param_groups[0]["lr"] == pytest.approx(cfg.lr_d * 16 / 17)
     assert opt_d.param_groups[0]["betas"][1] == pytest.approx(0.99 ** (16 / 17)) and lazy_factor(4) == 0.8
@@ -196,7 +195,7 @@ def test_training_logs_penalties_and_p(tmp_path, noise_dataset):
     assert last["r1_penalty"] > 0 and last["pl_mean"] > 0
     state = torch.load(out / "latest.pt", weights_only=True)
     assert float(state["step_state"]["pl_mean"]) > 0
-    assert state["generator_ema"] is not None and "mapping.w_avg" in state["generator"]
+    assert "generator" in state["ema"] and "mapping.w_avg" in state["networks"]["generator"]
     assert state["model_options"]["z_dim"] == 32  # 8 x width
 
 
@@ -216,7 +215,7 @@ def test_z_dim_is_fixed_by_width(tmp_path, noise_dataset):
 
 
 def test_augment_rejected_for_lapgan(tmp_path, noise_dataset):
-    with pytest.raises(DermsynthError, match="--augment is not supported for --model lapgan"):
+    with pytest.raises(DermsynthError, match="--augment does not apply to --model lapgan"):
         train(TrainConfig(model="lapgan", out=str(tmp_path / "r"), size=16, width=8, batch_size=8, steps=1,
                           augment="ada"), dataset=noise_dataset, progress=False)
 

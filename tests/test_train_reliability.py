@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from _runs import signal_during_step
+from _runs import assert_same_training_state, signal_during_step
 from dermsynth.train import RunLocked, TrainConfig, TrainingDiverged, TrainingInterrupted, train
 from dermsynth.train import trainer as trainer_module
 
@@ -22,7 +22,7 @@ TINY = dict(size=16, batch_size=16, width=8, z_dim=16, log_every=5, sample_every
 
 def _finite(path) -> bool:
     state = torch.load(path, weights_only=True)
-    return all(torch.isfinite(t).all() for part in ("generator", "discriminator") for t in state[part].values()
+    return all(torch.isfinite(t).all() for part in ("generator", "discriminator") for t in state["networks"][part].values()
                if isinstance(t, torch.Tensor))
 
 
@@ -111,9 +111,7 @@ def test_sigterm_checkpoints_and_resumes_exactly(tmp_path, noise_dataset, monkey
     monkeypatch.setattr(trainer_module.GANStep, "__call__", real_call)
     train(TrainConfig(out=str(stopped), steps=20, **TINY), dataset=noise_dataset, progress=False, resume=True)
     a, b = (torch.load(p / "latest.pt", weights_only=True) for p in (full, stopped))
-    for part in ("generator", "discriminator", "generator_ema"):
-        for name, t in a[part].items():
-            assert torch.equal(t, b[part][name]), f"{part}.{name}"
+    assert_same_training_state(a, b)
 
 
 def test_cli_exits_143_on_sigterm_with_a_resumable_checkpoint(tmp_path):
@@ -150,6 +148,7 @@ def test_resume_refuses_options_that_fix_the_run_and_records_the_others(tmp_path
     assert changed["lr_g"] == {"option": "lr_g", "from": 2e-4, "to": 5e-4, "step": 10}
     assert changed["log_every"]["step"] == 10
     state = torch.load(out / "latest.pt", weights_only=True)
-    assert state["opt_g"]["param_groups"][0]["lr"] == 5e-4 and state["opt_d"]["param_groups"][0]["lr"] == 2e-4
+    assert state["optimizers"]["generator"]["param_groups"][0]["lr"] == 5e-4
+    assert state["optimizers"]["discriminator"]["param_groups"][0]["lr"] == 2e-4
     rows = [r.split(",")[0] for r in (out / "losses.csv").read_text().splitlines()[1:]]
     assert rows == ["5", "10", "12", "14", "16", "18", "20"]  # the new cadence from step 10 on

@@ -87,7 +87,7 @@ _device_option = click.option("--device", default="auto", show_default=True,
                               help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
 
 
-def _train_options(func):
+def _train_config_params() -> list[click.Parameter]:
     """One click option per TrainConfig field (its help from the field), so the CLI can never drift from the
     config; options taking a registry name list the registry."""
     from dermsynth.models import MODELS
@@ -98,21 +98,70 @@ def _train_options(func):
 
     choices = {"model": sorted(MODELS), "loss": list(LOSSES), "augment": list(AUGMENT_MODES),
                "augment_pipe": list(AUGMENT_PIPES), "metrics": metric_names(better="lower")}
-    for f in reversed(dataclasses.fields(TrainConfig)):
+    params: list[click.Parameter] = []
+    for f in dataclasses.fields(TrainConfig):
         name = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         if f.name in choices:
             help_text += f" One of: {', '.join(choices[f.name])}."
         if f.type in ("bool", bool):
-            func = click.option(f"{name}/--no-{f.name.replace('_', '-')}", default=f.default, show_default=True,
-                                help=help_text)(func)
+            params.append(click.Option([f"{name}/--no-{f.name.replace('_', '-')}"], default=f.default,
+                                       show_default=True, help=help_text))
         else:
             # "float | None" fields default to None = the model's default (TrainConfig.resolve)
             kind = {"int": int, "float": float}.get(str(f.type).removesuffix(" | None"), str)
             aliases = ["--data-a"] if f.name == "data" else []  # two-domain models: --data-a A --data-b B
-            func = click.option(name, *aliases, type=kind, default=f.default, show_default=True,
-                                help=help_text)(func)
-    return func
+            params.append(click.Option([name, *aliases], type=kind, default=f.default, show_default=True,
+                                       help=help_text))
+    return params
+
+
+class _TrainCommand(click.Command):
+    """``train``: its options are made from TrainConfig on first use (so that ``dermsynth --help`` does not load
+    torch), and its ``--help`` lists them by model: the common options, then each model's own."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._own: list[click.Parameter] = []
+        self._all: list[click.Parameter] | None = None
+        super().__init__(*args, **kwargs)
+
+    @property
+    def params(self) -> list[click.Parameter]:  # type: ignore[override]
+        if self._all is None:
+            self._all = _train_config_params() + self._own
+        return self._all
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._own, self._all = list(value), None
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from dermsynth.train.config import option_groups
+
+        params = {p.name: p for p in self.get_params(ctx)}
+        groups = option_groups()
+        common = [params.pop(f.name).get_help_record(ctx) for f in groups.pop("common")]
+        model_names = {f.name for fs in groups.values() for f in fs}
+        rest = [p.get_help_record(ctx) for name, p in params.items() if name not in model_names]
+        with formatter.section("Options of every model"):
+            formatter.write_dl([r for r in common + rest if r is not None])
+        shown: dict[tuple[str, str], str] = {}  # (option, help) -> the model whose section explained it
+        for model, own in groups.items():
+            rows, again = [], []
+            for f in own:
+                flags, _ = params[f.name].get_help_record(ctx)
+                _, listed, names = (params[f.name].help or "").partition(" One of: ")  # a registry's names
+                default = "" if f.default is None else f"  [default: {f.default}]"
+                text = f.metadata.get("help", "") + listed + names + default
+                if (f.name, text) in shown:
+                    again.append(f"--{f.name.replace('_', '-')}")
+                else:
+                    shown[(f.name, text)] = model
+                    rows.append((flags, text))
+            if again:
+                rows.append(("and", f"{', '.join(again)} (as above)"))
+            with formatter.section(f"Options of --model {model} (refused for other models)"):
+                formatter.write_dl(rows)
 
 
 def _training_metrics(cfg):
@@ -128,13 +177,12 @@ def _training_metrics(cfg):
                            device=cfg.device, seed=cfg.seed)
 
 
-@main.command()
-@_train_options
+@main.command(cls=_TrainCommand)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest.pt.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx: click.Context, resume: bool, quiet: bool, **options) -> None:
-    """Train a GAN (default DCGAN on the built-in phantom data).
+    """Train a model (default DCGAN on the built-in phantom data).
 
     Stops cleanly on Ctrl-C or SIGTERM (checkpoint saved; exit 130 / 143) and on divergence (NaN/inf, the
     last good checkpoint kept). On --resume, options that fix the run (model, data, size, architecture) must

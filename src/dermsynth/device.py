@@ -18,7 +18,7 @@ import warnings
 from typing import Iterator
 
 # OpenMP reads its wait policy once, when torch loads it, so this must run before the first `import torch`
-# (dermsynth/__init__.py imports this module first); a value the user set wins.
+# (dermsynth/__init__.py sets it too, before any submodule loads torch); a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402

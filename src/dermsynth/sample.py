@@ -1,7 +1,8 @@
 """Sampling from a trained generator (any model in the registry): PNGs with a manifest, truncation, latent walks,
 and :func:`translate_images` for map -> image (and image -> image) generators.
 
-A checkpoint records what its generator takes (``generator_inputs``: batch field names in call order):
+A checkpoint names the network that is sampled (``sampled``, the generator of a GAN) and records what it
+takes (``sampled_inputs``: batch field names in call order):
 noise -> image generators take ``("z", "labels")`` and are *sampled*; the others take maps or images from a
 dataset (``dermsynth.train.batch``) and are *translated*.
 
@@ -28,7 +29,7 @@ from dermsynth.device import resolve_device
 from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import check_writable_dir, write_csv
 from dermsynth.progress import tqdm
-from dermsynth.models import MODELS, NOISE_INPUTS, build_gan
+from dermsynth.models import MODELS, NOISE_INPUTS, build_networks
 from dermsynth.models.layers import upsample_to
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.train.batch import batch_from_dataset
@@ -105,19 +106,19 @@ class LoadedGenerator:
 
 
 def load_generator(checkpoint: str | Path, device: str | torch.device = "auto", ema: bool = True) -> LoadedGenerator:
-    """Rebuild the generator of a training checkpoint (the EMA copy when it has one and ``ema``)."""
+    """Rebuild the sampled network of a training checkpoint (the EMA copy when it has one and ``ema``)."""
     state = load_checkpoint(checkpoint)
     assert_finite_weights(state, checkpoint)
-    options = state["model_options"]
-    G, _ = build_gan(state["model"], **options)
-    weights = state["generator_ema"] if ema and state.get("generator_ema") is not None else state["generator"]
+    options, sampled = state["model_options"], state["sampled"]
     try:
-        G.load_state_dict(weights)
+        G = build_networks(state["model"], **options)[sampled]
+        G.load_state_dict(state["ema"][sampled] if ema and sampled in state.get("ema", {})
+                          else state["networks"][sampled])
     except (RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"{checkpoint}: generator weights do not match {state['model']} "
+        raise CheckpointError(f"{checkpoint}: {sampled} weights do not match {state['model']} "
                               f"({str(exc).splitlines()[0]})") from None
     G.to(resolve_device(device)).eval().requires_grad_(False)
-    inputs = tuple(state.get("generator_inputs") or NOISE_INPUTS)  # checkpoints before the step protocol
+    inputs = tuple(state.get("sampled_inputs") or NOISE_INPUTS)  # checkpoints before the step protocol
     return LoadedGenerator(G, list(state["class_names"]), int(options.get("z_dim", 0)),
                            options.get("num_classes", 0) > 0, Path(checkpoint), int(state["step"]), inputs,
                            str(state["model"]))

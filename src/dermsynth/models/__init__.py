@@ -1,7 +1,8 @@
 """GAN architectures, selected by name from a small registry.
 
-A registry entry (:class:`ModelSpec`) builds ``(generator, discriminator)`` from keyword options and names
-how the shared trainer drives it: a *step* kind (``"gan"``, ``"progressive"``, ``"pyramid"``, ...; see
+A registry entry (:class:`ModelSpec`) builds the model's *named networks* (``{"generator": G,
+"discriminator": D}`` for the GANs; the names are the checkpoint's keys and the training step's, see
+``dermsynth.train.steps``) from keyword options and names how the shared trainer drives it: a *step* kind (``"gan"``, ``"progressive"``, ``"pyramid"``, ...; see
 ``dermsynth.train.steps``), the model's own training defaults, which fill every ``TrainConfig`` field left at
 ``None``, and what its generator takes (``inputs``, batch field names in call order; recorded in every
 checkpoint). Noise -> image generators take ``(z, labels)`` and have ``z_dim``, ``resolution`` and
@@ -20,6 +21,8 @@ from torch import nn
 from dermsynth.errors import DermsynthError
 from dermsynth.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from dermsynth.models.lapgan import LAPGANDiscriminator, LAPGANGenerator, build_lapgan
+from dermsynth.models.options import (CycleGANOptions, DCGANOptions, LAPGANOptions, ModelOptions, NoiseGANOptions,
+                                      PGANOptions, Pix2PixHDOptions, StyleGAN2Options, UNetTranslatorOptions)
 from dermsynth.data.maps import masked_subset
 from dermsynth.models.pix2pixhd import MultiScaleDiscriminator, build_pix2pixhd
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANDiscriminator, PGANGenerator, build_pgan, pgan_schedule
@@ -27,6 +30,18 @@ from dermsynth.models.stylegan2 import STYLEGAN2_DEFAULTS, build_stylegan2, styl
 from dermsynth.models.editing import build_cyclegan, build_unet_editor
 
 GANBuilder = Callable[..., tuple[nn.Module, nn.Module]]
+#: a registry builder: keyword options -> the model's networks by name
+NetworksBuilder = Callable[..., dict[str, nn.Module]]
+#: the names of a GAN's two networks, in the order its builder returns them
+GAN_NETWORKS: tuple[str, ...] = ("generator", "discriminator")
+
+
+def gan_networks(builder: GANBuilder) -> NetworksBuilder:
+    """A ``(generator, discriminator)`` builder as a registry builder of named networks."""
+    def build(**options: Any) -> dict[str, nn.Module]:
+        return dict(zip(GAN_NETWORKS, builder(**options)))
+    build.__doc__ = builder.__doc__
+    return build
 
 #: what a noise -> image generator takes: a latent batch and (conditional models) class labels
 NOISE_INPUTS: tuple[str, ...] = ("z", "labels")
@@ -42,13 +57,17 @@ def _pgan_steps(cfg: Any, images: int) -> int:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to build a GAN and how the trainer trains it.
+    """How to build a model's networks and how the trainer trains it.
 
-    ``defaults`` maps ``TrainConfig`` field names to values, or to callables of the partly resolved config
-    (evaluated after the constant defaults, e.g. a batch schedule that depends on ``size``).
+    ``build`` returns the networks by name (a GAN's ``(G, D)`` builder is wrapped by :func:`gan_networks`).
+
+    ``options`` is the dataclass of the options the model takes besides the common ones
+    (``dermsynth.models.options``); ``defaults`` maps those and common ``TrainConfig`` field names to values,
+    or to callables of the partly resolved config (evaluated after the constant defaults, e.g. a batch
+    schedule that depends on ``size``). A model's name, builder, step, options and defaults are this one entry.
     """
 
-    build: GANBuilder
+    build: NetworksBuilder
     step: str = "gan"
     defaults: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = NOISE_INPUTS
@@ -63,9 +82,11 @@ class ModelSpec:
     data_domain: Callable[[Any], str] | None = None
     #: two-domain models: (A, B) as the model trains on them, from (resolved config, A, B)
     prepare_domains: Callable[[Any, Any, Any], tuple[Any, Any]] = field(default=lambda cfg, a, b: (a, b))
-    #: how samples are truncated: "latent" (z components resampled beyond a threshold, Furger et al. 2020), "w" (toward the
-    #: average w by psi: StyleGAN), or None. A generator that renormalises z (PGAN's pixel norm, StyleGAN's
-    #: second-moment normalisation) undoes latent resampling, so "latent" would be a silent no-op there.
+    #: the options the model takes besides the common ones (their fields, help and checks)
+    options: type[ModelOptions] = NoiseGANOptions
+    #: how samples are truncated: "latent" (z components resampled beyond a threshold, Furger et al. 2020), "w"
+    #: (toward the average w by psi: StyleGAN), or None. A generator that renormalises z (PGAN's pixel norm,
+    #: StyleGAN's second-moment normalisation) undoes latent resampling, so "latent" would be a silent no-op there.
     truncation: str | None = "latent"
 
 
@@ -154,27 +175,31 @@ def _pix2pixhd_options(cfg: Any, data: Any) -> dict[str, Any]:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "dcgan": ModelSpec(_build_dcgan, "gan", {**DCGAN_DEFAULTS, "d_scales": 1}, extra_options=_dcgan_options),
-    "pgan": ModelSpec(build_pgan, "progressive", PGAN_DEFAULTS, steps_for_images=_pgan_steps, truncation=None),
+    "dcgan": ModelSpec(gan_networks(_build_dcgan), "gan", {**DCGAN_DEFAULTS, "d_scales": 1}, extra_options=_dcgan_options,
+                       options=DCGANOptions),
+    "pgan": ModelSpec(gan_networks(build_pgan), "progressive", PGAN_DEFAULTS, steps_for_images=_pgan_steps,
+                      options=PGANOptions, truncation=None),
     # Denton et al. trained each level as a plain GAN; Baur et al. 2018 gives no other settings, so DCGAN's (without
     # the gradient penalty: its critics judge a band given the coarser image, not an image alone).
-    "lapgan": ModelSpec(build_lapgan, "pyramid", {k: v for k, v in DCGAN_DEFAULTS.items() if k != "gp_weight"}),
+    "lapgan": ModelSpec(gan_networks(build_lapgan), "pyramid", {k: v for k, v in DCGAN_DEFAULTS.items() if k != "gp_weight"},
+                        options=LAPGANOptions),
     # Furger et al. 2020 (4.2): Adam 5e-5, betas (0.9, 0.999), relevancy weight 10; its adversarial loss is DCGAN's
     # (BCE); it gives no minibatch, 16 is ours
-    "unet-translator": ModelSpec(build_unet_editor, "unet-translator", UNET_TRANSLATOR_DEFAULTS,
+    "unet-translator": ModelSpec(gan_networks(build_unet_editor), "unet-translator", UNET_TRANSLATOR_DEFAULTS,
                                  inputs=("images", "masks"),
                                  extra_options=lambda cfg, data: {"direction": cfg.direction},
                                  data_domain=lambda cfg: "lesion" if cfg.direction == "remove" else "healthy",
-                                 prepare_domains=_truncate_healthy),
-    "cyclegan": ModelSpec(build_cyclegan, "cyclegan", CYCLEGAN_DEFAULTS, inputs=("images",),
+                                 prepare_domains=_truncate_healthy, options=UNetTranslatorOptions),
+    "cyclegan": ModelSpec(gan_networks(build_cyclegan), "cyclegan", CYCLEGAN_DEFAULTS, inputs=("images",),
                           data_domain=lambda cfg: "healthy",
-                          extra_options=lambda cfg, data: {"residual": cfg.cycle_residual}),
-    "pix2pixhd": ModelSpec(build_pix2pixhd, "pix2pixhd", PIX2PIXHD_DEFAULTS, inputs=("semantic", "instance"),
+                          extra_options=lambda cfg, data: {"residual": cfg.cycle_residual}, options=CycleGANOptions),
+    "pix2pixhd": ModelSpec(gan_networks(build_pix2pixhd), "pix2pixhd", PIX2PIXHD_DEFAULTS, inputs=("semantic", "instance"),
                            extra_options=_pix2pixhd_options,
-                           prepare_data=lambda cfg, data: masked_subset(data, cfg.skip_unmasked)),
+                           prepare_data=lambda cfg, data: masked_subset(data, cfg.skip_unmasked),
+                           options=Pix2PixHDOptions),
     # Karras et al. 2020 (StyleGAN2-ADA): the reference configuration at the run's resolution
-    "stylegan2": ModelSpec(build_stylegan2, "stylegan2", STYLEGAN2_DEFAULTS, extra_options=stylegan2_options,
-                           truncation="w"),
+    "stylegan2": ModelSpec(gan_networks(build_stylegan2), "stylegan2", STYLEGAN2_DEFAULTS,
+                           extra_options=stylegan2_options, options=StyleGAN2Options, truncation="w"),
 }
 
 
@@ -182,10 +207,11 @@ def register_model(name: str, builder: GANBuilder, step: str = "gan",
                    defaults: Mapping[str, Any] | None = None, inputs: tuple[str, ...] = NOISE_INPUTS,
                    steps_for_images: Callable[[Any, int], int] | None = None,
                    extra_options: Callable[[Any, Any], dict[str, Any]] | None = None) -> None:
-    """Add a GAN to the registry; ``defaults`` fall back to DCGAN's for fields it does not name."""
+    """Add a GAN (``builder`` returns ``(generator, discriminator)``) to the registry; ``defaults`` fall back to
+    DCGAN's for fields it does not name. Models with other networks: add a :class:`ModelSpec` to :data:`MODELS`."""
     extra = {k: v for k, v in (("steps_for_images", steps_for_images), ("extra_options", extra_options))
              if v is not None}
-    MODELS[name] = ModelSpec(builder, step, {**DCGAN_DEFAULTS, **(defaults or {})}, inputs, **extra)
+    MODELS[name] = ModelSpec(gan_networks(builder), step, {**DCGAN_DEFAULTS, **(defaults or {})}, inputs, **extra)
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -195,8 +221,8 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def build_gan(name: str, **options: object) -> tuple[nn.Module, nn.Module]:
-    """Build ``(generator, discriminator)`` for a registered model name."""
+def build_networks(name: str, **options: object) -> dict[str, nn.Module]:
+    """Build the named networks of a registered model (a GAN: ``{"generator": G, "discriminator": D}``)."""
     spec = model_spec(name)
     try:
         return spec.build(**options)
@@ -204,5 +230,12 @@ def build_gan(name: str, **options: object) -> tuple[nn.Module, nn.Module]:
         raise DermsynthError(f"cannot build {name}: {exc}") from None
 
 
+def build_gan(name: str, **options: object) -> tuple[nn.Module, nn.Module]:
+    """``(generator, discriminator)`` of a registered GAN (:func:`build_networks` for any model)."""
+    networks = build_networks(name, **options)
+    return networks["generator"], networks["discriminator"]
+
+
 __all__ = ["MODELS", "NOISE_INPUTS", "DCGANDiscriminator", "DCGANGenerator", "LAPGANDiscriminator", "LAPGANGenerator",
-           "ModelSpec", "PGANDiscriminator", "PGANGenerator", "build_gan", "model_spec", "register_model"]
+           "GAN_NETWORKS", "ModelSpec", "PGANDiscriminator", "PGANGenerator", "build_gan", "build_networks", "gan_networks",
+           "model_spec", "register_model"]

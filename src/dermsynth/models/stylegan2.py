@@ -443,7 +443,7 @@ def _spec(cfg: Any) -> dict[str, Any]:
 #: ``ema_beta`` is the steady-state EMA decay 0.5 ** (batch / (ema_kimg * 1000)) (0 switches the EMA off);
 #: the step ramps it up (``ema_rampup``). Length: the configs' 25000 kimg (cifar 100000).
 STYLEGAN2_DEFAULTS: dict[str, Any] = {
-    "loss": "nonsaturating", "beta1": 0.0, "beta2": 0.99, "gp_weight": 0.0, "drift": 0.0,
+    "beta1": 0.0, "beta2": 0.99,
     "r1_interval": 16, "pl_interval": 4,
     "augment": "ada",  # the reference's --aug default (p adjusted to keep r_t at 0.6, pipe bgc)
     "batch_size": lambda cfg: _spec(cfg)["mb"],

@@ -2,11 +2,11 @@
 
 from dermsynth.train.batch import Batch
 from dermsynth.train.config import TrainConfig
-from dermsynth.train.steps import TrainStep, register_step
+from dermsynth.train.steps import AdversarialStep, TrainStep, register_step
 from dermsynth.train.trainer import RunLocked, TrainingDiverged, TrainingInterrupted, TrainResult, train
 import dermsynth.train.steps_edit  # noqa: E402,F401  (registers the "unet-translator" and "cyclegan" steps)
 import dermsynth.train.steps_translate  # noqa: E402,F401  (registers "pix2pixhd" and the map batch fields)
 import dermsynth.train.steps_stylegan2  # noqa: E402,F401  (registers "stylegan2")
 
-__all__ = ["Batch", "RunLocked", "TrainConfig", "TrainResult", "TrainStep", "TrainingDiverged",
+__all__ = ["AdversarialStep", "Batch", "RunLocked", "TrainConfig", "TrainResult", "TrainStep", "TrainingDiverged",
            "TrainingInterrupted", "register_step", "train"]

@@ -15,9 +15,22 @@ trains. A step
   (:meth:`~TrainStep.real_logits`);
 * keeps in :meth:`~TrainStep.state_dict` whatever else an exact resume needs.
 
-Networks and optimizers are one generator G, one discriminator D (each may be a module holding several
-networks, e.g. CycleGAN's two generators: one optimizer each, as the CycleGAN code has), their Adam
-optimizers and an optional EMA copy of G, built by the trainer from the model registry.
+A step owns its networks (as the CycleGAN code's ``BaseModel`` with its ``model_names`` and
+``optimizers``): the registry builds the model's networks by name (``dermsynth.models.build_networks``), the
+trainer copies the one the step names ``sampled`` for the EMA (when ``--ema-beta`` > 0), and
+:meth:`TrainStep.from_config` takes both and builds its optimizers. The step then exposes
+
+* ``networks`` (name -> module) and ``optimizers`` (name -> optimizer): the trainer saves and restores each
+  under its name in the checkpoint, checks every network for non-finite weights, and broadcasts them to
+  every rank under ``torchrun``;
+* ``lr_options`` (optimizer name -> the config field of its learning rate): the trainer's linear decay
+  (``--lr-decay-start``) and learning rates changed on ``--resume`` go through :meth:`TrainStep.set_lr`;
+* ``sampled`` and ``ema``: the network ``dermsynth sample`` rebuilds and the preview grid and metrics draw
+  from, and its EMA copy.
+
+The trainer never names a generator or a discriminator: a GAN step is an :class:`AdversarialStep`
+(``generator`` + ``discriminator``, one Adam each); a diffusion step would own one denoiser, one optimizer
+and its EMA.
 
 Steps here: :class:`GANStep` is one discriminator update then one generator update on the same generated
 batch, with the loss chosen by name and optional WGAN-GP penalties (gradient penalty, epsilon-drift).
@@ -67,40 +80,46 @@ def ema_beta_at(beta: float, step: int) -> float:
 class TrainStep:
     """The protocol (see the module docstring) with the parts every step shares.
 
-    ``G``/``D`` are the plain modules (``G_module``/``D_module``; ``G``/``D`` may be their compiled
-    versions), ``opt_g``/``opt_d`` their optimizers, ``ema`` the EMA generator or None, ``noise`` the
-    checkpointed device generator for every random draw of the step, ``dist`` this process's place in a
-    multi-process job: batches given to the step are this rank's rows of the global batch, random draws are
-    made for the global batch and sharded the same way, and gradients are averaged over ranks before each
-    optimizer step.
+    A step owns its networks and optimizers: ``networks`` maps names to the plain modules (the names are the
+    registry builder's and the checkpoint's keys), ``optimizers`` maps names to optimizers, ``lr_options``
+    names for each optimizer the config field that holds its learning rate (the trainer applies the linear
+    ``--lr-decay-start`` schedule and learning rates changed on ``--resume`` through :meth:`set_lr`),
+    ``sampled`` names the network that is sampled, previewed and EMA-averaged, and ``ema`` is that EMA copy
+    (or None). ``noise`` is the checkpointed device generator for every random draw of the step, ``dist``
+    this process's place in a multi-process job: batches given to the step are this rank's rows of the global
+    batch, random draws are made for the global batch and sharded the same way, and gradients are averaged
+    over ranks before each optimizer step (:meth:`_update`).
     """
 
     #: batch fields the minibatch stream must fill (``images`` is always there)
     needs: frozenset[str] = frozenset({"images"})
     #: names of the statistics ``__call__`` returns, in order: the columns of losses.csv
     stat_names: tuple[str, ...] = ("d_loss", "g_loss", "d_real", "d_fake")
-    #: what G takes, recorded in checkpoints, when it depends on the config (else the registry's ``inputs``)
-    generator_inputs: tuple[str, ...] | None = None
+    #: the network that is sampled, previewed and EMA-averaged (a key of ``networks``)
+    sampled: str = "generator"
+    #: what the sampled network takes, recorded in checkpoints, when it depends on the config (else the
+    #: registry's ``inputs``)
+    sampled_inputs: tuple[str, ...] | None = None
+    #: optimizer name -> the config field holding its learning rate
+    lr_options: dict[str, str] = {}
 
-    def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-                 bf16: bool = False, compile: bool = False, *, batch_size: int = 64, ema_beta: float = 0.0,
+    def __init__(self, networks: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                 bf16: bool = False, *, batch_size: int = 64, ema_beta: float = 0.0,
                  noise: torch.Generator | None = None, ema: nn.Module | None = None,
                  dist: DistInfo | None = None) -> None:
-        self.G_module, self.D_module = G, D  # the plain modules, for their methods and attributes
-        self.G, self.D = (torch.compile(G), torch.compile(D)) if compile else (G, D)
-        self.opt_g, self.opt_d = opt_g, opt_d
+        self.networks, self.optimizers = dict(networks), dict(optimizers)
         self.batch_size, self.ema_beta = batch_size, ema_beta
         self.noise, self.ema, self.dist = noise, ema, dist or DistInfo()
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext())
         self.global_batch = batch_size
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
-                    opt_d: torch.optim.Optimizer, *, bf16: bool, noise: torch.Generator | None = None,
-                    ema: nn.Module | None = None, dist: DistInfo | None = None) -> "TrainStep":
-        """The step a resolved config asks for."""
-        return cls(G, D, opt_g, opt_d, bf16, cfg.compile, batch_size=cfg.batch_size or 1,
-                   ema_beta=cfg.ema_beta or 0.0, noise=noise, ema=ema, dist=dist, **cls.config_options(cfg))
+    def from_config(cls, cfg: TrainConfig, networks: dict[str, nn.Module], *, bf16: bool,
+                    noise: torch.Generator | None = None, ema: nn.Module | None = None,
+                    dist: DistInfo | None = None) -> "TrainStep":
+        """The step a resolved config asks for, on the registry's ``networks`` (it builds its optimizers);
+        ``ema``: the EMA copy of ``networks[cls.sampled]`` or None."""
+        raise NotImplementedError
 
     @classmethod
     def config_options(cls, cfg: TrainConfig) -> dict[str, Any]:
@@ -123,8 +142,9 @@ class TrainStep:
         return ema_beta_at(self.ema_beta, step)
 
     def preview(self, generator: nn.Module, fixed: Batch) -> tuple[torch.Tensor, int]:
-        """(images in [-1, 1], images per row) for the sample grid; ``fixed`` is the same real batch of
-        :data:`PREVIEW_SIZE` images at every call. Runs under no_grad, autocast and a forked, seeded RNG."""
+        """(images in [-1, 1], images per row) for the sample grid; ``generator`` is the sampled network (or its
+        EMA copy), ``fixed`` the same real batch of :data:`PREVIEW_SIZE` images at every call. Runs under
+        no_grad, autocast and a forked, seeded RNG."""
         raise NotImplementedError
 
     def synthesize(self, generator: nn.Module, n: int, seed: int, source: Batch | None) -> torch.Tensor:
@@ -133,8 +153,8 @@ class TrainStep:
         raise NotImplementedError
 
     def real_logits(self, batch: Batch) -> torch.Tensor:
-        """D's logits for a real batch as D sees it in training (the over-fitting monitor)."""
-        raise NotImplementedError
+        """D's logits for a real batch as D sees it in training (the over-fitting monitor; adversarial steps)."""
+        raise DermsynthError("--overfit-holdout needs a model with a discriminator")
 
     def state_dict(self) -> dict[str, Any]:
         """Step state that a checkpoint must keep for an exact resume (none here)."""
@@ -144,7 +164,8 @@ class TrainStep:
         pass
 
     def set_lr(self, opt: torch.optim.Optimizer, lr: float) -> None:
-        """A learning rate changed on ``--resume`` (steps that scale their rates override this)."""
+        """Set an optimizer's learning rate (``--lr-decay-start``, ``--resume``; steps that scale their rates
+        override this)."""
         for group in opt.param_groups:
             group["lr"] = lr
 
@@ -166,7 +187,52 @@ class TrainStep:
         opt.step()
 
 
-class GANStep(TrainStep):
+def adam(module: nn.Module, lr: float, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over ``module``'s parameters with the config's betas."""
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=(float(cfg.beta1), float(cfg.beta2)))
+
+
+class AdversarialStep(TrainStep):
+    """A generator G and a discriminator D (``networks["generator"]``, ``networks["discriminator"]``; each
+    may hold several networks, e.g. CycleGAN's two generators) with one Adam optimizer each, as the GAN
+    papers' code has.
+
+    ``G``/``D`` are the plain modules (``G_module``/``D_module``; ``G``/``D`` may be their compiled versions),
+    ``opt_g``/``opt_d`` their optimizers, ``ema`` the EMA generator or None.
+    """
+
+    sampled = "generator"
+    lr_options = {"generator": "lr_g", "discriminator": "lr_d"}
+
+    def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                 bf16: bool = False, compile: bool = False, *, batch_size: int = 64, ema_beta: float = 0.0,
+                 noise: torch.Generator | None = None, ema: nn.Module | None = None,
+                 dist: DistInfo | None = None) -> None:
+        super().__init__({"generator": G, "discriminator": D}, {"generator": opt_g, "discriminator": opt_d}, bf16,
+                         batch_size=batch_size, ema_beta=ema_beta, noise=noise, ema=ema, dist=dist)
+        self.G_module, self.D_module = G, D  # the plain modules, for their methods and attributes
+        self.G, self.D = (torch.compile(G), torch.compile(D)) if compile else (G, D)
+        self.opt_g, self.opt_d = opt_g, opt_d
+
+    @staticmethod
+    def adam_pair(cfg: TrainConfig, networks: dict[str, nn.Module]) -> tuple[nn.Module, nn.Module, Any, Any]:
+        """(G, D, Adam of G at ``lr_g``, Adam of D at ``lr_d``) of a resolved config."""
+        G, D = networks["generator"], networks["discriminator"]
+        return G, D, adam(G, cfg.lr_g, cfg), adam(D, cfg.lr_d, cfg)
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, networks: dict[str, nn.Module], *, bf16: bool,
+                    noise: torch.Generator | None = None, ema: nn.Module | None = None,
+                    dist: DistInfo | None = None) -> "AdversarialStep":
+        return cls(*cls.adam_pair(cfg, networks), bf16, cfg.compile, batch_size=cfg.batch_size or 1,
+                   ema_beta=cfg.ema_beta or 0.0, noise=noise, ema=ema, dist=dist, **cls.config_options(cfg))
+
+    def real_logits(self, batch: Batch) -> torch.Tensor:
+        """D's logits for a real batch as D sees it in training (the over-fitting monitor)."""
+        raise NotImplementedError
+
+
+class GANStep(AdversarialStep):
     """Noise -> image: one D update then one G update on the same generated batch.
 
     G takes ``(z, labels)``, D ``(images, labels)``; labels only when ``conditional``. ``noise`` also draws
@@ -200,10 +266,10 @@ class GANStep(TrainStep):
             self.stat_names = (*self.stat_names, "aug_p")
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
-                    opt_d: torch.optim.Optimizer, *, bf16: bool, noise: torch.Generator | None = None,
-                    ema: nn.Module | None = None, dist: DistInfo | None = None) -> "GANStep":
-        return cls(G, D, opt_g, opt_d, cfg.loss, bf16, cfg.compile, batch_size=cfg.batch_size or 1,
+    def from_config(cls, cfg: TrainConfig, networks: dict[str, nn.Module], *, bf16: bool,
+                    noise: torch.Generator | None = None, ema: nn.Module | None = None,
+                    dist: DistInfo | None = None) -> "GANStep":
+        return cls(*cls.adam_pair(cfg, networks), cfg.loss, bf16, cfg.compile, batch_size=cfg.batch_size or 1,
                    gp_weight=cfg.gp_weight or 0.0, drift=cfg.drift or 0.0, conditional=cfg.conditional,
                    z_dim=cfg.z_dim, preview_seed=cfg.seed + 2, ema_beta=cfg.ema_beta or 0.0, noise=noise,
                    ema=ema, dist=dist, augment=augmentation_from_config(

@@ -29,7 +29,7 @@ from dermsynth.models.editing import UNET_DIRECTIONS
 from dermsynth.train.batch import Batch
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.losses import LOSSES, lsgan_d, lsgan_g
-from dermsynth.train.steps import PREVIEW_SIZE, TrainStep, register_step
+from dermsynth.train.steps import PREVIEW_SIZE, AdversarialStep, register_step
 
 PREVIEW_EDITS = 16  # edits per preview grid: 8 rows of two (input | mask | output) or (input | out | recon)
 GREY = 127.5  # [-1, 1] units -> 8-bit grey levels
@@ -68,7 +68,7 @@ def _check_weight(value: float, flag: str) -> float:
     return float(value)
 
 
-class UNetEditorStep(TrainStep):
+class UNetEditorStep(AdversarialStep):
     """Furger et al.'s targeted add / remove: one D update, then one G update (adversarial + lambda_REL * relevancy)."""
 
     stat_names = ("d_loss", "g_loss", "adv_loss", "rel_loss", "change_inside", "change_outside", "d_real", "d_fake")
@@ -192,7 +192,7 @@ class ImagePool:
         self.images = None if state.get("images") is None else state["images"].to(device)
 
 
-class CycleGANStep(TrainStep):
+class CycleGANStep(AdversarialStep):
     """Zhu et al. 2017: both generators updated on LSGAN + cycle (+ identity) losses, then both discriminators
     on real images vs pooled translations."""
 

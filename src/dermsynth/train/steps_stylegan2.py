@@ -69,11 +69,11 @@ class StyleGAN2Step(GANStep):
                 group["betas"] = tuple(b ** c for b in group["betas"])
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
-                    opt_d: torch.optim.Optimizer, *, bf16: bool, noise: torch.Generator | None = None,
-                    ema: nn.Module | None = None, dist: DistInfo | None = None) -> "StyleGAN2Step":
+    def from_config(cls, cfg: TrainConfig, networks: dict[str, nn.Module], *, bf16: bool,
+                    noise: torch.Generator | None = None, ema: nn.Module | None = None,
+                    dist: DistInfo | None = None) -> "StyleGAN2Step":
         device = noise.device if noise is not None else "cpu"
-        return cls(G, D, opt_g, opt_d, cfg.loss, bf16, cfg.compile, batch_size=cfg.batch_size,
+        return cls(*cls.adam_pair(cfg, networks), "nonsaturating", bf16, cfg.compile, batch_size=cfg.batch_size,
                    conditional=cfg.conditional, z_dim=None, preview_seed=cfg.seed + 2, ema_beta=cfg.ema_beta or 0.0,
                    noise=noise, ema=ema, dist=dist,
                    augment=augmentation_from_config(cfg, device, (dist or DistInfo()).mean),

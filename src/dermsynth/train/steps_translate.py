@@ -29,7 +29,7 @@ from dermsynth.models.perceptual import PerceptualNet, load_perceptual
 from dermsynth.train.batch import Batch, BatchField, register_batch_field
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.distributed import DistInfo
-from dermsynth.train.steps import TrainStep, register_step
+from dermsynth.train.steps import AdversarialStep, register_step
 from dermsynth.train.losses import lsgan_d, lsgan_g
 
 register_batch_field("semantic", BatchField(semantic_codes, unpack_semantic))
@@ -46,7 +46,7 @@ def feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tenso
                for scale_f, scale_r in zip(fake, real) for f, r in zip(scale_f[:-1], scale_r[:-1]))
 
 
-class Pix2PixHDStep(TrainStep):
+class Pix2PixHDStep(AdversarialStep):
     """pix2pixHD: LSGAN over the scales + feature matching + optional perceptual loss (see module docstring)."""
 
     stat_names = ("d_loss", "g_loss", "d_real", "d_fake", "g_gan", "g_feat", "g_perceptual")
@@ -60,7 +60,7 @@ class Pix2PixHDStep(TrainStep):
                          ema=ema, dist=dist)
         self.instance = bool(G.instance)
         self.needs = frozenset({"images", "semantic", "instance"} if self.instance else {"images", "semantic"})
-        self.generator_inputs = ("semantic", "instance") if self.instance else ("semantic",)
+        self.sampled_inputs = ("semantic", "instance") if self.instance else ("semantic",)
         self.lambda_feat, self.lambda_perceptual = float(lambda_feat), float(lambda_perceptual)
         self.perceptual = perceptual
         self.n_layers = int(D.n_layers)
@@ -77,12 +77,12 @@ class Pix2PixHDStep(TrainStep):
                 "perceptual": load_perceptual(cfg.perceptual or "off")}
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
-                    opt_d: torch.optim.Optimizer, *, bf16: bool, noise: torch.Generator | None = None,
-                    ema: nn.Module | None = None, dist: DistInfo | None = None) -> "Pix2PixHDStep":
-        step = super().from_config(cfg, G, D, opt_g, opt_d, bf16=bf16, noise=noise, ema=ema, dist=dist)
+    def from_config(cls, cfg: TrainConfig, networks: dict[str, nn.Module], *, bf16: bool,
+                    noise: torch.Generator | None = None, ema: nn.Module | None = None,
+                    dist: DistInfo | None = None) -> "Pix2PixHDStep":
+        step = super().from_config(cfg, networks, bf16=bf16, noise=noise, ema=ema, dist=dist)
         if step.perceptual is not None:
-            step.perceptual.to(next(G.parameters()).device)
+            step.perceptual.to(next(step.G_module.parameters()).device)
         return step  # type: ignore[return-value]
 
     def _losses(self, batch: Batch) -> tuple[torch.Tensor, ...]:

@@ -1,8 +1,11 @@
 """The one training loop every model in the registry shares.
 
-The loop knows nothing of the model it trains: the registry entry names a *step* (``dermsynth.train.steps``)
-that declares the batch fields it needs, draws its own noise, updates its networks and returns named
-statistics. Around it: EMA of the generator, preview grids the step draws, loss curves (CSV + PNG with the
+The loop knows nothing of the model it trains: the registry builds the model's networks by name and names
+a *step* (``dermsynth.train.steps``) that owns them: it builds its optimizers, declares the batch fields it
+needs, draws its own noise, updates its networks and returns named statistics, and names the network that is
+sampled. The loop iterates over the step's ``networks`` and ``optimizers`` for the checkpoint, the resume,
+the finite check and the DDP broadcast; it never names a generator or a discriminator. Around it: EMA of the
+sampled network, preview grids the step draws, loss curves (CSV + PNG with the
 step's column names), optional in-training metrics with a ``best.pt`` snapshot, atomic checkpoints with every
 RNG state and the number of real images shown (so ``resume=True`` continues exactly as an uninterrupted
 run, also across PGAN phase changes), and data-parallel training when started by ``torchrun``
@@ -43,10 +46,10 @@ from dermsynth.device import resolve_device, runtime_info
 from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import append_csv_row, check_writable_dir, read_csv_rows, write_csv, write_json
 from dermsynth.progress import tqdm
-from dermsynth.models import build_gan, model_spec
+from dermsynth.models import build_networks, model_spec
 from dermsynth.report.figures import image_grid, plot_curves, save_png, to_uint8
 from dermsynth.train.batch import Batch, batch_from_dataset
-from dermsynth.train.checkpoint import load_checkpoint, nonfinite_tensor, save_checkpoint
+from dermsynth.train.checkpoint import FORMAT, load_checkpoint, nonfinite_tensor, save_checkpoint
 from dermsynth.train.config import TrainConfig, parse_batch_schedule
 from dermsynth.train.distributed import DistInfo, init_distributed
 from dermsynth.train.monitor import OverfitMonitor, split_holdout
@@ -86,7 +89,8 @@ class MetricsHook(Protocol):
     """In-training metrics (built above the trainer, e.g. ``dermsynth.metrics.registry.TrainingMetrics``).
 
     ``names``: the metrics, lower is better, the first decides ``best.pt``; called with ``sample_fn(n, seed)``
-    returning ``n`` uint8 (N, H, W, 3) images of the current (EMA) generator, it returns ``{name: value}``."""
+    returning ``n`` uint8 (N, H, W, 3) images of the current sampled network (its EMA copy when there is one),
+    it returns ``{name: value}``."""
 
     names: list[str]
 
@@ -101,7 +105,7 @@ class TrainResult:
 
 
 def model_options(cfg: TrainConfig, data: LesionDataset) -> dict:
-    """Keyword options for the model builder; stored in checkpoints so samplers can rebuild G."""
+    """Keyword options for the model builder; stored in checkpoints so samplers can rebuild the sampled network."""
     spec = model_spec(cfg.model)
     return {"resolution": cfg.size, "z_dim": cfg.z_dim, "width": cfg.width,
             "num_classes": data.num_classes if cfg.conditional else 0, **spec.extra_options(cfg, data)}
@@ -143,14 +147,9 @@ class _Run:
     data: LesionDataset
     held_out: LesionDataset | None
     options: dict            # model builder options (in every checkpoint)
-    inputs: tuple[str, ...]  # the batch fields G takes, in call order
-    G: nn.Module
-    D: nn.Module
-    G_ema: nn.Module | None
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
+    inputs: tuple[str, ...]  # the batch fields the sampled network takes, in call order
     noise: torch.Generator
-    gan_step: TrainStep
+    train_step: TrainStep    # owns the networks, their optimizers and the EMA copy
     sampler: Minibatches
     sampler_b: Minibatches | None
     fixed: Batch             # the preview grid's real batch
@@ -180,6 +179,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     every rank runs this function; rank 0 alone writes files.
     """
     spec = model_spec(cfg.model)
+    cfg.refuse_foreign(given)  # e.g. --direction for dcgan, even at its default value
     if spec.data_domain is not None:  # a patch folder as --data alone: its healthy/ and lesion/ sets
         cfg = replace(cfg, **dict(zip(("data", "data_b"), patch_domains(cfg.data, cfg.data_b, spec.data_domain(cfg)))))
     out = Path(cfg.out)
@@ -214,25 +214,21 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
         data, held_out = split_holdout(data, cfg.overfit_holdout, cfg.seed)
 
     options = model_options(cfg, data)
-    G, D = build_gan(cfg.model, **options)
-    G, D = G.to(device), D.to(device)
     use_cuda = device.type == "cuda"
-    if use_cuda and cfg.channels_last:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_beta > 0 else None
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(float(cfg.beta1), float(cfg.beta2)))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(float(cfg.beta1), float(cfg.beta2)))
-
+    memory = {"memory_format": torch.channels_last} if use_cuda and cfg.channels_last else {}
+    networks = {name: net.to(device).to(**memory) for name, net in build_networks(cfg.model, **options).items()}
+    kind = step_class(spec.step)
+    ema = copy.deepcopy(networks[kind.sampled]).eval().requires_grad_(False) if cfg.ema_beta > 0 else None
     noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    gan_step: TrainStep = step_class(spec.step).from_config(
-        cfg, G, D, opt_g, opt_d, bf16=use_cuda and cfg.bf16, noise=noise, ema=G_ema, dist=dist)
-    if cfg.augment != "none" and getattr(gan_step, "augment", None) is None:
+    train_step: TrainStep = kind.from_config(cfg, networks, bf16=use_cuda and cfg.bf16, noise=noise, ema=ema,
+                                           dist=dist)
+    if cfg.augment != "none" and getattr(train_step, "augment", None) is None:
         raise DermsynthError(f"--augment {cfg.augment} does not apply to --model {cfg.model}; use --augment none")
     # Batch sizes are global (all ranks together); the sampler validates the largest one.
     max_batch = max(parse_batch_schedule(cfg.batch_schedule, cfg.size).values()) if cfg.batch_schedule \
         else cfg.batch_size
     sampler_b = None
-    if "domain_b" in gan_step.needs:
+    if "domain_b" in train_step.needs:
         data_b = dataset_b
         if data_b is None:
             if cfg.data_b is None:
@@ -241,27 +237,30 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
         _check_data(data_b, cfg, "--data-b")
         data, data_b = spec.prepare_domains(cfg, data, data_b)
         sampler_b = Minibatches(data_b, max_batch, cfg.seed + 7, device,
-                                needs=getattr(gan_step, "needs_b", frozenset({"images"})), dist=dist)
-    sampler = Minibatches(data, max_batch, cfg.seed, device, needs=gan_step.needs, dist=dist)
+                                 needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist)
+    sampler = Minibatches(data, max_batch, cfg.seed, device, needs=train_step.needs, dist=dist)
     preview_rows = np.sort(np.random.default_rng(cfg.seed + 2).permutation(len(data))[:PREVIEW_SIZE])
-    fixed = batch_from_dataset(data, preview_rows, gan_step.needs, device)
-    inputs = tuple(getattr(gan_step, "generator_inputs", None) or spec.inputs)  # e.g. pix2pixHD --no-instance
-    run = _Run(cfg, out, device, dist, data, held_out, options, inputs, G, D, G_ema, opt_g, opt_d, noise, gan_step,
-               sampler, sampler_b, fixed, metrics, sync_buffers=False, changes=changes)
+    fixed = batch_from_dataset(data, preview_rows, train_step.needs, device)
+    inputs = tuple(train_step.sampled_inputs or spec.inputs)  # e.g. pix2pixHD --no-instance
+    run = _Run(cfg, out, device, dist, data, held_out, options, inputs, noise, train_step, sampler, sampler_b, fixed,
+               metrics, sync_buffers=False, changes=changes)
     step, images_seen, best = 0, 0, math.inf
     if state is not None:
         _restore(state, run)
         step, images_seen = int(state["step"]), int(state.get("images_seen", 0))
         best = float(state.get("best_metric", math.inf))
         for change in changes:  # learning rates given on resume replace the checkpoint's
-            if change["option"] in ("lr_g", "lr_d"):
-                gan_step.set_lr(opt_g if change["option"] == "lr_g" else opt_d, change["to"])
+            for name, option in train_step.lr_options.items():
+                if change["option"] == option:
+                    train_step.set_lr(train_step.optimizers[name], change["to"])
         run.changes = list(state.get("config_changes", [])) + [{**c, "step": step} for c in changes]
-    # Every rank starts from rank 0's weights (as DDP does), whatever its own initialisation was; batch-norm
-    # statistics (computed from each rank's own rows) are re-broadcast every step, as DDP's broadcast_buffers.
+    # Every rank starts from rank 0's weights (as DDP does), whatever its own initialisation was; the sampled
+    # network's batch-norm statistics (computed from each rank's own rows) are re-broadcast every step, as DDP's
+    # broadcast_buffers (the other networks only ever run in training mode, where running statistics are unused).
     if dist.active:
-        dist.broadcast_state(G, D, G_ema)
-    run.sync_buffers = dist.active and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in G.modules())
+        dist.broadcast_state(*networks.values(), ema)
+    run.sync_buffers = dist.active and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                           for m in networks[kind.sampled].modules())
 
     main = dist.is_main
     lock = _RunLock(out) if main else contextlib.nullcontext()
@@ -280,14 +279,16 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
 def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -> TrainResult:
     """Train from ``step`` to ``run.cfg.steps``: log, preview, score, checkpoint; stop on a signal or divergence."""
     cfg, out, ckpt_path, device, dist, data = run.cfg, run.out, run.ckpt_path, run.device, run.dist, run.data
-    G, D, G_ema, opt_g, opt_d, gan_step = run.G, run.D, run.G_ema, run.opt_g, run.opt_d, run.gan_step
+    train_step = run.train_step
+    sampled, ema = train_step.networks[train_step.sampled], train_step.ema
+    weights = (*train_step.networks.values(), ema)  # every network checked for non-finite values
     sampler, sampler_b, fixed, metrics, inputs = run.sampler, run.sampler_b, run.fixed, run.metrics, run.inputs
     losses_csv, overfit_csv, metrics_csv = out / LOSSES_CSV, out / OVERFIT_CSV, out / METRICS_CSV
     main = dist.is_main
     use_cuda = device.type == "cuda"
-    autocast = gan_step.autocast
-    stat_names = list(gan_step.stat_names)
-    monitor = (OverfitMonitor(data, run.held_out, device, needs=gan_step.needs, seed=cfg.seed)
+    autocast = train_step.autocast
+    stat_names = list(train_step.stat_names)
+    monitor = (OverfitMonitor(data, run.held_out, device, needs=train_step.needs, seed=cfg.seed)
                if run.held_out is not None and main else None)
     metric_every = round(cfg.metric_every * 1000) if metrics is not None else 0
     board = _tensorboard(out / "tensorboard", step) if cfg.tensorboard and main else None
@@ -298,7 +299,7 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
         return _state(run, step, images_seen, best)
 
     def checkpoint() -> Path:
-        _check_finite(log_sum, stat_names, step, (G, D, G_ema), ckpt_path, last_good["step"])
+        _check_finite(log_sum, stat_names, step, weights, ckpt_path, last_good["step"])
         state = checkpoint_state()
         path = save_checkpoint(state, ckpt_path)
         last_good["step"] = step
@@ -314,7 +315,7 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
         return path
 
     def eval_generator() -> nn.Module:
-        return G_ema if G_ema is not None else G
+        return ema if ema is not None else sampled
 
     @contextlib.contextmanager
     def frozen(g: nn.Module, seed: int):
@@ -332,7 +333,7 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
     def sample_grid() -> None:
         g = eval_generator()
         with frozen(g, cfg.seed + 3):
-            images, nrow = gan_step.preview(g, fixed)
+            images, nrow = train_step.preview(g, fixed)
         grid = image_grid(to_uint8(images), nrow=nrow)
         save_png(grid, out / "samples" / f"step-{step:07d}.png")
         if board is not None:
@@ -346,10 +347,10 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
             chunks = []
             for start in range(0, n, 64):
                 k = min(64, n - start)
-                source = (batch_from_dataset(data, np.arange(start, start + k) % len(data), gan_step.needs, device)
+                source = (batch_from_dataset(data, np.arange(start, start + k) % len(data), train_step.needs, device)
                           if "z" not in inputs else None)
                 with frozen(g, seed * 1_000_003 + start):
-                    chunks.append(to_uint8(gan_step.synthesize(g, k, seed * 1_000_003 + start, source).float()))
+                    chunks.append(to_uint8(train_step.synthesize(g, k, seed * 1_000_003 + start, source).float()))
             return np.concatenate(chunks)
 
         values = dict(metrics(sample_fn))
@@ -363,7 +364,7 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
                 board.add_scalar(f"metrics/{k}", values[k], step)
         if values[names[0]] < best:
             best = float(values[names[0]])
-            _check_finite(log_sum, stat_names, step, (G, D, G_ema), ckpt_path, last_good["step"])
+            _check_finite(log_sum, stat_names, step, weights, ckpt_path, last_good["step"])
             save_checkpoint(checkpoint_state(), out / "best.pt")
 
     log_n, log_images, t_log, log_from = 0, 0, time.perf_counter(), step + 1
@@ -377,19 +378,19 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
         decays = cfg.lr_decay_start < 1
         while step < cfg.steps and not stopping:
             if decays and (factor := lr_factor(step, cfg.steps, cfg.lr_decay_start)) < 1:
-                gan_step.set_lr(opt_g, cfg.lr_g * factor)
-                gan_step.set_lr(opt_d, cfg.lr_d * factor)
-            batch_size = gan_step.begin(images_seen)  # the global minibatch; PGAN: sets the stage
+                for name, option in train_step.lr_options.items():
+                    train_step.set_lr(train_step.optimizers[name], getattr(cfg, option) * factor)
+            batch_size = train_step.begin(images_seen)  # the global minibatch; PGAN: sets the stage
             batch = sampler.next(batch_size)           # this rank's rows of it
             if sampler_b is not None:
                 batch.domain_b = sampler_b.next(batch_size)
             if use_cuda and cfg.channels_last:
                 batch.images = batch.images.contiguous(memory_format=torch.channels_last)
-            stats = gan_step(batch)
+            stats = train_step(batch)
             if run.sync_buffers:
-                dist.broadcast_state(G, buffers_only=True)
-            if G_ema is not None:
-                update_ema(G_ema, G, gan_step.ema_decay(step, images_seen))
+                dist.broadcast_state(sampled, buffers_only=True)
+            if ema is not None:
+                update_ema(ema, sampled, train_step.ema_decay(step, images_seen))
             step += 1
             before = images_seen
             images_seen += batch_size
@@ -419,7 +420,7 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
                 log_sum.zero_()
                 log_n, log_images, t_log, log_from = 0, 0, now, step + 1
                 if monitor is not None:
-                    d_train, d_held = monitor.measure(gan_step)
+                    d_train, d_held = monitor.measure(train_step)
                     append_csv_row(overfit_csv, ["step", "d_train", "d_heldout", "gap"],
                                 [step, f"{d_train:.5f}", f"{d_held:.5f}", f"{d_train - d_held:.5f}"])
             if main and (step % cfg.sample_every == 0 or step == cfg.steps):
@@ -482,7 +483,7 @@ def _check_finite(log_sum: torch.Tensor, stat_names: list[str], step: int, modul
 
 def _resume_config(cfg: TrainConfig, state: dict, given: set[str] | None) -> tuple[TrainConfig, list[dict]]:
     """The checkpoint's config with the options the user may change applied; errors for the others."""
-    saved = TrainConfig.from_dict(state["config"])
+    saved = TrainConfig.from_dict(state["config"]).applicable()  # earlier versions recorded every model's options
     defaults = TrainConfig()
     if given is None:
         given = {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) != getattr(defaults, f.name)}
@@ -574,23 +575,22 @@ class _StopOnSignal:
 def _state(run: _Run, step: int, images_seen: int, best: float) -> dict:
     """The checkpoint: everything an exact resume, a sampler and an audit of the run need."""
     return {
-        "format": "dermsynth-gan-2",
+        "format": FORMAT,
         "config": run.cfg.to_dict(),
         "config_changes": run.changes,
         "model": run.cfg.model,
         "model_options": run.options,
-        "generator_inputs": list(run.inputs),  # batch fields G takes, in call order ("z", "labels") or maps
+        "sampled": run.train_step.sampled,       # the network a sampler rebuilds
+        "sampled_inputs": list(run.inputs),  # the batch fields it takes, in call order ("z", "labels") or maps
         "class_names": list(run.data.class_names),
         "data": _data_summary(run.data),
         "step": step,
         "images_seen": images_seen,  # real images shown: PGAN's growth stage and phase derive from it
         "best_metric": best,
-        "step_state": run.gan_step.state_dict(),
-        "generator": run.G.state_dict(),
-        "discriminator": run.D.state_dict(),
-        "generator_ema": None if run.G_ema is None else run.G_ema.state_dict(),
-        "opt_g": run.opt_g.state_dict(),
-        "opt_d": run.opt_d.state_dict(),
+        "step_state": run.train_step.state_dict(),
+        "networks": {name: net.state_dict() for name, net in run.train_step.networks.items()},
+        "ema": {} if run.train_step.ema is None else {run.train_step.sampled: run.train_step.ema.state_dict()},
+        "optimizers": {name: opt.state_dict() for name, opt in run.train_step.optimizers.items()},
         "sampler": run.sampler.state_dict(),
         "sampler_b": None if run.sampler_b is None else run.sampler_b.state_dict(),
         "noise_rng": run.noise.get_state(),
@@ -601,19 +601,20 @@ def _state(run: _Run, step: int, images_seen: int, best: float) -> dict:
 
 def _restore(state: dict, run: _Run) -> None:
     """Load a checkpoint's networks, optimizers, samplers, step state and random streams into ``run``."""
+    train_step = run.train_step
     try:
-        run.G.load_state_dict(state["generator"])
-        run.D.load_state_dict(state["discriminator"])
-        if run.G_ema is not None and state.get("generator_ema") is not None:
-            run.G_ema.load_state_dict(state["generator_ema"])
-        run.opt_g.load_state_dict(state["opt_g"])
-        run.opt_d.load_state_dict(state["opt_d"])
+        for name, net in train_step.networks.items():
+            net.load_state_dict(state["networks"][name])
+        if train_step.ema is not None and train_step.sampled in state["ema"]:
+            train_step.ema.load_state_dict(state["ema"][train_step.sampled])
+        for name, opt in train_step.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"checkpoint does not match the model: {str(exc).splitlines()[0]}") from None
     run.sampler.load_state_dict(state["sampler"])
     if run.sampler_b is not None and state.get("sampler_b") is not None:
         run.sampler_b.load_state_dict(state["sampler_b"])
-    run.gan_step.load_state_dict(state.get("step_state", {}))
+    train_step.load_state_dict(state.get("step_state", {}))
     run.noise.set_state(state["noise_rng"])
     torch.set_rng_state(state["torch_rng"])
     if torch.cuda.is_available() and state.get("cuda_rng"):

@@ -5,10 +5,29 @@ Sec. 4.1).
 (``dermsynth vtt serve``), ``write_report`` analyses the answers.
 """
 
-from dermsynth.vtt.create import create_study
-from dermsynth.vtt.report import write_report
-from dermsynth.vtt.stats import Confusion, fleiss_kappa, wilson_interval
-from dermsynth.vtt.store import Refused, Study, StudySettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# imported on first use (PEP 562): `dermsynth --help` loads this package's CLI without torch
+_PUBLIC = {"create_study": "create", "write_report": "report", "Confusion": "stats", "fleiss_kappa": "stats",
+           "wilson_interval": "stats", "Refused": "store", "Study": "store", "StudySettings": "store"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'dermsynth.vtt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"dermsynth.vtt.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from dermsynth.vtt.create import create_study
+    from dermsynth.vtt.report import write_report
+    from dermsynth.vtt.stats import Confusion, fleiss_kappa, wilson_interval
+    from dermsynth.vtt.store import Refused, Study, StudySettings
 
 __all__ = ["Confusion", "Refused", "Study", "StudySettings", "create_study", "fleiss_kappa", "wilson_interval",
            "write_report"]

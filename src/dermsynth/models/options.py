@@ -1,0 +1,193 @@
+"""Per-model training options: one dataclass per model, declared with its registry entry.
+
+Every model takes the common options of ``dermsynth.train.config.TrainConfig`` (data, size, length, logging,
+device ...) plus the fields of its own options class here (``ModelSpec.options``): the GAN learning rates and
+Adam betas (:class:`AdversarialOptions`), the loss and penalties of the noise -> image GANs, PGAN's phases,
+StyleGAN2's regularisation, pix2pixHD's architecture and loss weights, the editors' domains and weights. A
+field left at ``None`` takes the model's default (``ModelSpec.defaults``, with the paper it comes from).
+
+``TrainConfig`` is assembled from the common options and every registered options class, so the API stays
+one flat config (``TrainConfig(model="stylegan2", r1_gamma=1.0)``) and the CLI one option per field; an option
+given for a model whose class lacks it is refused (:meth:`TrainConfig.resolve`), and ``train --help`` lists
+the options by model. An options class may add a :meth:`ModelOptions.check` for its own fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "LAPGANOptions", "LatentOptions",
+           "ModelOptions", "NoiseGANOptions", "PGANOptions", "Pix2PixHDOptions", "StyleGAN2Options", "TwoDomainOptions", "UNetTranslatorOptions",
+           "option"]
+
+
+def option(default: Any, help: str) -> Any:
+    """A config field with its ``--help`` text (the CLI makes one option per field)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelOptions:
+    """Base of every model's options (no fields)."""
+
+    @staticmethod
+    def check(cfg: Any) -> None:
+        """Refuse values of this class's fields that the model cannot take (``cfg``: a TrainConfig whose
+        ``None`` fields are not yet resolved); the common checks run in ``TrainConfig.validate``."""
+
+
+@dataclass
+class AdversarialOptions(ModelOptions):
+    """A generator and a discriminator, one Adam optimizer each."""
+
+    lr_g: float | None = option(None, "Generator learning rate (model default; may change on --resume).")
+    lr_d: float | None = option(None, "Discriminator learning rate (model default; may change on --resume).")
+    beta1: float | None = option(None, "Adam beta1 (model default).")
+    beta2: float | None = option(None, "Adam beta2 (model default).")
+
+
+@dataclass
+class LatentOptions(ModelOptions):
+    """Noise -> image generators: the latent and the classes."""
+
+    conditional: bool = option(False, "Class-conditional: label embedding in G, projection in D.")
+    z_dim: int = option(128, "Latent dimension (Baur et al. 2018 use 128 for every model; stylegan2: 8 x --width, not a "
+                             "free choice).")
+
+
+@dataclass
+class AugmentOptions(ModelOptions):
+    """Discriminator augmentation (``dermsynth.train.disc_augment``)."""
+
+    augment: str | None = option(None, "Discriminator augmentation: none | ada (adaptive p, Karras et al. 2020) | "
+                                       "fixed (p = --augment-p) | diffaugment (Zhao et al. 2020). Default: ada for "
+                                       "stylegan2 (the reference's --aug=ada), else none.")
+    augment_p: float = option(0.0, "Augmentation probability: fixed p, or ADA's initial p.")
+    ada_target: float = option(0.6, "ADA target of r_t = E[sign(D(real))].")
+    ada_kimg: float = option(500.0, "ADA speed: thousands of real images for p to move from 0 to 1.")
+    augment_pipe: str = option("bgc", "Transforms of --augment ada/fixed (the reference's --augpipe): blit | geom | "
+                                      "color | filter | noise | cutout | bg | bgc | bgcf | bgcfn | bgcfnc.")
+
+
+@dataclass
+class NoiseGANOptions(AugmentOptions, LatentOptions, AdversarialOptions):
+    """Noise -> image GANs: latents, classes, the loss, WGAN penalties and discriminator augmentation."""
+
+    loss: str | None = option(None, "GAN loss (the model's default: nonsaturating for dcgan, wgan for pgan).")
+    gp_weight: float | None = option(None, "WGAN-GP lambda (pgan 10).")
+    drift: float | None = option(None, "Epsilon-drift weight on D(real)^2 (pgan 1e-3).")
+
+
+@dataclass
+class DCGANOptions(NoiseGANOptions):
+    d_scales: int | None = option(None, "Discriminator scales (Furger et al.'s multi-scale D, each on the input "
+                                        "average-pooled by 2 once more): 1 (Furger et al. 2020: 2).")
+
+
+@dataclass
+class LAPGANOptions(LatentOptions, AdversarialOptions):
+    """LAPGAN: no gradient penalty and no augmentation (its discriminators judge a band given the coarser
+    image)."""
+
+    loss: str | None = option(None, "GAN loss (nonsaturating).")
+    drift: float | None = option(None, "Epsilon-drift weight on D(real)^2 (0).")
+
+
+@dataclass
+class PGANOptions(NoiseGANOptions):
+    stable_kimg: float | None = option(None, "Thousands of images per stable phase (600).")
+    fade_kimg: float | None = option(None, "Thousands of images per fade-in phase (600).")
+    batch_schedule: str | None = option(None, "Minibatch per resolution, e.g. 4:16,8:16,...,256:14.")
+
+    @staticmethod
+    def check(cfg: Any) -> None:
+        from dermsynth.errors import DermsynthError
+        from dermsynth.models.pgan import parse_batch_schedule
+
+        for name in ("stable_kimg", "fade_kimg"):
+            value = getattr(cfg, name)
+            if value is not None and not value >= 0:
+                raise DermsynthError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        if cfg.stable_kimg is not None and cfg.fade_kimg is not None and cfg.stable_kimg + cfg.fade_kimg <= 0:
+            raise DermsynthError("--stable-kimg and --fade-kimg cannot both be 0")
+        if cfg.batch_schedule is not None:
+            parse_batch_schedule(cfg.batch_schedule, cfg.size)
+
+
+@dataclass
+class StyleGAN2Options(AugmentOptions, LatentOptions, AdversarialOptions):
+    """StyleGAN2-ADA (its loss is the non-saturating logistic loss with R1; no WGAN penalties)."""
+
+    r1_gamma: float | None = option(None, "R1 weight gamma (by resolution, the ADA paper's configs: <=32 px 0.01, "
+                                          "64 px 0.0256, 128 px 0.1024, 256 px 1, 512 px 0.5).")
+    r1_interval: int | None = option(None, "Steps between lazy R1 updates (16).")
+    pl_weight: float | None = option(None, "Path-length regularisation weight (2; 0 at <=32 px).")
+    pl_interval: int | None = option(None, "Steps between lazy path-length updates (4).")
+    style_mixing: float | None = option(None, "Style-mixing probability (0.9; 0 at <=32 px).")
+    map_layers: int | None = option(None, "Mapping-network depth (8 at 256 px and up, else 2).")
+    mbstd_group: int | None = option(None, "Minibatch-stddev group size (by resolution, e.g. 8 at 256 px).")
+    fmaps: float | None = option(None, "channel_base = fmaps * 32768 * width / 64 (0.5 at 64-256 px).")
+    ema_kimg: float | None = option(None, "G EMA half-life in thousands of images (256 px: 20).")
+    ema_rampup: float | None = option(None, "EMA half-life ramp-up, ema_kimg <= rampup * kimg shown (0.05; 0 = none, "
+                                            "as at 256 px).")
+
+
+@dataclass
+class Pix2PixHDOptions(AdversarialOptions):
+    d_scales: int | None = option(None, "Discriminator scales (multi-scale D, each on the input average-pooled by 2 "
+                                        "once more): 3.")
+    instance: bool = option(True, "Feed the superpixel instance-boundary map besides the semantic map "
+                                  "(--no-instance: Bissoto et al.'s variant (c), semantic maps alone).")
+    skip_unmasked: bool = option(False, "Skip images without a lesion mask (with a count) instead of failing.")
+    perceptual: str | None = option(None, "Perceptual loss network: off, vgg19:FILE (a local torchvision VGG19 state "
+                                          "dict) or classifier:CKPT (dermsynth train-extractor); off.")
+    lambda_feat: float | None = option(None, "Weight of the discriminator feature-matching loss (10).")
+    lambda_perceptual: float | None = option(None, "Weight of the perceptual loss (10).")
+    g_downsample: int | None = option(None, "Stride-2 down-samplings of the global generator (4).")
+    g_blocks: int | None = option(None, "Residual blocks of the global generator (9).")
+    local_enhancers: int | None = option(None, "Local enhancer networks, each doubling the resolution the global "
+                                               "generator works at (0).")
+    d_layers: int | None = option(None, "Stride-2 layers per patch discriminator (3).")
+
+    @staticmethod
+    def check(cfg: Any) -> None:
+        from dermsynth.models.perceptual import check_perceptual_spec
+
+        if cfg.perceptual is not None:
+            check_perceptual_spec(cfg.perceptual)
+
+
+@dataclass
+class TwoDomainOptions(AdversarialOptions):
+    """Models trained on two image sets (``--data`` = A, ``--data-b`` = B)."""
+
+    data_b: str | None = option(None, "Second domain (--data is the first); a patch folder as --data alone "
+                                      "gives both.")
+
+
+@dataclass
+class UNetTranslatorOptions(TwoDomainOptions):
+    loss: str | None = option(None, "GAN loss (nonsaturating, Furger et al.'s BCE).")
+    direction: str = option("add", "add (healthy --data + lesion masks of --data-b -> lesion) or remove (lesion "
+                                   "--data + its masks -> healthy like --data-b).")
+    truncate_healthy: bool = option(False, "--direction add: edit a random subset of the healthy set (--data) as "
+                                           "large as the lesion set (--data-b), as Furger et al. 2020.")
+    relevancy_weight: float | None = option(None, "lambda_REL, weight of the MSE outside the mask (Furger et al. 2020: 10).")
+
+    @staticmethod
+    def check(cfg: Any) -> None:
+        from dermsynth.errors import DermsynthError
+
+        if cfg.truncate_healthy and cfg.direction != "add":
+            raise DermsynthError("--truncate-healthy applies to --model unet-translator --direction add")
+
+
+@dataclass
+class CycleGANOptions(TwoDomainOptions):
+    cycle_weight: float | None = option(None, "Lambda of the cycle-consistency L1 loss (10).")
+    identity_weight: float | None = option(None, "Identity loss weight relative to --cycle-weight (0.5; 0 disables "
+                                                 "it).")
+    pool_size: int | None = option(None, "Generated images kept per discriminator's image pool (50; 0 off).")
+    cycle_residual: bool = option(False, "Generators output input + residual (Furger et al.'s image modification) "
+                                         "instead of the paper's tanh image.")

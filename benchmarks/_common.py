@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from dermsynth.data.dataset import LesionDataset
-from dermsynth.device import resolve_device
+from dermsynth.device import bf16_native, resolve_device
 from dermsynth.train.minibatches import Minibatches
 
 
@@ -31,9 +31,10 @@ def random_image_minibatches(n: int, resolution: int, batch: int, device: torch.
 
 def networks_on(G: torch.nn.Module, D: torch.nn.Module, device: torch.device,
                 fast: bool) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
-    """G and D on ``device``; in the fast setting on CUDA also channels_last. Returns (G, D, channels_last)."""
+    """G and D on ``device``; in the fast setting (bf16 + channels_last, where the device computes bf16
+    natively: CUDA, AVX512-BF16/AMX CPUs) also channels_last. Returns (G, D, channels_last)."""
     G, D = G.to(device), D.to(device)
-    channels_last = fast and device.type == "cuda"
+    channels_last = fast and bf16_native(device)
     if channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     return G, D, channels_last

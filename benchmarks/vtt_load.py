@@ -2,8 +2,10 @@
 
 The server is the real `dermsynth vtt serve` (uvicorn, one process) on 127.0.0.1 only; the raters are
 asyncio HTTP clients in this process, each doing what the rating page does: load the page and the state,
-then per image fetch it and post the answer. Bounded by the study size and ``--max-seconds``. Afterwards the
-study file is checked: every accepted answer stored exactly once, equal to what was sent, nothing else.
+press Start, then per image fetch it and post the answer (as fast as they can: the study is made with
+``min_display_ms=0``, since the default 500 ms minimum display time would make every rater wait). Bounded
+by the study size and ``--max-seconds``. Afterwards the study file is checked: every accepted answer stored
+exactly once, equal to what was sent, nothing else.
 
     python benchmarks/vtt_load.py                 # 50 raters x 80 images (Baur et al.'s study size)
     python benchmarks/vtt_load.py --quick         # 10 raters x 10 images
@@ -46,7 +48,8 @@ async def rater(client: httpx2.AsyncClient, token: str, seed: int, deadline: flo
         return r
 
     await call("page", "GET", f"/r/{token}")
-    state = (await call("state", "GET", f"/api/{token}/state")).json()
+    await call("state", "GET", f"/api/{token}/state")
+    state = (await call("start", "POST", f"/api/{token}/start", json={})).json()
     while state["current"] < state["n"] and time.perf_counter() < deadline:
         image_id = state["items"][state["current"]]["id"]
         await call("image", "GET", f"/api/{token}/image/{image_id}")
@@ -89,7 +92,7 @@ def main() -> None:
     ap.add_argument("--raters", type=int, default=50)
     ap.add_argument("--n-real", type=int, default=50)
     ap.add_argument("--n-fake", type=int, default=30)
-    ap.add_argument("--size", type=int, default=64, help="Image side (64 px PNGs: about 8 KB each).")
+    ap.add_argument("--size", type=int, default=64, help="Image side (64 px uncompressed PNGs: 12.4 KB each).")
     ap.add_argument("--max-seconds", type=float, default=120.0, help="Stop issuing answers after this long.")
     ap.add_argument("--quick", action="store_true", help="10 raters x 10 images.")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "vtt_load.json"))
@@ -99,7 +102,7 @@ def main() -> None:
     load_before = round(os.getloadavg()[0], 2)  # other jobs on the machine: the figures are pessimistic under load
     with tempfile.TemporaryDirectory() as tmp:
         study = create_study(Path(tmp) / "load.sqlite", real=f"phantom:{args.n_real}", fake=f"phantom:{args.n_fake}",
-                             n_real=args.n_real, n_fake=args.n_fake, size=args.size)
+                             n_real=args.n_real, n_fake=args.n_fake, size=args.size, min_display_ms=0)
         tokens = [r.token for r in study.add_raters("load", args.raters)]
         client_cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         with ServerProcess(study.path) as server:
@@ -114,7 +117,7 @@ def main() -> None:
     per_kind = {k: {"requests": int(sum(1 for kk, _ in timings if kk == k)),
                     "p50_ms": round(float(np.percentile([t * 1000 for kk, t in timings if kk == k], 50)), 1),
                     "p95_ms": round(float(np.percentile([t * 1000 for kk, t in timings if kk == k], 95)), 1)}
-                for k in ("page", "state", "image", "answer")}
+                for k in ("page", "state", "start", "image", "answer")}
     expected = args.raters * (args.n_real + args.n_fake)
     result = record("vtt_load", torch.device("cpu"), args.out, cpu_cores=os.cpu_count(),
                     load_average_before=load_before, raters=args.raters, images=args.n_real + args.n_fake,

@@ -15,11 +15,13 @@ needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data n
 
 @pytest.fixture(autouse=True, scope="session")
 def _session_env(tmp_path_factory):
-    """Caches go to a temporary folder, never the user's real ~/.cache/dermsynth, and CLI runs keep one thread
-    (dermsynth.device's policy); CLI subprocesses inherit both."""
+    """Caches go to a temporary folder, never the user's real ~/.cache/dermsynth, CLI runs keep one thread
+    (dermsynth.device's policy) and float32 on every CPU (the figures tests assert must not depend on whether the
+    CPU has native bf16; tests/test_bf16_cpu.py turns it on); CLI subprocesses inherit all three."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DERMSYNTH_CACHE", str(tmp_path_factory.mktemp("dermsynth-cache")))
         mp.setenv("DERMSYNTH_THREADS", "1")
+        mp.setenv("DERMSYNTH_CPU_BF16", "0")
         yield
 
 

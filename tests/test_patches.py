@@ -1,6 +1,7 @@
 """Healthy / lesion patch sets (Furger et al. 2020, 3.1): exact classification, margins, groups, caches, real
 HAM10000."""
 
+import json
 import subprocess
 import sys
 
@@ -12,8 +13,8 @@ from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.images import fit_mask_to_image, load_image, load_mask
 from dermsynth.data.patches import PatchRule, classify_patches, cut_patches, parse_fraction_range, patch_domains
 from dermsynth.data.phantom import generate_phantom
-from dermsynth.data.prepare import load_dataset
-from dermsynth.data.readers import read_source
+from dermsynth.data.prepare import load_dataset, prepare
+from dermsynth.data.readers import DataWarning, read_source
 from dermsynth.errors import DataError
 
 
@@ -97,6 +98,38 @@ def test_a_source_without_masks_is_one_clear_error(tmp_path, noise_dataset):
     noise_dataset.save(tmp_path / "noise")
     with pytest.raises(DataError, match="no lesion masks"):
         cut_patches(tmp_path / "noise", tmp_path / "p", PatchRule(size=8), progress=False)
+
+
+def _lesion_photos(root, empty_mask_ids=()):
+    """Three 64x64 skin photos with a 16x16 lesion (``_square_lesion``) and their masks as files; the masks of
+    ``empty_mask_ids`` are all zero, though the lesion is in the photo."""
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    image, mask = _square_lesion()
+    image[mask > 0] = (90, 50, 30)
+    for i in range(3):
+        Image.fromarray(image).save(root / f"img{i}.png")
+        Image.fromarray((0 if f"img{i}" in empty_mask_ids else 255) * mask).save(root / f"img{i}_segmentation.png")
+    return root
+
+
+@pytest.mark.parametrize("from_cache", [False, True])
+def test_an_all_zero_mask_is_skipped_not_healthy(tmp_path, from_cache):
+    src = _lesion_photos(tmp_path / "src", empty_mask_ids={"img1"})
+    if from_cache:  # a prepared cache stores an all-zero mask for an image without one
+        (src / "img1_segmentation.png").unlink()
+        with pytest.warns(DataWarning, match="no lesion mask"):
+            prepare(src, 64, out=tmp_path / "cache", progress=False)
+        src = tmp_path / "cache"
+    rule = PatchRule(size=16, margin=0)
+    with pytest.warns(DataWarning, match=r"1 image\(s\) with an all-zero lesion mask are skipped \(first: img1\)"):
+        summary = cut_patches(src, tmp_path / "p", rule, progress=False)
+    assert summary.skipped_empty_masks == 1 and summary.images == 2
+    healthy = LesionDataset.load(tmp_path / "p" / "healthy")
+    assert not any(i.startswith("img1@") for i in healthy.ids)
+    assert json.loads((tmp_path / "p" / "healthy" / "meta.json").read_text())["patches"]["skipped_empty_masks"] == 1
+    assert len(healthy) == 2 * 12  # the 12 lesion-free patches of each image with a real mask
 
 
 def test_patch_folder_expands_into_the_two_domains(tmp_path):

@@ -208,8 +208,7 @@ def test_prepare_corrupt_image(tmp_path):
     bad.write_bytes(bad.read_bytes()[:200])
     with pytest.raises(DataError, match=r"ISIC_0000002\.jpg: corrupt or unreadable image"):
         prepare(src, 16, tmp_path / "out", progress=False)
-    assert not (tmp_path / "out" / "meta.json").exists()
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # temp arrays cleaned up
+    assert not (tmp_path / "out").exists()  # temp arrays cleaned up, and the folder this run made
     with pytest.warns(DataWarning, match="skipped 1 unreadable"):
         ds = prepare(src, 16, tmp_path / "out", skip_corrupt=True, progress=False)
     assert len(ds) == 5 and "ISIC_0000002" not in ds.ids

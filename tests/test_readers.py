@@ -345,3 +345,93 @@ def test_no_warnings_on_clean_fixture(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_source(_ham(tmp_path))
+
+
+# --- label tables that say one thing (issue 18) --------------------------------------------------------------
+
+
+def _labels_csv(root: Path, rows: list[tuple[str, str]]) -> Path:
+    for image_id, _ in rows:
+        _img(root / "images" / f"{image_id}.jpg")
+    pd.DataFrame(rows, columns=["image_id", "dx"]).to_csv(root / "labels.csv", index=False)
+    return root
+
+
+def test_class_labels_are_case_insensitive(tmp_path):
+    ix = read_source(_labels_csv(tmp_path / "codes", [("a", "MEL"), ("b", "mel"), ("c", "Nv"), ("d", "nv")]))
+    assert ix.class_names == ["mel", "nv"] and [r.label for r in ix.records] == [0, 0, 1, 1]
+    # free labels: one class per spelling-insensitive name; a single spelling keeps its case
+    ix = read_source(_labels_csv(tmp_path / "free", [("a", "Melanoma"), ("b", "melanoma"), ("c", "Nevus")]))
+    assert ix.class_names == ["Nevus", "melanoma"] and [r.label for r in ix.records] == [1, 1, 0]
+    # HAM10000 metadata in capitals is the same 3 classes as in lower case
+    _ham(tmp_path / "ham")
+    table = tmp_path / "ham" / "HAM10000_metadata.csv"
+    df = pd.read_csv(table)
+    df.assign(dx=df["dx"].str.upper()).to_csv(table, index=False)
+    assert read_source(tmp_path / "ham").class_names == ["bkl", "mel", "nv"]
+
+
+def test_unknown_class_is_an_error(tmp_path):
+    _ham(tmp_path / "ham")
+    table = tmp_path / "ham" / "HAM10000_metadata.csv"
+    df = pd.read_csv(table)
+    df.loc[[1, 3], "dx"] = "melanom"
+    df.to_csv(table, index=False)
+    with pytest.raises(DataError, match=r"data row 2 \(image 'ISIC_0000002'\) has unknown class 'melanom' "
+                                        r"\(2 such rows\); the table uses HAM10000/ISIC codes: ak, akiec"):
+        read_source(tmp_path / "ham")
+    # a labels.csv mixing codes with something else, and PH2 names with a typo
+    with pytest.raises(DataError, match="'c'.*unknown class 'nevus'"):
+        read_source(_labels_csv(tmp_path / "mixed", [("a", "mel"), ("b", "nv"), ("c", "nevus")]))
+    ph2 = _labels_csv(tmp_path / "ph2", [("a", "common_nevus"), ("b", "melanom")])
+    with pytest.raises(DataError, match="unknown class 'melanom'; the table uses PH2 diagnoses"):
+        read_source(ph2, kind="ph2")
+    assert read_source(ph2).class_names == ["common_nevus", "melanom"]  # not all PH2's: a table of its own
+
+
+def test_empty_class_is_an_error_naming_the_row(tmp_path):
+    root = _labels_csv(tmp_path, [("a", "mel"), ("b", "nv")])
+    (root / "labels.csv").write_text("image_id,dx\na,mel\nb,\n")
+    with pytest.raises(DataError, match=r"labels\.csv: data row 2 \(image 'b'\) has an empty dx"):
+        read_source(root)
+    _ham(tmp_path / "ham")
+    table = tmp_path / "ham" / "HAM10000_metadata.csv"
+    df = pd.read_csv(table, dtype=str)
+    df.loc[4, "dx"] = ""
+    df.to_csv(table, index=False)
+    with pytest.raises(DataError, match=r"data row 5 \(image 'ISIC_0000005'\) has an empty dx"):
+        read_source(tmp_path / "ham")
+
+
+def test_row_with_extra_fields_says_so(tmp_path):
+    _ham(tmp_path)
+    table = tmp_path / "HAM10000_metadata.csv"
+    lines = table.read_text().splitlines()
+    for where in (1, 3):  # the first data row (pandas would make column 1 the index) and a later one
+        changed = lines.copy()
+        changed[where] += ",extra"
+        table.write_text("\n".join(changed) + "\n")
+        with pytest.raises(DataError, match=rf"HAM10000_metadata\.csv: line {where + 1} has 5 fields, "
+                                            r"the header has 4") as e:
+            read_source(tmp_path)
+        assert "more than once" not in str(e.value)
+
+
+def _isic(root: Path, rows: list[list]) -> Path:
+    cols = ["image", "MEL", "NV", "BCC"]
+    pd.DataFrame(rows, columns=cols).to_csv(root / "ISIC2018_Task3_Training_GroundTruth.csv", index=False)
+    for r in rows:
+        _img(root / "input" / f"{r[0]}.jpg")
+    return root
+
+
+@pytest.mark.parametrize("bad_row, message", [
+    (["ISIC_3", 1.0, 1.0, 0.0], r"data row 3 \(image 'ISIC_3'\) has 2 class columns set to 1"),
+    (["ISIC_3", 0.0, 0.0, 0.0], r"data row 3 \(image 'ISIC_3'\) has 0 class columns set to 1"),
+    (["ISIC_3", 0.5, 0.5, 0.0], r"data row 3 \(image 'ISIC_3'\) has a class value other than 0 or 1"),
+])
+def test_onehot_row_must_have_exactly_one(tmp_path, bad_row, message):
+    good = [["ISIC_1", 1.0, 0.0, 0.0], ["ISIC_2", 0.0, 1.0, 0.0]]
+    assert [r.label for r in read_source(_isic(tmp_path, good)).records] == [0, 1]
+    with pytest.raises(DataError, match=message):
+        read_source(_isic(tmp_path, good + [bad_row]))

@@ -5,8 +5,10 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+from dermsynth.cli import main
 from dermsynth.errors import DermsynthError
 from dermsynth.sample import load_generator, sample_images
 from dermsynth.train import TrainConfig, train
@@ -67,17 +69,66 @@ def test_creation_errors(tmp_path, checkpoint):
 @needs_shared
 def test_study_from_real_images_keeps_their_ids_out_of_the_browser(tmp_path):
     study = create_study(tmp_path / "ph2.sqlite", real=str(SHARED_DATA / "ph2"), fake="phantom:6", n_real=5,
-                         n_fake=3, size=32)
+                         n_fake=3, size=32, min_display_ms=0)
     images = study.images_frame()
     real_ids = images[images.is_real == 1].origin_id.tolist()
     assert len(real_ids) == 5 and all(i.startswith("IMD") for i in real_ids)
     assert {p.shape for p in _pixels(study).values()} == {(32, 32, 3)}
     (rater,) = study.add_raters("dermatologist", 1)
     client = TestClient(create_app(study))
-    seen = client.get(f"/r/{rater.token}").text
+    seen = client.get(f"/r/{rater.token}").text + client.post(f"/api/{rater.token}/start", json={}).text
     for _ in range(8):
         state = client.get(f"/api/{rater.token}/state").json()
         image_id = state["items"][state["current"]]["id"]
         seen += client.get(f"/api/{rater.token}/image/{image_id}").headers.get("content-type", "")
         seen += client.post(f"/api/{rater.token}/answer", json={"image": image_id, "answer": "real"}).text
     assert not any(i in seen for i in real_ids) and "ph2" not in seen
+
+
+def _folder(root, name: str, shape: tuple[int, int], n: int = 6):
+    root.mkdir()
+    rng = np.random.default_rng(len(name))
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(root / f"{name}_{i}.png")
+    return str(root)
+
+
+def test_native_size_by_default_and_a_warning_on_enlargement(tmp_path):
+    real = _folder(tmp_path / "real", "r", (30, 40))   # 40x30 photographs: 30 px squares without enlarging
+    fake = _folder(tmp_path / "fake", "f", (48, 48))
+    warnings = []
+    study = create_study(tmp_path / "a.sqlite", real=real, fake=fake, n_real=3, n_fake=3, warn=warnings.append)
+    assert study.settings.size == 30 and not warnings
+    assert {p.shape for p in _pixels(study).values()} == {(30, 30, 3)}
+    study = create_study(tmp_path / "b.sqlite", real=real, fake=fake, n_real=3, n_fake=3, size=40,
+                         warn=warnings.append)
+    assert len(warnings) == 1 and "--real images are 30 px at most and will be enlarged to 40 px" in warnings[0]
+    assert create_study(tmp_path / "c.sqlite", real="phantom:8", fake="phantom:8", n_real=2, n_fake=2,
+                        warn=warnings.append).settings.size == 64 and len(warnings) == 1
+    r = CliRunner().invoke(main, ["vtt", "create", "--real", real, "--fake", fake, "--n-real", "2", "--n-fake", "2",
+                                  "--size", "48", "--out", str(tmp_path / "d.sqlite")])
+    assert r.exit_code == 0 and "warning: --real images are 30 px" in r.output and "at 48 px" in r.output
+
+
+def test_generator_larger_than_the_real_images_warns(tmp_path, checkpoint):
+    real = _folder(tmp_path / "small", "s", (12, 12))
+    warnings = []
+    study = create_study(tmp_path / "g.sqlite", real=real, fake=str(checkpoint), n_real=2, n_fake=2,
+                         warn=warnings.append)
+    assert study.settings.size == 16 and "enlarged to 16 px" in warnings[0]
+
+
+def test_option_errors(tmp_path):
+    for kwargs, message in ((dict(shared_order=True, images_per_rater=4), "exclude each other"),
+                            (dict(min_display_ms=-1), "--min-display-ms"),
+                            (dict(calibration=-1), "--calibration must be >= 0"),
+                            (dict(calibration=20), "fewer than --n-real"),
+                            (dict(consent="@" + str(tmp_path / "none.md")), "--consent")):
+        with pytest.raises(DermsynthError, match=message):
+            create_study(tmp_path / "e.sqlite", real="phantom:10", fake="phantom:10", n_real=4, n_fake=4, **kwargs)
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    (tmp_path / "consent.md").write_text("# Consent\n\nI agree to **take part**.\n")
+    study = create_study(tmp_path / "ok.sqlite", real="phantom:10", fake="phantom:10", n_real=4, n_fake=4,
+                         consent="@" + str(tmp_path / "consent.md"), instructions="Look closely.")
+    assert study.settings.consent.startswith("# Consent") and study.settings.instructions == "Look closely."
+    assert study.settings.public()["consent"] == study.settings.consent

@@ -1,18 +1,20 @@
 """Reader-study statistics against independent references: statsmodels (Fleiss' kappa, Wilson), Fleiss'
-published worked example, closed-form binomial tails, scikit-learn, scipy's bootstrap and Baur et al.'s Table 2."""
+published worked example, closed-form binomial tails, scikit-learn, scipy's bootstrap, Baur et al.'s Table 2, and
+Krippendorff's alpha against his published example and a coincidence-matrix computation written out here."""
 
 import math
 
 import numpy as np
 import pytest
 from scipy import stats as sps
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score, roc_auc_score
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
 
-from dermsynth.vtt.stats import Confusion, binary_table, binom_p, f1_interval, fleiss_kappa, wilson_interval
+from dermsynth.vtt.stats import (Confusion, binary_table, binom_p, confidence_score, f1_interval, fleiss_kappa,
+                                 krippendorff_alpha, roc_auc, wilson_interval)
 
-from _vtt_study import BAUR2018_TABLE2
+from _vtt_study import BAUR2018_TABLE2, nominal_alpha
 
 # Fleiss (1971) as worked on Wikipedia ("Fleiss' kappa", worked example): 10 subjects, 14 raters, 5 categories.
 WIKIPEDIA_TABLE = [
@@ -116,3 +118,49 @@ def test_baur2018_table2_recomputed_from_counts(voter):
     # the paper prints 3 decimals, truncated (DLE2's TNR 20/30 = 0.6667 is printed 0.666)
     for ours, printed in ((c.accuracy, acc), (c.tpr, tpr), (c.tnr, tnr)):
         assert 0 <= ours - printed < 1e-3 + 1e-12
+
+
+# Krippendorff (2011), "Computing Krippendorff's alpha-reliability", Sec. C: 4 observers, 12 units, missing
+# values; the published nominal alpha is 0.743.
+KRIPPENDORFF_EXAMPLE = [
+    [1, 2, 3, 3, 2, 1, 4, 1, 2, np.nan, np.nan, np.nan],
+    [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, np.nan, 3],
+    [np.nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, np.nan],
+    [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, np.nan],
+]
+
+
+def test_krippendorff_alpha_published_example_and_independent_computation():
+    data = np.array(KRIPPENDORFF_EXAMPLE)
+    assert round(nominal_alpha(data), 3) == 0.743                        # the reference reproduces the paper
+    assert krippendorff_alpha(data.T) == pytest.approx(nominal_alpha(data), abs=1e-12)  # (units, raters) in
+    rng = np.random.default_rng(7)
+    for _ in range(20):  # incomplete binary designs, as --images-per-rater makes them
+        units, raters = rng.integers(5, 60), rng.integers(2, 9)
+        truth = rng.integers(0, 2, units)
+        called = np.where(rng.random((units, raters)) < 0.7, truth[:, None], 1 - truth[:, None]).astype(float)
+        called[rng.random((units, raters)) < 0.4] = np.nan
+        expected = nominal_alpha(called.T)
+        got = krippendorff_alpha(called)
+        assert (math.isnan(got) and not np.isfinite(expected)) or got == pytest.approx(expected, abs=1e-9)
+    assert math.isnan(krippendorff_alpha([[1, np.nan], [np.nan, 0]]))  # nothing pairable
+    assert math.isnan(krippendorff_alpha([[1, 1], [1, 1]]))            # one category only
+
+
+def test_krippendorff_alpha_equals_fleiss_kappa_asymptotically_on_complete_data():
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 2, 400)
+    called = np.where(rng.random((400, 5)) < 0.8, truth[:, None], 1 - truth[:, None])
+    n = called.size  # complete data: alpha = kappa_Fleiss * correction tending to 1 (Krippendorff 2011)
+    assert krippendorff_alpha(called) == pytest.approx(fleiss_kappa(binary_table(called)), abs=5 / n ** 0.5 / 10)
+
+
+def test_roc_auc_of_the_confidence_scale_matches_sklearn():
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 2, 80)
+    called = np.where(rng.random(80) < 0.7, truth, 1 - truth)
+    conf = rng.integers(1, 6, 80)
+    score = confidence_score(called, conf)
+    assert set(np.unique(score)) <= {-5, -4, -3, -2, -1, 1, 2, 3, 4, 5}
+    assert roc_auc(truth, score) == pytest.approx(roc_auc_score(truth, score), abs=1e-12)
+    assert roc_auc(truth, truth * 2 - 1) == 1.0 and math.isnan(roc_auc([1, 1], [1, 2]))

@@ -1,5 +1,10 @@
 """Device choice, CPU thread policy and precision guards shared by training, metrics and classifiers.
 
+Precision (:func:`bf16_native`): bf16 autocast (and channels_last) is used where the hardware computes bf16
+natively: CUDA GPUs with bf16, and CPUs with AVX512-BF16 or AMX (a DCGAN at 32 px trains 1.8x faster there, see
+benchmarks/RESULTS.md). Elsewhere float32. ``DERMSYNTH_CPU_BF16=0`` / ``1`` overrides the CPU detection (the test
+suite pins 0 so that its figures do not depend on the machine's CPU).
+
 Thread policy (:func:`apply_thread_policy`, applied by the CLI): torch's default of one intra-op thread per
 core is fastest on an idle machine but collapses beside another busy process, because OpenMP threads wait for
 the slowest one at every barrier while spinning (seen: 300 DCGAN steps 42.8 s quiet, 230.5 s beside one busy
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import time
 import warnings
 from typing import Iterator
@@ -26,14 +32,26 @@ import torch  # noqa: E402
 from dermsynth.errors import DermsynthError
 
 
+def valid_devices() -> list[str]:
+    """The ``--device`` values this machine takes: auto, cpu, and cuda, cuda:0 ... when CUDA is available."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["auto", "cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(gpus)] if gpus else [])
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``None``/``"auto"`` -> CUDA when available, else CPU; a CUDA request without CUDA is a clear error."""
+    """``None``/``"auto"`` -> CUDA when available, else CPU; anything but cpu, cuda or cuda:N of a present GPU
+    (tpu, mps, cuda:x, a CUDA request without CUDA) is a one-line error listing the valid devices."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DermsynthError(f"device {device} requested but CUDA is not available")
-    return device
+    text = str(device).strip()
+    if re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        resolved = torch.device(text)
+        if resolved.type == "cpu" or (torch.cuda.is_available()
+                                      and (resolved.index or 0) < torch.cuda.device_count()):
+            return resolved
+    reason = " (CUDA is not available)" if text.startswith("cuda") and not torch.cuda.is_available() else ""
+    raise DermsynthError(f"--device {text}: expected auto, cpu, cuda or cuda:N{reason}; valid here: "
+                         f"{', '.join(valid_devices())}")
 
 
 @contextlib.contextmanager
@@ -138,10 +156,47 @@ def apply_thread_policy() -> int:
     return threads
 
 
-def runtime_info(device: torch.device) -> dict:
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo's flags."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:  # not Linux: no detection, float32
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 autocast pays on ``device``: a CUDA GPU with bf16, or a CPU with native bf16
+    (:func:`cpu_has_bf16`; ``DERMSYNTH_CPU_BF16=0|1`` overrides the detection)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    override = os.environ.get("DERMSYNTH_CPU_BF16", "").strip()
+    if override in ("0", "1"):
+        return override == "1"
+    if override:
+        raise DermsynthError(f"DERMSYNTH_CPU_BF16 must be 0 or 1, got {override!r}")
+    return cpu_has_bf16()
+
+
+def autocast_bf16(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when ``enabled`` (else a no-op context)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def runtime_info(device: torch.device, bf16: bool | None = None, channels_last: bool | None = None) -> dict:
     """Where a run ran, for its config.json: CPU results depend on the thread count that
-    :func:`apply_thread_policy` chose (``DERMSYNTH_THREADS=N`` reproduces a recorded one)."""
+    :func:`apply_thread_policy` chose (``DERMSYNTH_THREADS=N`` reproduces a recorded one) and on whether bf16
+    autocast was used (``bf16``, ``channels_last``: what the run actually used, when given)."""
     info = {"device": str(device), "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
+    if device.type == "cpu":
+        info["cpu_bf16"] = cpu_has_bf16()
+    if bf16 is not None:
+        info["bf16"] = bool(bf16)
+    if channels_last is not None:
+        info["channels_last"] = bool(channels_last)
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -76,7 +76,7 @@ from dermsynth.classify.stats import bootstrap_auc_difference, compare_to_baseli
 from dermsynth.classify.synthetic import SyntheticSource, open_source
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.prepare import load_dataset
-from dermsynth.device import THREADS_ENV, available_cpus, resolve_device, runtime_info, user_threads
+from dermsynth.device import THREADS_ENV, available_cpus, bf16_native, resolve_device, runtime_info, user_threads
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.io import atomic_open, write_csv, write_json
 from dermsynth.progress import tqdm
@@ -605,7 +605,8 @@ def run_augment_experiment(config: AugmentExperimentConfig, *, dataset: LesionDa
     jobs = _job_executor(cfg, out) if cfg.executor != "pool" else None
     out.mkdir(parents=True, exist_ok=True)  # every input is checked: from here on, results are written
     study.split.save(out / SPLIT_FILE)
-    _write_json(out / CONFIG_FILE, {**cfg.to_dict(), "runtime": runtime_info(resolve_device(cfg.device))})
+    device = resolve_device(cfg.device)
+    _write_json(out / CONFIG_FILE, {**cfg.to_dict(), "runtime": runtime_info(device, bf16=bf16_native(device))})
 
     records: dict[tuple[float, str], list[dict]] = {(f, c.name): [] for f, c in cfg.cells()}
     todo, skipped, trained = [], [], []

@@ -29,7 +29,7 @@ from dermsynth.classify.transforms import ESSIPOVA2020_TRANSFORMS, TransformConf
 from dermsynth.classify.scoring import macro_auc
 from dermsynth.classify.networks import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalise  # re-exported
 from dermsynth.errors import DataError, DermsynthError
-from dermsynth.device import resolve_device
+from dermsynth.device import autocast_bf16, bf16_native, resolve_device
 from dermsynth.progress import tqdm
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrainedClassifier", "class_weights", "imagenet_normalise",
@@ -88,7 +88,8 @@ def _to_input(batch: torch.Tensor, transforms: TransformConfig | None,
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    """bf16 autocast where the device computes bf16 natively (CUDA, AVX512-BF16/AMX CPUs), else float32."""
+    return autocast_bf16(device, bf16_native(device))
 
 
 def _logits(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:

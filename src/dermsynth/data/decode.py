@@ -6,6 +6,12 @@ masks are first fitted to their image's pixel grid, then cropped and resized ide
 Records are decoded on a thread pool in chunks; :func:`fill_arrays` writes them straight into preallocated
 arrays (memory maps in a cache folder, so 10k images at 256 px -- 2 GB -- are never held as a list), and
 :func:`build_dataset` returns them in memory.
+
+Before anything is allocated the need is checked (:mod:`dermsynth.resources`): the cache's bytes against the
+folder's free space, decoding one image (or holding all, in memory) against the available memory, each a one-line
+error naming ``--size``; the threads and batch shrink to what memory holds. Memory-mapped files are allocated
+for real (:func:`allocated_memmap`), so a disk that fills up anyway is an ``error:`` line naming the file, not
+a SIGBUS, and every temporary file is removed on every error.
 """
 
 from __future__ import annotations
@@ -28,12 +34,16 @@ from dermsynth.data.images import (
 )
 from dermsynth.data.readers import DataWarning, Record, SourceIndex
 from dermsynth.errors import DataError
-from dermsynth.io import temp_path
+from dermsynth.io import temp_path, write_error
 from dermsynth.progress import tqdm
+from dermsynth.resources import allocate, available_memory, require_disk, require_memory
 
-__all__ = ["build_dataset", "fill_arrays"]
+__all__ = ["allocated_memmap", "build_dataset", "fill_arrays"]
 
 _CHUNK = 256  # records per thread-pool batch (bounds memory held by finished-but-unwritten results)
+# Peak bytes per output pixel while one image is decoded and resized, beside its finished arrays: PIL holds RGB
+# at 4 bytes a pixel, LANCZOS an intermediate up to the output's size, numpy a 3-byte copy; masks 2 more.
+_DECODE_BYTES_PER_PIXEL = 13
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -104,6 +114,15 @@ def _default_workers() -> int:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def allocated_memmap(path: Path, dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new ``.npy`` memory map at ``path`` whose disk blocks are reserved now: a full disk raises OSError here
+    instead of killing the process with SIGBUS at a later write (a plain ``open_memmap`` file is sparse)."""
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    with open(path, "r+b") as f:
+        allocate(f.fileno(), arr.offset, arr.nbytes)
+    return arr
+
+
 class _Arrays:
     """Output arrays, preallocated in memory or as ``.npy`` memory maps under temporary names."""
 
@@ -115,14 +134,23 @@ class _Arrays:
             shapes["lesion_masks"] = (n, size, size)
         if attrs:
             shapes["attribute_masks"] = (n, len(ATTRIBUTES), size, size)
-        self.arrays = {name: self._alloc(name, shape) for name, shape in shapes.items()}
+        self.arrays: dict[str, np.ndarray] = {}
+        try:
+            for name, shape in shapes.items():
+                self.arrays[name] = self._alloc(name, shape)
+        except BaseException:
+            self.discard()
+            raise
 
     def _alloc(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         if self.directory is None:
             return np.zeros(shape, np.uint8)
         path = temp_path(self.directory / f"{name}.npy")  # removed on failure, or by the next run if killed
         self.tmp[name] = path
-        return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+        try:
+            return allocated_memmap(path, np.uint8, shape)
+        except OSError as exc:  # a full disk: name the file the cache was writing
+            raise write_error(self.directory / f"{name.partition('.')[0]}.npy", exc) from None
 
     def shrink(self, n: int) -> None:
         """Keep the first ``n`` rows (after skipped records); memory maps are copied to smaller files."""
@@ -163,6 +191,27 @@ class _Arrays:
                 pass
 
 
+def _check_fits(n: int, size: int, record_bytes: int, directory: Path | None) -> int:
+    """Refuse (naming --size) a size whose arrays or decoding cannot fit; returns the peak decoding bytes."""
+    decode_bytes = size * size * _DECODE_BYTES_PER_PIXEL + record_bytes
+    what = f"{n} images at {size}x{size} px"
+    if directory is None:
+        require_memory(n * record_bytes + decode_bytes, f"holding {what}", f"--size {size}")
+    else:
+        require_disk(n * record_bytes, directory, f"the cache of {what}", f"--size {size}")
+        require_memory(decode_bytes, f"decoding one image at {size}x{size} px", f"--size {size}")
+    return decode_bytes
+
+
+def _parallelism(workers: int, decode_bytes: int, record_bytes: int) -> tuple[int, int]:
+    """(threads, records per batch) that the available memory holds, at most ``workers`` and :data:`_CHUNK`."""
+    available = available_memory()
+    if available is None:
+        return workers, _CHUNK
+    workers = max(1, min(workers, available // (2 * decode_bytes)))
+    return workers, max(workers, min(_CHUNK, available // (4 * record_bytes)))
+
+
 def fill_arrays(index: SourceIndex, size: int, skip_corrupt: bool, progress: bool, workers: int | None,
           directory: Path | None):
     """Decode every record into fresh arrays. Returns (arrays, kept records, skipped list, lesion-missing ids)."""
@@ -172,15 +221,19 @@ def fill_arrays(index: SourceIndex, size: int, skip_corrupt: bool, progress: boo
     want_lesion = any(r.lesion_mask is not None for r in records)
     want_attrs = any(r.attribute_masks for r in records)
     missing_lesion = [r.image_id for r in records if want_lesion and r.lesion_mask is None]
-    arrays = _Arrays(len(records), size, want_lesion, want_attrs, directory)
+    record_bytes = size * size * (3 + want_lesion + (len(ATTRIBUTES) if want_attrs else 0))
+    decode_bytes = _check_fits(len(records), size, record_bytes, directory)
+    workers, chunk_size = _parallelism(_default_workers() if workers is None else max(1, int(workers)),
+                                       decode_bytes, record_bytes)
     kept: list[Record] = []
     skipped: list[dict] = []
-    workers = _default_workers() if workers is None else max(1, int(workers))
     bar = tqdm(total=len(records), desc=f"preparing {index.name} at {size}px", unit="img", disable=not progress)
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    arrays: _Arrays | None = None
     try:
-        for start in range(0, len(records), _CHUNK):
-            chunk = records[start : start + _CHUNK]
+        arrays = _Arrays(len(records), size, want_lesion, want_attrs, directory)  # removes its files if it fails
+        for start in range(0, len(records), chunk_size):
+            chunk = records[start : start + chunk_size]
             jobs = [(r, size, want_lesion, want_attrs) for r in chunk]
             results = pool.map(_safe_decode, jobs) if pool else map(_safe_decode, jobs)
             for rec, (ok, value) in zip(chunk, results):
@@ -204,7 +257,8 @@ def fill_arrays(index: SourceIndex, size: int, skip_corrupt: bool, progress: boo
         if len(kept) < len(records):
             arrays.shrink(len(kept))
     except BaseException:
-        arrays.discard()
+        if arrays is not None:
+            arrays.discard()
         raise
     finally:
         bar.close()

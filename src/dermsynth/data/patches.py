@@ -10,6 +10,10 @@ source that has a lesion mask, on a regular grid (``stride``, default the patch 
 * either kind is dropped when more than ``max_dark`` of its pixels are background (every channel below 26,
   i.e. the dermoscope's black field / vignette): Furger et al.'s patches are "skin only".
 
+An image whose lesion mask is all zero is skipped with a warning and a count, as one without a mask is: an empty
+mask marks no lesion, not a lesion-free photo (a cache keeps all-zero masks for images that had none), so its
+patches cannot be called healthy.
+
 Each patch keeps the source image's label and group (the lesion id for HAM10000, else the image id), so
 lesion-grouped splits of the patches never put one lesion, or the skin around it, on both sides; its id is
 ``<image id>@y<row>x<col>``. The outputs are two ordinary dermsynth caches (``OUT/healthy`` and
@@ -189,6 +193,7 @@ class PatchSummary:
     images_with_lesion_patches: int
     read: str
     rule: PatchRule
+    skipped_empty_masks: int = 0  # images whose lesion mask has no lesion pixel (not cut)
 
     def describe(self) -> str:
         return (f"{self.counts['healthy']} healthy and {self.counts['lesion']} lesion patches of "
@@ -213,8 +218,12 @@ def cut_patches(source: str | Path | SourceIndex, out: str | Path, rule: PatchRu
     sets: dict[str, dict[str, list]] = {k: {"images": [], "masks": [], "ids": [], "groups": [], "labels": []}
                                         for k in KINDS}
     n_images = with_lesion = 0
+    empty_masks: list[str] = []
     s = rule.size
     for i, item in enumerate(tqdm(items, total=total, desc="cutting patches", unit="img", disable=not progress)):
+        if not item.mask.any():
+            empty_masks.append(item.image_id)
+            continue
         n_images += 1
         corners = classify_patches(item.image, item.mask, rule)
         with_lesion += bool(corners["lesion"])
@@ -229,20 +238,25 @@ def cut_patches(source: str | Path | SourceIndex, out: str | Path, rule: PatchRu
                 bucket["ids"].append(f"{item.image_id}@y{y}x{x}")
                 bucket["groups"].append(item.group)
                 bucket["labels"].append(item.label)
+    if empty_masks:
+        warnings.warn(f"{name}: {len(empty_masks)} image(s) with an all-zero lesion mask are skipped "
+                      f"(first: {empty_masks[0]})", DataWarning, stacklevel=2)
     counts = {k: len(v["ids"]) for k, v in sets.items()}
     empty = [k for k, c in counts.items() if c == 0]
     if empty:
-        raise DataError(f"{name}: no {' and no '.join(empty)} patches of {s}x{s} in {n_images} images "
+        skipped = f" (and {len(empty_masks)} skipped with an all-zero mask)" if empty_masks else ""
+        raise DataError(f"{name}: no {' and no '.join(empty)} patches of {s}x{s} in {n_images} images{skipped} "
                         f"(read at {read}); try a smaller --size or --margin, or a wider --lesion-fraction; "
                         f"nothing was written")
     meta = {"patches": {"source": name, "read": read, **asdict(rule), "stride": rule.step,
-                        "max_per_image": max_per_image, "seed": seed, "counts": counts}}
+                        "max_per_image": max_per_image, "seed": seed, "counts": counts,
+                        "skipped_empty_masks": len(empty_masks)}}
     for kind, bucket in sets.items():
         LesionDataset(images=np.stack(bucket["images"]).astype(np.uint8), labels=np.asarray(bucket["labels"]),
                       class_names=class_names, ids=bucket["ids"], groups=bucket["groups"],
                       lesion_masks=np.stack(bucket["masks"]).astype(np.uint8),
                       source=f"{name} ({kind} patches)").save(out / kind, extra_meta={**meta, "kind": kind})
-    return PatchSummary(out, counts, n_images, with_lesion, read, rule)
+    return PatchSummary(out, counts, n_images, with_lesion, read, rule, len(empty_masks))
 
 
 def patch_domains(data: str | None, data_b: str | None, first: str) -> tuple[str | None, str | None]:

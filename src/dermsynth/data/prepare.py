@@ -16,22 +16,25 @@ folder, a ``.npz`` (built in memory) or any source folder (prepared into the def
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from dermsynth.data.dataset import ATTRIBUTES, CACHE_VERSION, LesionDataset, write_cache_meta
-from dermsynth.data.decode import build_dataset, fill_arrays
+from dermsynth.data.decode import allocated_memmap, build_dataset, fill_arrays
 from dermsynth.data.maps import (SLIC_COMPACTNESS, SUPERPIXEL_AREA, boundary_fraction, slic_segments,
                                  superpixels as slic_superpixels, warn_if_mostly_edges)
 from dermsynth.data.readers import SourceIndex, read_source
 from dermsynth.defaults import DEFAULT_PHANTOM_N, DEFAULT_SIZE
 from dermsynth.errors import DataError
 from dermsynth.io import check_writable_dir, remove_stale_temp, temp_path, write_error, write_json
+from dermsynth.resources import require_disk, unwind_on_sigterm
 
 PREPARE_VERSION = 1  # bump when the decoding/cropping/resizing changes, to invalidate old caches
 
@@ -88,8 +91,9 @@ def fingerprint(index: SourceIndex, size: int, skip_corrupt: bool = False) -> st
                          int(size), bool(skip_corrupt)]).encode())
     for r in index.records:
         attrs = ";".join(f"{n}={_file_sig(p)}" for n, p in r.attribute_masks)
+        # surrogateescape: a file name that is not UTF-8 (its undecodable bytes) hashes as its bytes
         h.update(f"{r.image_id}\0{r.label}\0{r.group}\0{_file_sig(r.image)}\0{_file_sig(r.lesion_mask)}\0{attrs}\n"
-                 .encode())
+                 .encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -158,6 +162,7 @@ def prepare(
             return _add_superpixels(out, progress, superpixel_area) if superpixels and stale else cached
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: cache location exists and is not a folder")
+    created = not out.exists()
     check_writable_dir(out, "--out")
     remove_stale_temp(out)  # arrays of a prepare that was killed (up to GBs)
     try:
@@ -165,13 +170,18 @@ def prepare(
     except OSError as exc:
         raise DataError(f"{out}: cannot write the cache folder ({exc.strerror})") from None
 
-    try:
+    # a SIGTERM removes the temporary arrays (GBs) before the process ends; a refused size leaves no folder
+    with unwind_on_sigterm(), _removed_if_left_empty(out if created else None):
         arrays, kept, skipped, missing_lesion = fill_arrays(index, size, skip_corrupt, progress, workers, out)
         has_lesion = "lesion_masks" in arrays.arrays
         has_attrs = "attribute_masks" in arrays.arrays
-        arrays.finish()
-    except OSError as exc:  # a full disk while writing the arrays: their temporary files are already removed
-        raise write_error(out, exc) from None
+        try:
+            arrays.finish()
+        except BaseException as exc:
+            arrays.discard()
+            if isinstance(exc, OSError):
+                raise write_error(out, exc) from None
+            raise
     for name, present in (("lesion_masks", has_lesion), ("attribute_masks", has_attrs)):
         if not present:
             (out / f"{name}.npy").unlink(missing_ok=True)
@@ -206,20 +216,37 @@ def _superpixel_settings(out: Path) -> dict:
     return recorded
 
 
+@contextlib.contextmanager
+def _removed_if_left_empty(folder: Path | None) -> Iterator[None]:
+    """Remove ``folder`` (one this run created) if the block fails and leaves it empty."""
+    try:
+        yield
+    except BaseException:
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds when empty
+        raise
+
+
 def _add_superpixels(out: Path, progress: bool, superpixel_area: float = SUPERPIXEL_AREA) -> LesionDataset:
     """Compute the SLIC superpixels of a complete cache into ``instance_maps.npy`` and record them in meta.json."""
     images = LesionDataset.load(out).images
     settings = _slic_settings(images.shape[1], superpixel_area)
-    tmp = temp_path(out / "instance_maps.npy")
+    final = out / "instance_maps.npy"
+    require_disk(4 * int(np.prod(images.shape[:3])), out, f"{final.name} (int32 per pixel)", "--superpixels")
+    tmp = temp_path(final)
     try:
-        ids = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=images.shape[:3])
-        slic_superpixels(images, settings["n_segments"], out=ids, progress=progress)
-        ids.flush()
-        fraction = boundary_fraction(ids)
-        del ids
-        os.replace(tmp, out / "instance_maps.npy")
-    except BaseException:
+        with unwind_on_sigterm():
+            ids = allocated_memmap(tmp, np.int32, images.shape[:3])
+            slic_superpixels(images, settings["n_segments"], out=ids, progress=progress)
+            ids.flush()
+            fraction = boundary_fraction(ids)
+            del ids
+            os.replace(tmp, final)
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(final, exc) from None
         raise
     meta = json.loads((out / "meta.json").read_text())
     meta.update(has_instance_maps=True, superpixels={**settings, "boundary_fraction": round(fraction, 4)})
@@ -274,3 +301,54 @@ def load_dataset(spec: str | Path | None = None, size: int | None = DEFAULT_SIZE
         return build_dataset(index, int(size), skip_corrupt=kw.pop("skip_corrupt", False),
                              progress=kw.pop("progress", False), workers=kw.pop("workers", 1))
     return prepare(path, DEFAULT_SIZE if size is None else int(size), **kw)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What a run trained on
+# ---------------------------------------------------------------------------------------------------------
+
+_HASH_ROWS = 256  # images hashed per step (bounds the memory a memory-mapped dataset is read in)
+
+
+def content_hash(data: LesionDataset) -> str:
+    """SHA-256 of what a model learns from: class names, ids, labels, images and every mask/map array.
+
+    The same data give the same hash however they were reached (a source folder, its cache, another path to
+    either); any changed pixel, label, id or class name changes it. Reads every array once (SHA-256 ran at about
+    250 MB/s on this project's shared CPU).
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps([list(data.class_names), list(data.ids), data.labels.tolist()], ensure_ascii=True).encode())
+    for name in ("images", "lesion_masks", "attribute_masks", "instance_maps"):
+        arr = getattr(data, name)
+        if arr is None:
+            continue
+        h.update(f"\0{name}{arr.shape}{arr.dtype.str}".encode())
+        for start in range(0, len(arr), _HASH_ROWS):
+            h.update(memoryview(np.ascontiguousarray(arr[start : start + _HASH_ROWS])).cast("B"))
+    return h.hexdigest()
+
+
+def resolved_spec(source: str | Path | None) -> str:
+    """A data spec as a resume should compare it: the phantom spec (``phantom:N``), else the resolved path."""
+    if source is None:
+        return f"phantom:{DEFAULT_PHANTOM_N}"
+    text = str(source).strip()
+    if text.lower().split(":")[0] == "phantom" and not Path(text).exists():
+        return f"phantom:{_parse_phantom(text)}"
+    return str(Path(text).expanduser().resolve())
+
+
+def source_fingerprint(source: str | Path | None, data: LesionDataset | None = None, *,
+                       size: int | None = DEFAULT_SIZE, **kw) -> dict:
+    """What a training run's data were, for checking a resume: ``{"source": resolved spec, "count": images,
+    "size": px, "sha256": content_hash}``.
+
+    ``data``: the dataset already loaded from ``source`` (else it is loaded: ``load_dataset(source, size, **kw)``).
+    Two fingerprints with equal ``sha256`` are the same data even when ``source`` differs (a moved folder, its
+    cache); equal ``source`` with another ``sha256`` means the contents under that path changed.
+    """
+    if data is None:
+        data = load_dataset(source, size=size, **kw)
+    return {"source": resolved_spec(source), "count": len(data), "size": data.size, "sha256": content_hash(data)}
+

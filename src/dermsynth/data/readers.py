@@ -34,6 +34,11 @@ For folder layouts images are found by id as ``<id>.{jpg,jpeg,png,bmp,tif,tiff}`
 lesion masks as ``<id>_segmentation.*`` or ``<id>_lesion.*``, attribute masks as ``<id>_attribute_<name>.*``
 for the names in :data:`~dermsynth.data.dataset.ATTRIBUTES`.
 
+Label tables: classes are case-insensitive (``MEL`` and ``mel`` are one class, named ``mel``); a table that uses
+the HAM10000/ISIC codes (:data:`KNOWN_CODES`) must use only those, as must a PH2 table (``kind="ph2"``); an empty class, a one-hot row
+without exactly one 1 (or with a value other than 0/1) and a row with more fields than the header are each a
+:class:`DataError` naming the row (and the count of such rows).
+
 Policies: an id in the label table without an image file raises :class:`DataError` naming the first such id
 and the count (``skip_missing=True`` warns and drops them). A mask whose id has no image file raises naming the
 mask (``skip_missing=True`` warns and ignores it). Ids found in several files (e.g. Kaggle's HAM10000 copy
@@ -42,6 +47,7 @@ ships each part folder twice) warn and use the first path in sorted order.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import warnings
@@ -66,6 +72,9 @@ DERMAMNIST_CLASSES: tuple[str, ...] = HAM_CLASSES  # DermaMNIST label order = so
 PH2_CLASSES: tuple[str, ...] = ("common_nevus", "atypical_nevus", "melanoma")
 ISIC_TASK3_COLUMNS: tuple[str, ...] = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 _ISIC_CLASS_COLUMNS = frozenset(ISIC_TASK3_COLUMNS + ("AK", "SCC", "UNK"))
+#: the HAM10000 dx codes and ISIC 2019's ak, scc, unk: a table using any of them must use only them
+KNOWN_CODES = frozenset(c.lower() for c in _ISIC_CLASS_COLUMNS)
+_PH2_MARKERS = frozenset({"common_nevus", "atypical_nevus"})  # names only PH2 uses (its melanoma is everyone's)
 
 _LESION_MASK_RE = re.compile(r"^(?P<id>.+)_(?:segmentation|lesion)$", re.IGNORECASE)
 _ATTRIBUTE_MASK_RE = re.compile(r"^(?P<id>.+)_attribute_(?P<name>[A-Za-z_]+)$")
@@ -253,12 +262,30 @@ def _records_from_table(
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _extra_fields(path: Path) -> str | None:
+    """Where a CSV row has more fields than its header ("line N has K fields, the header has H"), else None."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            for row in reader:
+                if len(row) > len(header):
+                    return f"line {reader.line_num} has {len(row)} fields, the header has {len(header)}"
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
+
+
 def _read_csv(path: Path, nrows: int | None = None) -> pd.DataFrame:
     _check_file(path, "label table")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, nrows=nrows)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable CSV ({_one_line(exc)})") from None
+        extra = _extra_fields(path) if isinstance(exc, pd.errors.ParserError) else None
+        raise DataError(f"{path}: {extra}" if extra else f"{path}: unreadable CSV ({_one_line(exc)})") from None
+    if not isinstance(df.index, pd.RangeIndex):
+        # pandas silently turns the first column into the index when the first row has one field too many
+        raise DataError(f"{path}: {_extra_fields(path) or 'rows have more fields than the header'}")
     df.columns = [str(c).strip() for c in df.columns]
     if nrows is None:
         for c in df.columns:
@@ -293,6 +320,53 @@ def _sorted_classes(values) -> list[str]:
     if names and all(re.fullmatch(r"-?\d+", n) for n in names):
         names.sort(key=int)
     return names
+
+
+def _row(pos: int, image_id: str) -> str:
+    """A table row in messages: its position among the data rows and its image id."""
+    return f"data row {pos + 1} (image {image_id!r})"
+
+
+def _first_of(table: Path, bad: list[int], ids: list[str], what: str) -> str:
+    """``<table>: data row N (image X) <what>`` with the count when several rows share the problem."""
+    more = f" ({len(bad)} such rows)" if len(bad) > 1 else ""
+    return f"{table}: {_row(bad[0], ids[bad[0]])} {what}{more}"
+
+
+def _dx_labels(
+    df: pd.DataFrame, id_col: str, dx_col: str, table: Path, vocabulary: str = "auto"
+) -> tuple[list[str], list[tuple[str, int]], bool]:
+    """(class names, (image id, label) per row with an id, whether the classes are PH2's) of a ``dx`` column.
+
+    Classes are case-insensitive (``MEL`` and ``mel`` are one class, named in lower case when spelled several
+    ways or a known code). ``vocabulary``: ``"codes"`` (HAM10000/ISIC dx codes), ``"ph2"``, or ``"auto"``: PH2's
+    when every class is PH2's and a PH2-only name occurs, the codes when a code (other than unk) occurs, else
+    free. A class outside the vocabulary, or an empty one, is a :class:`DataError` naming the first such row
+    and the count.
+    """
+    ids, values = list(df[id_col]), list(df[dx_col])
+    keep = [k for k, i in enumerate(ids) if i != ""]
+    empty = [k for k in keep if values[k] == ""]
+    if empty:
+        raise DataError(_first_of(table, empty, ids, f"has an empty {dx_col}; every image needs a class"))
+    keys = {values[k].lower() for k in keep}
+    if vocabulary == "auto":
+        vocabulary = ("ph2" if keys & _PH2_MARKERS and keys <= set(PH2_CLASSES)
+                      else "codes" if keys & (KNOWN_CODES - {"unk"}) else "free")
+    allowed = {"ph2": frozenset(PH2_CLASSES), "codes": KNOWN_CODES}.get(vocabulary)
+    if allowed is not None:
+        unknown = [k for k in keep if values[k].lower() not in allowed]
+        if unknown:
+            kind = "PH2 diagnoses" if vocabulary == "ph2" else "HAM10000/ISIC codes"
+            raise DataError(_first_of(table, unknown, ids, f"has unknown class {values[unknown[0]]!r}")
+                            + f"; the table uses {kind}: {', '.join(sorted(allowed))}")
+    spellings: dict[str, set[str]] = {}
+    for k in keep:
+        spellings.setdefault(values[k].lower(), set()).add(values[k])
+    names = {key: key if len(sp) > 1 or key in KNOWN_CODES else next(iter(sp)) for key, sp in spellings.items()}
+    class_names = list(PH2_CLASSES) if vocabulary == "ph2" else _sorted_classes(names.values())
+    index = {key: class_names.index(names[key]) for key in names}
+    return class_names, [(ids[k], index[values[k].lower()]) for k in keep], vocabulary == "ph2"
 
 
 def _find_file(root: Path, name: str) -> Path | None:
@@ -331,11 +405,9 @@ def read_ham10000(root: Path, table: Path | None = None, *, skip_missing: bool =
         raise DataError(f"{root}: no HAM10000_metadata.csv found")
     df = _read_csv(table)
     id_col, dx_col, lesion_col = _columns(df, table, ["image_id", "dx", "lesion_id"])
-    class_names = _sorted_classes(df[dx_col])
-    index = {c: i for i, c in enumerate(class_names)}
-    rows = [
-        (i, index.get(dx, -1), g or i) for i, dx, g in zip(df[id_col], df[dx_col], df[lesion_col]) if i != ""
-    ]
+    class_names, labels, _ = _dx_labels(df, id_col, dx_col, table, "codes")
+    groups = dict(zip(df[id_col], df[lesion_col]))
+    rows = [(i, label, groups[i] or i) for i, label in labels]
     notes = {"table": str(table)}
     records = _records_from_table(rows, _scan(root), table, skip_missing, notes)
     return SourceIndex(root.name, root, "ham10000", records, class_names, notes)
@@ -367,8 +439,17 @@ def read_isic_onehot(
             class_cols = names
         elif names != class_cols:
             raise DataError(f"{table}: class columns {names} differ from {tables[0]}'s {class_cols}")
-        labels = np.where(values.max(axis=1) > 0, values.argmax(axis=1), -1)
-        rows.extend((i, int(lab), i) for i, lab in zip(df[id_col], labels) if i != "")
+        ids = list(df[id_col])
+        named = np.array([i != "" for i in ids], dtype=bool)
+        not_binary = np.flatnonzero(named & ~np.isin(values, (0.0, 1.0)).all(axis=1)).tolist()
+        if not_binary:
+            raise DataError(_first_of(table, not_binary, ids, "has a class value other than 0 or 1"))
+        ones = values.sum(axis=1)
+        not_onehot = np.flatnonzero(named & (ones != 1)).tolist()
+        if not_onehot:
+            raise DataError(_first_of(table, not_onehot, ids, f"has {int(ones[not_onehot[0]])} class columns set "
+                                      f"to 1 ({', '.join(names)}); one-hot needs exactly one"))
+        rows.extend((i, int(lab), i) for i, lab, keep in zip(ids, values.argmax(axis=1), named) if keep)
     # ISIC2018_Task3_Training_LesionGroupings.csv (image, lesion_id) gives the lesion groups.
     groups: dict[str, str] = {}
     for p in sorted(root.glob("*.csv")):
@@ -390,28 +471,19 @@ def read_isic_onehot(
 
 
 def read_labels_csv(
-    root: Path, table: Path | None = None, *, skip_missing: bool = False, ph2: bool | None = None
+    root: Path, table: Path | None = None, *, skip_missing: bool = False, ph2: bool = False
 ) -> SourceIndex:
-    """A generic ``labels.csv`` (``image_id, dx``); PH2 class order when the labels are PH2's."""
+    """A generic ``labels.csv`` (``image_id, dx``); PH2 class order when the labels are PH2's (``ph2=True``:
+    they must be)."""
     table = table or _find_file(root, "labels.csv")
     if table is None:
         raise DataError(f"{root}: no labels.csv found")
     df = _read_csv(table)
     id_col, dx_col = _columns(df, table, [("image_id", "image", "id"), ("dx", "label", "diagnosis")])
     group_col = _optional_column(df, "lesion_id", "patient_id", "group")
-    values = set(df[dx_col]) - {""}
-    if ph2 is None:
-        ph2 = bool(values) and values <= set(PH2_CLASSES) and bool(values & {"common_nevus", "atypical_nevus"})
-    if ph2:
-        unknown = sorted(values - set(PH2_CLASSES))
-        if unknown:
-            raise DataError(f"{table}: unknown PH2 diagnosis {unknown[0]!r} (expected {', '.join(PH2_CLASSES)})")
-        class_names = list(PH2_CLASSES)
-    else:
-        class_names = _sorted_classes(df[dx_col])
-    index = {c: i for i, c in enumerate(class_names)}
-    groups = df[group_col] if group_col else df[id_col]
-    rows = [(i, index.get(dx, -1), g or i) for i, dx, g in zip(df[id_col], df[dx_col], groups) if i != ""]
+    class_names, labels, ph2 = _dx_labels(df, id_col, dx_col, table, "ph2" if ph2 else "auto")
+    groups = dict(zip(df[id_col], df[group_col] if group_col else df[id_col]))
+    rows = [(i, label, groups[i] or i) for i, label in labels]
     notes = {"table": str(table)}
     records = _records_from_table(rows, _scan(root), table, skip_missing, notes)
     return SourceIndex(root.name, root, "ph2" if ph2 else "labels_csv", records, class_names, notes)

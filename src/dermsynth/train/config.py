@@ -65,8 +65,9 @@ class CommonOptions:
                                           "0.999).")
     seed: int = option(0, "Seed of weights, batch order and noise.")
     device: str = option("auto", "auto | cpu | cuda | cuda:N.")
-    bf16: bool = option(True, "bf16 autocast (CUDA only).")
-    channels_last: bool = option(True, "channels_last memory format (CUDA only).")
+    bf16: bool = option(True, "bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX; "
+                              "DERMSYNTH_CPU_BF16=0|1 overrides the detection); float32 elsewhere.")
+    channels_last: bool = option(True, "channels_last memory format where bf16 autocast runs.")
     compile: bool = option(False, "torch.compile the networks' training passes (CUDA).")
     log_every: int = option(50, "Steps between rows of losses.csv (and the divergence check).")
     sample_every: int = option(500, "Steps between preview grids in OUT/samples.")

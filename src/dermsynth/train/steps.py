@@ -52,6 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dermsynth.device import autocast_bf16
 from dermsynth.errors import DermsynthError
 from dermsynth.models.lapgan import LevelBatch, level_batches
 from dermsynth.models.layers import upsample_to
@@ -110,7 +111,8 @@ class TrainStep:
         self.networks, self.optimizers = dict(networks), dict(optimizers)
         self.batch_size, self.ema_beta = batch_size, ema_beta
         self.noise, self.ema, self.dist = noise, ema, dist or DistInfo()
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext())
+        device = next((p.device for net in self.networks.values() for p in net.parameters()), torch.device("cpu"))
+        self.autocast = autocast_bf16(device, bf16)  # on the networks' device: CUDA or a bf16-capable CPU
         self.global_batch = batch_size
 
     @classmethod

@@ -42,7 +42,7 @@ from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.prepare import load_dataset
 from dermsynth.data.patches import patch_domains
 from dermsynth.data.splits import ids_fingerprint, split_part
-from dermsynth.device import resolve_device, runtime_info
+from dermsynth.device import bf16_native, resolve_device, runtime_info
 from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import append_csv_row, check_writable_dir, read_csv_rows, write_csv, write_json
 from dermsynth.progress import tqdm
@@ -214,13 +214,13 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
         data, held_out = split_holdout(data, cfg.overfit_holdout, cfg.seed)
 
     options = model_options(cfg, data)
-    use_cuda = device.type == "cuda"
-    memory = {"memory_format": torch.channels_last} if use_cuda and cfg.channels_last else {}
+    bf16, channels_last = precision(cfg, device)
+    memory = {"memory_format": torch.channels_last} if channels_last else {}
     networks = {name: net.to(device).to(**memory) for name, net in build_networks(cfg.model, **options).items()}
     kind = step_class(spec.step)
     ema = copy.deepcopy(networks[kind.sampled]).eval().requires_grad_(False) if cfg.ema_beta > 0 else None
     noise = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    train_step: TrainStep = kind.from_config(cfg, networks, bf16=use_cuda and cfg.bf16, noise=noise, ema=ema,
+    train_step: TrainStep = kind.from_config(cfg, networks, bf16=bf16, noise=noise, ema=ema,
                                            dist=dist)
     if cfg.augment != "none" and getattr(train_step, "augment", None) is None:
         raise DermsynthError(f"--augment {cfg.augment} does not apply to --model {cfg.model}; use --augment none")
@@ -286,6 +286,7 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
     losses_csv, overfit_csv, metrics_csv = out / LOSSES_CSV, out / OVERFIT_CSV, out / METRICS_CSV
     main = dist.is_main
     use_cuda = device.type == "cuda"
+    channels_last = precision(cfg, device)[1]
     autocast = train_step.autocast
     stat_names = list(train_step.stat_names)
     monitor = (OverfitMonitor(data, run.held_out, device, needs=train_step.needs, seed=cfg.seed)
@@ -384,7 +385,7 @@ def _loop(run: _Run, step: int, images_seen: int, best: float, progress: bool) -
             batch = sampler.next(batch_size)           # this rank's rows of it
             if sampler_b is not None:
                 batch.domain_b = sampler_b.next(batch_size)
-            if use_cuda and cfg.channels_last:
+            if channels_last:
                 batch.images = batch.images.contiguous(memory_format=torch.channels_last)
             stats = train_step(batch)
             if run.sync_buffers:
@@ -504,11 +505,18 @@ def _resume_config(cfg: TrainConfig, state: dict, given: set[str] | None) -> tup
     return saved, changes
 
 
+def precision(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast, channels_last) of a run on ``device``: both on CUDA, and on a CPU that computes bf16
+    natively (:func:`dermsynth.device.bf16_native`), unless ``--no-bf16`` / ``--no-channels-last``."""
+    bf16 = bool(cfg.bf16) and bf16_native(device)
+    return bf16, bool(cfg.channels_last) and (device.type == "cuda" or bf16)
+
+
 def _save_config(cfg: TrainConfig, changes: list[dict], path: Path, device: torch.device) -> None:
     """config.json: the resolved options, every change made on --resume with the step it took effect, and
     where this session (the latest) runs (device, torch, CPU threads)."""
     write_json(path, {**cfg.to_dict(), **({"resume_changes": changes} if changes else {}),
-                      "runtime": runtime_info(device)})
+                      "runtime": runtime_info(device, *precision(cfg, device))})
 
 
 class _RunLock:

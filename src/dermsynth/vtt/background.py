@@ -27,8 +27,10 @@ class ServerProcess:
     """``with ServerProcess(study) as server: server.url`` -- the real CLI in a child process, started and
     waited for; :meth:`kill` ends it abruptly (SIGKILL), as a crash would."""
 
-    def __init__(self, study: str | Path, port: int | None = None, timeout: float = 60.0) -> None:
+    def __init__(self, study: str | Path, port: int | None = None, timeout: float = 60.0,
+                 log_level: str = "warning") -> None:
         self.study = Path(study)
+        self.log_level = log_level
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.timeout = timeout
@@ -40,7 +42,7 @@ class ServerProcess:
         self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dermsynth.cli", "vtt", "serve", str(self.study), "--host", "127.0.0.1",
-             "--port", str(self.port)], env=env, stdout=subprocess.DEVNULL, stderr=self._log)
+             "--port", str(self.port), "--log-level", self.log_level], env=env, stdout=self._log, stderr=self._log)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -67,7 +69,7 @@ class ServerProcess:
                 self.kill()
 
     def log(self) -> str:
-        """What the server wrote to stderr so far."""
+        """What the server wrote to stdout and stderr so far."""
         if self._log is None:
             return ""
         self._log.seek(0)

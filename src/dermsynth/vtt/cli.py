@@ -7,11 +7,16 @@ import click
 from dermsynth.errors import DermsynthError
 
 
-def _links(study, raters, base_url: str) -> list[str]:
+def _rows(study, raters, base_url: str | None) -> list[str]:
+    """One line per rater: name, group, progress and (only when ``base_url`` is given) the private link."""
     prog = study.progress()
-    base = base_url.rstrip("/")
-    return [f"{r.name:<20} {r.group:<16} {prog.get(r.id, (0, 0))[0]:>4}/{prog.get(r.id, (0, 0))[1]:<4} "
-            f"{base}/r/{r.token}" for r in raters]
+    link = (lambda r: "") if base_url is None else (lambda r: f" {base_url.rstrip('/')}/r/{r.token}")
+    return [f"{r.name:<20} {r.group:<16} {prog.get(r.id, (0, 0))[0]:>4}/{prog.get(r.id, (0, 0))[1]:<4}{link(r)}"
+            for r in raters]
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 @click.group("vtt")
@@ -26,28 +31,42 @@ def vtt_group() -> None:
 @click.option("--n-fake", default=30, show_default=True, help="Fake images in the study (Baur et al. 2018: 30).")
 @click.option("--out", type=click.Path(), required=True, help="The study file to write (.sqlite).")
 @click.option("--size", type=int, default=None,
-              help="Image side (default: the generator's; else a cache's own, else 64).")
-@click.option("--per-rater-order", is_flag=True, help="A new random order for every rater (default: one for all).")
+              help="Image side (default: the generator's; else the sources' native size, at most 512; 64 for "
+                   "phantoms). Larger than a source's native size: warned about (enlarged images).")
+@click.option("--shared-order", is_flag=True,
+              help="One order for every rater (default: each rater their own random order, seeded and recorded).")
+@click.option("--order-seed", type=int, default=None,
+              help="Seeds every rater's order (default: drawn at random and recorded in the study).")
 @click.option("--images-per-rater", type=int, default=None,
               help="Show each rater only a random K-image subset, real/fake in the study's proportion "
                    "(Furger et al. 2020: 20).")
 @click.option("--time-limit", type=float, default=None,
               help="Seconds each image stays visible (Furger et al. 2020: 2-3).")
+@click.option("--min-display-ms", default=500, show_default=True,
+              help="An image stays this long on screen before an answer is taken (no double clicks).")
+@click.option("--calibration", default=0, show_default=True,
+              help="Training images (half real, half fake) before the scored ones, with feedback; never scored.")
+@click.option("--instructions", default=None,
+              help="Instructions on the landing page: text or @FILE (Markdown or plain text).")
+@click.option("--consent", default=None,
+              help="Consent text a rater must tick before starting: text or @FILE (Markdown or plain text).")
 @click.option("--allow-revise", is_flag=True, help="Raters may go back and change answers (Baur et al. 2018).")
 @click.option("--confidence", is_flag=True, help="Ask for a 1-5 confidence with every answer.")
 @click.option("--title", default=None, help="Shown on the rating page.")
 @click.option("--truncation", type=float, default=None, help="Latent truncation when --fake is a checkpoint.")
 @click.option("--seed", default=0, show_default=True, help="Which images are drawn (orders and ids are always random).")
-@click.option("--device", default="auto", show_default=True, help="For sampling a checkpoint (auto: CUDA when present).")
+@click.option("--device", default="auto", show_default=True,
+              help="For sampling a checkpoint (auto: CUDA when present).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing study file.")
 def create_cmd(out: str, **options) -> None:
     """Draw real and fake images into one study file behind random ids."""
     from dermsynth.vtt.create import create_study
 
-    study = create_study(out, **options)
+    study = create_study(out, warn=_warn, **options)
     s = study.settings
     click.echo(f"study {study.path}: {study.n_images()} images ({options['n_real']} real, {options['n_fake']} fake)"
-               f", {'per-rater' if s.per_rater_order else 'shared'} order"
+               f" at {s.size} px{f', {s.calibration} calibration' if s.calibration else ''}"
+               f", {'shared' if s.shared_order else f'per-rater (order seed {s.order_seed})'} order"
                f"{f', {s.images_per_rater} per rater' if s.images_per_rater else ''}"
                f"{f', {s.time_limit:g} s per image' if s.time_limit else ''}"
                f"{', revising allowed' if s.allow_revise else ''}{', confidence 1-5' if s.confidence else ''}")
@@ -68,19 +87,35 @@ def invite_cmd(study: str, group: str, n: int, names: str | None, base_url: str)
 
     st = Study(study)
     added = st.add_raters(group, n, names=None if names is None else names.split(","))
-    click.echo("\n".join(_links(st, added, base_url)))
+    click.echo("\n".join(_rows(st, added, base_url)))
 
 
 @vtt_group.command("raters")
 @click.argument("study", type=click.Path())
-@click.option("--base-url", default="http://127.0.0.1:8000", show_default=True)
-def raters_cmd(study: str, base_url: str) -> None:
-    """List the raters: name, group, progress and link."""
+def raters_cmd(study: str) -> None:
+    """List the raters: name, group and progress (no links: `dermsynth vtt links`)."""
     from dermsynth.vtt.store import Study
 
     st = Study(study)
     raters = st.raters()
-    click.echo("\n".join(_links(st, raters, base_url)) if raters else "no raters yet: dermsynth vtt invite ...")
+    click.echo("\n".join(_rows(st, raters, None)) if raters else "no raters yet: dermsynth vtt invite ...")
+
+
+@vtt_group.command("links")
+@click.argument("study", type=click.Path())
+@click.option("--base-url", default="http://127.0.0.1:8000", show_default=True,
+              help="Where `dermsynth vtt serve` is reached.")
+@click.option("--rater", "names", multiple=True, help="Only this rater (repeatable; default: all).")
+def links_cmd(study: str, base_url: str, names: tuple[str, ...]) -> None:
+    """Print the raters' private links again (a link is the rater's login: send it privately)."""
+    from dermsynth.vtt.store import Study
+
+    st = Study(study)
+    raters = [r for r in st.raters() if not names or r.name in names]
+    unknown = set(names) - {r.name for r in raters}
+    if unknown:
+        raise DermsynthError(f"{study}: no rater named {', '.join(sorted(unknown))}")
+    click.echo("\n".join(_rows(st, raters, base_url)) if raters else "no raters yet: dermsynth vtt invite ...")
 
 
 @vtt_group.command("serve")
@@ -102,16 +137,18 @@ def serve_cmd(study: str, host: str, port: int, log_level: str) -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo("note: plain HTTP; put it behind an HTTPS reverse proxy before sending links outside", err=True)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    click.echo(f"serving {st.path} ({st.n_images()} images) on http://{shown}:{port}; rater links:")
-    click.echo("\n".join(_links(st, st.raters(), f"http://{shown}:{port}")))
-    uvicorn.run(create_app(st), host=host, port=port, log_level=log_level)
+    click.echo(f"serving {st.path} ({st.n_images()} images, {len(st.raters())} raters) on http://{shown}:{port}; "
+               f"links: dermsynth vtt links {study} --base-url http://{shown}:{port}")
+    # uvicorn's access log would write every token; the app logs each request with the token redacted
+    uvicorn.run(create_app(st), host=host, port=port, log_level=log_level, access_log=False)
 
 
 @vtt_group.command("report")
 @click.argument("study", type=click.Path())
 @click.option("--out", type=click.Path(), required=True, help="Folder for report.html, report.json and the CSVs.")
 def report_cmd(study: str, out: str) -> None:
-    """Per rater, per group and pooled metrics, Fleiss' kappa, per-image table, grids and plots."""
+    """Per rater, per group and pooled metrics, ROC AUC, agreement (Fleiss' kappa, Krippendorff's alpha) with their
+    counts, reading times, a methods paragraph, per-image table, grids, plots and the CSV export."""
     from dermsynth.vtt.report import write_report
 
     rep = write_report(study, out)
@@ -119,4 +156,18 @@ def report_cmd(study: str, out: str) -> None:
         rates = "  ".join(f"{label} {'n/a' if g[key] is None else format(g[key], '.3f')}"
                           for label, key in (("accuracy", "accuracy"), ("TPR", "tpr"), ("TNR", "tnr"), ("F1", "f1")))
         click.echo(f"{g['group']:<16} raters {g['raters']:>3}  {rates}")
+    for warning in rep.numbers["warnings"]:
+        _warn(warning)
     click.echo(f"report: {rep.html}\nnumbers: {rep.json}")
+
+
+@vtt_group.command("export")
+@click.argument("study", type=click.Path())
+@click.option("--out", type=click.Path(), required=True, help="Folder for the CSV files.")
+def export_cmd(study: str, out: str) -> None:
+    """CSV export: settings, every rater's hanging list, final answers and every answer given (timestamps,
+    revisions, reading times), with the key."""
+    from dermsynth.vtt.report import export_csv
+
+    for path in export_csv(study, out):
+        click.echo(str(path))

@@ -1,11 +1,13 @@
 """Reader-study statistics: confusion counts with "real" as the positive class (Baur et al. 2018: real = class 1),
-Wilson intervals, a binomial test against chance, F1 with a bootstrap interval and Fleiss' kappa."""
+Wilson intervals, a binomial test against chance, F1 with a bootstrap interval, Fleiss' kappa, Krippendorff's
+alpha (incomplete designs) and the ROC AUC of a confidence rating."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import krippendorff
 import numpy as np
 from scipy import stats
 
@@ -139,3 +141,37 @@ def binary_table(called_real) -> np.ndarray:
     a = np.asarray(called_real, dtype=np.int64)
     real = a.sum(axis=1)
     return np.stack([a.shape[1] - real, real], axis=1)
+
+
+def krippendorff_alpha(called_real) -> float:
+    """Krippendorff's alpha (nominal) of a (subjects, raters) 0/1 matrix with NaN where a rater did not see a
+    subject: the agreement figure for incomplete designs (``--images-per-rater``). Computed by the maintained
+    ``krippendorff`` package. NaN when fewer than 2 subjects have 2 or more ratings, or every rating is in
+    one category (undefined)."""
+    data = np.asarray(called_real, dtype=np.float64)
+    if data.ndim != 2:
+        raise ValueError(f"expected a (subjects, raters) matrix, got shape {data.shape}")
+    pairable = (np.isfinite(data).sum(axis=1) >= 2)
+    values = data[pairable][np.isfinite(data[pairable])]
+    if pairable.sum() < 2 or len(np.unique(values)) < 2:
+        return math.nan
+    return float(krippendorff.alpha(reliability_data=data.T, level_of_measurement="nominal"))
+
+
+def confidence_score(called_real, confidence) -> np.ndarray:
+    """Answer + confidence as one 10-point rating of "real": +c when called real with confidence c (1-5),
+    -c when called fake (the usual way to turn a binary call with a confidence into an ROC rating scale)."""
+    sign = np.where(np.asarray(called_real, bool), 1.0, -1.0)
+    return sign * np.asarray(confidence, dtype=np.float64)
+
+
+def roc_auc(truth_real, score) -> float:
+    """Area under the ROC curve of ``score`` for telling real (positive) from fake: the Mann-Whitney
+    probability that a real image scores higher than a fake one, ties counted half. NaN without both kinds."""
+    t = np.asarray(truth_real, bool)
+    s = np.asarray(score, dtype=np.float64)
+    n_pos, n_neg = int(t.sum()), int((~t).sum())
+    if not n_pos or not n_neg:
+        return math.nan
+    u = stats.mannwhitneyu(s[t], s[~t], alternative="two-sided").statistic
+    return float(u / (n_pos * n_neg))

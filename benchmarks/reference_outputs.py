@@ -8,7 +8,7 @@ Used to show that a refactor of the trainer changes no output: record with the o
     python benchmarks/reference_outputs.py --check benchmarks/results/reference_outputs.json # compare
 
 Weights are hashed by name and bytes of every tensor (CPU, one thread), so a renamed checkpoint key does
-not matter, only the numbers: the checkpoint is read through ``dermsynth.train.checkpoint.load_checkpoint``
+not matter, only the numbers: the checkpoint is read through ``dermsynth.checkpoint.load_checkpoint``
 when it exposes the per-network layout, else through the pre-protocol keys.
 """
 

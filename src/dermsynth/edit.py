@@ -8,8 +8,8 @@
   lesion) or ``ba``; a mask is optional and only used for the report.
 
 Every run reports the *relevance* of the edit: the mean absolute change (8-bit grey levels) inside and
-outside the mask, which for the translator should be large inside and near zero outside. Grids: input |
-mask | output (Furger et al. 2020, Figs. 11-12) for the translator, input | translation | reconstruction (Fig. 13)
+outside the mask, which for the U-Net editor should be large inside and near zero outside. Grids: input |
+mask | output (Furger et al. 2020, Figs. 11-12) for the U-Net editor, input | translation | reconstruction (Fig. 13)
 for CycleGAN. The folder form pairs ``IMAGES/<id>.<ext>`` with ``MASKS/<id>.png`` (or ``<id>_segmentation``,
 ``<id>_mask``, ``<id>_lesion``), checks every pair before it writes anything, and writes
 ``OUT/<id>.png``, ``OUT/manifest.csv``, ``OUT/grid.png`` and ``OUT/relevance.json``.
@@ -27,11 +27,10 @@ from dermsynth.data.images import load_image, load_mask
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.io import check_writable_dir, write_csv, write_json
-from dermsynth.models.editing import CYCLE_DIRECTIONS
+from dermsynth.models.editing import CYCLE_DIRECTIONS, mask_change
 from dermsynth.progress import tqdm
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.sample import LoadedGenerator, load_generator
-from dermsynth.train.steps_edit import mask_change
 
 EDIT_MODELS = ("unet-translator", "cyclegan")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -67,7 +66,7 @@ class Editor:
 
 def load_editor(checkpoint: str | Path, direction: str | None = None, device: str = "auto") -> Editor:
     """The generator of a ``unet-translator`` or ``cyclegan`` checkpoint; ``direction``: CycleGAN's ab|ba
-    (default ab); for the translator it may only repeat the trained direction."""
+    (default ab); for the U-Net editor it may only repeat the trained direction."""
     model = load_generator(checkpoint, device=str(resolve_device(device)))
     if model.model not in EDIT_MODELS:
         raise DermsynthError(f"{checkpoint} is a {model.model} checkpoint; `dermsynth edit` takes "
@@ -107,7 +106,7 @@ def _read_pair(editor: Editor, image_path: Path, mask_path: Path | None) -> tupl
             raise DataError(f"{mask_path}: the mask is empty (no lesion pixel), so there is nowhere to {verb} a "
                             f"lesion")
         if mask.all():
-            raise DataError(f"{mask_path}: the mask covers the whole image; the translator {verb}s a lesion "
+            raise DataError(f"{mask_path}: the mask covers the whole image; the U-Net editor {verb}s a lesion "
                             f"inside a mask and keeps the skin around it (trained on 10-80 % masks)")
     return image, mask
 

@@ -37,7 +37,7 @@ from dermsynth.data.maps import dihedral_map, maps_of, masked_subset
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.sample import LoadedGenerator, generate, load_generator, translate_maps
-from dermsynth.train.checkpoint import load_checkpoint
+from dermsynth.checkpoint import load_checkpoint
 
 __all__ = ["CallableSource", "checkpoint_training_subset", "FolderSource", "GeneratorSource", "SyntheticImages", "SyntheticSource",
            "TranslationSource", "open_source", "phantom_source"]

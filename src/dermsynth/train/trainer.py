@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from dermsynth.data.dataset import LesionDataset
+from dermsynth.data.maps import masked_subset
 from dermsynth.data.prepare import load_dataset
 from dermsynth.data.patches import patch_domains
 from dermsynth.data.splits import ids_fingerprint, split_part
@@ -47,11 +48,13 @@ from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import append_csv_row, check_writable_dir, read_csv_rows, write_csv, write_json
 from dermsynth.progress import tqdm
 from dermsynth.models import build_networks, model_spec
+from dermsynth.models.options import FlipOptions
 from dermsynth.report.figures import image_grid, plot_curves, save_png, to_uint8
-from dermsynth.train.batch import Batch, batch_from_dataset
-from dermsynth.train.checkpoint import FORMAT, load_checkpoint, nonfinite_tensor, save_checkpoint
+from dermsynth.data.batch import Batch, batch_from_dataset
+from dermsynth.checkpoint import FORMAT, load_checkpoint, nonfinite_tensor, save_checkpoint
 from dermsynth.train.config import TrainConfig, parse_batch_schedule
 from dermsynth.train.distributed import DistInfo, init_distributed
+from dermsynth.train.in_training_metrics import in_training_metrics
 from dermsynth.train.monitor import OverfitMonitor, split_holdout
 from dermsynth.train.minibatches import Minibatches
 from dermsynth.train.steps import PREVIEW_SIZE, GANStep, TrainStep, ema_beta_at, step_class
@@ -86,7 +89,7 @@ class RunLocked(DermsynthError):
 
 
 class MetricsHook(Protocol):
-    """In-training metrics (built above the trainer, e.g. ``dermsynth.metrics.registry.TrainingMetrics``).
+    """In-training metrics (e.g. ``dermsynth.metrics.registry.TrainingMetrics``).
 
     ``names``: the metrics, lower is better, the first decides ``best.pt``; called with ``sample_fn(n, seed)``
     returning ``n`` uint8 (N, H, W, 3) images of the current sampled network (its EMA copy when there is one),
@@ -164,7 +167,6 @@ class _Run:
 
 def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool = False, progress: bool = True,
           *, dataset_b: LesionDataset | None = None, metrics: MetricsHook | None = None,
-          make_metrics: Callable[[TrainConfig], MetricsHook] | None = None,
           given: set[str] | None = None) -> TrainResult:
     """Train the model that ``cfg.model`` names; see :class:`TrainConfig` for every option.
 
@@ -174,8 +176,8 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     explicitly (default: those that differ from :class:`TrainConfig`'s defaults): an option that cannot
     change on resume is an error, one that may (:data:`RESUME_MUTABLE`) is applied and recorded.
     ``dataset_b`` is the second domain of two-domain models (else ``cfg.data_b`` is loaded); ``metrics``
-    scores the generator every ``cfg.metric_every`` kimg (``cfg.metrics`` names them), or ``make_metrics``
-    builds it from the final config (after a resume has merged the checkpoint's). Under ``torchrun``
+    scores the generator every ``cfg.metric_every`` kimg (default: the ``cfg.metrics`` it names, built from the final
+    config, after a resume has merged the checkpoint's). Under ``torchrun``
     every rank runs this function; rank 0 alone writes files.
     """
     spec = model_spec(cfg.model)
@@ -192,10 +194,8 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
         raise DermsynthError(f"{out} already holds a run (latest.pt); pass --resume to continue it "
                              f"or choose another --out")
     cfg = cfg.resolve()
-    if cfg.metrics and metrics is None and make_metrics is not None:
-        metrics = make_metrics(cfg)
     if cfg.metrics and metrics is None:
-        raise DermsynthError("--metrics needs the metric objects the CLI builds (pass metrics= to train())")
+        metrics = in_training_metrics(cfg)
 
     dist = init_distributed(cfg.device)
     device = resolve_device(cfg.device)
@@ -208,7 +208,8 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     if cfg.split is not None:  # never the validation or test images of a classifier study
         data = split_part(data, cfg.split, "train", real_fraction=cfg.real_fraction)
     _check_data(data, cfg, "--data")
-    data = spec.prepare_data(cfg, data)
+    if spec.masks_required:
+        data = masked_subset(data, cfg.skip_unmasked)
     held_out = None
     if cfg.overfit_holdout:
         data, held_out = split_holdout(data, cfg.overfit_holdout, cfg.seed)
@@ -227,6 +228,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     # Batch sizes are global (all ranks together); the sampler validates the largest one.
     max_batch = max(parse_batch_schedule(cfg.batch_schedule, cfg.size).values()) if cfg.batch_schedule \
         else cfg.batch_size
+    flip = issubclass(spec.options, FlipOptions) and cfg.flip  # map -> image, image -> image models
     sampler_b = None
     if "domain_b" in train_step.needs:
         data_b = dataset_b
@@ -237,8 +239,8 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
         _check_data(data_b, cfg, "--data-b")
         data, data_b = spec.prepare_domains(cfg, data, data_b)
         sampler_b = Minibatches(data_b, max_batch, cfg.seed + 7, device,
-                                 needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist)
-    sampler = Minibatches(data, max_batch, cfg.seed, device, needs=train_step.needs, dist=dist)
+                                 needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist, flip=flip)
+    sampler = Minibatches(data, max_batch, cfg.seed, device, needs=train_step.needs, dist=dist, flip=flip)
     preview_rows = np.sort(np.random.default_rng(cfg.seed + 2).permutation(len(data))[:PREVIEW_SIZE])
     fixed = batch_from_dataset(data, preview_rows, train_step.needs, device)
     inputs = tuple(train_step.sampled_inputs or spec.inputs)  # e.g. pix2pixHD --no-instance

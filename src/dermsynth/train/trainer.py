@@ -484,9 +484,16 @@ def _check_finite(log_sum: torch.Tensor, stat_names: list[str], step: int, modul
         raise TrainingDiverged(_diverged(bad, step, step, ckpt_path, good_step))
 
 
+#: options whose absence from a resumed run's config means a run made before they existed, with their value then
+#: (stylegan2 before the plain cifar D and the float32 mapping / penalties: the residual D, bf16 throughout)
+ABSENT_BEFORE: dict[str, Any] = {"flip": False, "d_architecture": "resnet", "bf16_everywhere": True}
+
+
 def _resume_config(cfg: TrainConfig, state: dict, given: set[str] | None) -> tuple[TrainConfig, list[dict]]:
     """The checkpoint's config with the options the user may change applied; errors for the others."""
-    saved = TrainConfig.from_dict(state["config"]).applicable()  # earlier versions recorded every model's options
+    # an option added later is absent from older runs' configs: it takes the value that reproduces how they trained
+    saved = TrainConfig.from_dict({**ABSENT_BEFORE, **state["config"]}).applicable()  # (earlier versions recorded
+    # every model's options)
     defaults = TrainConfig()
     if given is None:
         given = {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) != getattr(defaults, f.name)}

@@ -445,19 +445,53 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
         raise DermsynthError(f"{option} takes comma-separated numbers, got {text!r}") from None
 
 
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _seed_counts(text: str | None) -> dict[str, int]:
+    """``--seeds-at 0.05:10,0.1:10`` -> {"0.05": 10, "0.1": 10}."""
+    counts = {}
+    for part in _names(text) or []:
+        fraction, _, k = part.partition(":")
+        try:
+            counts[f"{float(fraction):g}"] = int(k)
+        except ValueError:
+            raise DermsynthError(f"--seeds-at takes FRACTION:SEEDS pairs, e.g. 0.05:10, got {part!r}") from None
+    return counts
+
+
+def _synthetic_sources(values: tuple[str, ...]) -> tuple[str | None, dict[str, str]]:
+    """``--synthetic`` values: one unnamed SPEC, or NAME=SPEC pairs (a study with several sources)."""
+    named = [v.partition("=") for v in values if "=" in v and not Path(v).exists()]
+    if len(values) == 1 and not named:
+        return values[0], {}
+    if len(named) != len(values):
+        raise DermsynthError("several --synthetic sources need a name each: --synthetic NAME=SPEC")
+    names = [n.strip().lower() for n, _, _ in named]
+    if len(set(names)) != len(names):
+        raise DermsynthError(f"--synthetic names repeat: {', '.join(names)}")
+    return None, {n: spec for n, (_, _, spec) in zip(names, named)}
+
+
 @main.command()
 @click.argument("data")
 @click.option("--size", default=28, show_default=True, help="Side of the square images.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--fractions", default="0.7,0.15,0.15", show_default=True, help="train,val,test fractions.")
+@click.option("--classes", default=None, help="Comma-separated: split these classes only (e.g. mel,bkl,bcc as in "
+              "Essipova et al. 2020); the split then applies to the whole dataset, other classes dropped.")
 @click.option("--out", type=click.Path(), required=True, help="Split file (.json or .csv).")
-def split(data: str, size: int, seed: int, fractions: str, out: str) -> None:
-    """Lesion-grouped, class-stratified train/val/test split of DATA, saved for reuse (e.g. augment --split)."""
+def split(data: str, size: int, seed: int, fractions: str, classes: str | None, out: str) -> None:
+    """Lesion-grouped, class-stratified train/val/test split of DATA, saved for reuse (augment --split, train
+    --split [--real-fraction F]); its seed also fixes the nested real fractions of its train part."""
     from dermsynth.data.splits import split_dataset
     from dermsynth.data.prepare import load_dataset
 
     ds = load_dataset(data, size=size)
-    result = split_dataset(ds, fractions=_floats(fractions, "--fractions"), seed=seed)
+    result = split_dataset(ds, fractions=_floats(fractions, "--fractions"), seed=seed, classes=_names(classes))
+    if result.classes is not None:
+        ds = result.apply(ds)["train"]  # for the class names below
     result.save(out)
     for name, counts in result.class_counts(ds.num_classes).items():
         click.echo(f"{name}: {int(counts.sum())} images (" + ", ".join(
@@ -471,7 +505,10 @@ def split(data: str, size: int, seed: int, fractions: str, out: str) -> None:
 @click.option("--size", default=28, show_default=True)
 @click.option("--conditions", default=None, help="Comma-separated, e.g. real,real+classic,real+synth:1,real+balance,"
               "synth:1 (default: those with --synthetic, else real,real+classic).")
-@click.option("--synthetic", default=None, help="GAN checkpoint, sample folder with manifest.csv, or 'phantom'.")
+@click.option("--synthetic", multiple=True, help="GAN or diffusion checkpoint, sample folder with manifest.csv, or "
+              "'phantom'; '{fraction}' in it is replaced by each real fraction (runs/gan-{fraction}: the GAN trained on "
+              "that fraction). Repeat as NAME=SPEC for several named sources; conditions drawing synthetic images are "
+              "crossed with them (or name one: real+synth:1@NAME).")
 @click.option("--synthetic-class", default=None,
               help="An unconditional checkpoint: the class all its images are labelled with (e.g. mel for a GAN "
                    "trained on melanomas only). synth:R then adds R x the number of real training images, all of "
@@ -496,22 +533,53 @@ def split(data: str, size: int, seed: int, fractions: str, out: str) -> None:
 @click.option("--patience", default=10, show_default=True, help="Early-stopping patience in epochs (0: none).")
 @click.option("--class-weighting", is_flag=True, help="Class-balanced cross-entropy weights.")
 @click.option("--n-boot", default=2000, show_default=True, help="Bootstrap resamples of the test set.")
+@click.option("--real-fraction", "real_fractions", default="1", show_default=True,
+              help="Comma-separated fractions of the training split (nested, lesion-grouped, class-stratified, "
+              "seeded by the split's seed), each crossed with the conditions and seeds, e.g. 0.05,0.1,0.25,0.5,1.")
+@click.option("--synthetic-ratio", "synthetic_ratios", default=None,
+              help="Synthetic:real ratio sweep, e.g. 0.5,1,2,5,10: real+synth:R at --sweep-fraction.")
+@click.option("--seeds-at", default=None, help="Other seed counts at some real fractions, e.g. 0.05:10,0.1:10 "
+              "(the scarce fractions, where the seed-to-seed spread is largest).")
+@click.option("--sweep-fraction", type=float, default=None, help="Real fraction of the ratio sweep (default: the "
+              "smallest).")
+@click.option("--classes", default=None, help="Comma-separated: these classes only (Essipova et al. 2020: mel,bkl,bcc).")
+@click.option("--layout", default="default", show_default=True, help="default, or essipova2020: also Essipova et al.'s "
+              "table (accuracy and per-class recall per real fraction) in table_essipova2020.md.")
+@click.option("--workers", default=1, show_default=True, help="Runs at once (a local process pool; threads per "
+              "run = CPUs / workers). With --executor local: submitit jobs at once; slurm: array parallelism.")
+@click.option("--executor", default="pool", show_default=True,
+              help="pool: local processes; local / debug: submitit's local / in-process executors; slurm: one "
+              "SLURM job array through submitit (returns at once; run the same command again to collect).")
+@click.option("--slurm-partition", default=None, help="--executor slurm: the partition.")
+@click.option("--slurm-minutes", default=60, show_default=True, help="--executor slurm: time limit of one run.")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def augment(conditions: str | None, split_file: str | None, fractions: str, patience: int, quiet: bool,
-            **options) -> None:
-    """Does synthetic data help a classifier? Train each condition over K seeds; tables, plots, report."""
+            synthetic: tuple[str, ...], real_fractions: str, synthetic_ratios: str | None, classes: str | None,
+            seeds_at: str | None, **options) -> None:
+    """Does synthetic data help a classifier? Train each condition over K seeds (at each real fraction);
+    tables, plots, report."""
     from dermsynth.classify.experiment import run_augment_experiment
     from dermsynth.classify.experiment_config import AugmentExperimentConfig
 
+    unnamed, sources = _synthetic_sources(synthetic) if synthetic else (None, {})
     if conditions is None:
-        conditions = ("real,real+classic,real+synth:1,real+balance,synth:1" if options["synthetic"]
-                      else "real,real+classic")
+        conditions = ("real,real+classic,real+synth:1,real+balance,synth:1" if synthetic else "real,real+classic")
     cfg = AugmentExperimentConfig(conditions=[c for c in conditions.split(",") if c.strip()], split=split_file,
-                                  fractions=_floats(fractions, "--fractions"), patience=patience or None, **options)
+                                  fractions=_floats(fractions, "--fractions"), patience=patience or None,
+                                  synthetic=unnamed, sources=sources, classes=_names(classes),
+                                  seeds_at=_seed_counts(seeds_at),
+                                  real_fractions=list(_floats(real_fractions, "--real-fraction")),
+                                  synthetic_ratios=list(_floats(synthetic_ratios, "--synthetic-ratio"))
+                                  if synthetic_ratios else [], **options)
     result = run_augment_experiment(cfg, progress=not quiet)
+    if not result.results:
+        click.echo(f"submitted; results will be in {result.out} after the next augment call")
+        return
     click.echo(result.table)
     click.echo(f"trained {len(result.trained)} run(s), reused {len(result.skipped)}; report: {result.report}")
+
+
 
 
 @main.command("truncation-sweep")

@@ -24,6 +24,7 @@ from dataclasses import Field, asdict, dataclass, field, fields, make_dataclass,
 from pathlib import Path
 from typing import Any
 
+from dermsynth.data.splits import check_real_fraction
 from dermsynth.defaults import DEFAULT_PHANTOM_N, DEFAULT_SIZE
 from dermsynth.errors import DermsynthError
 from dermsynth.io import write_json
@@ -48,6 +49,9 @@ class CommonOptions:
                                     "(default: the built-in phantom data).")
     split: str | None = option(None, "A saved split (`dermsynth split`, or an augment run's split.json): train on "
                                      "its train part only, e.g. the synthetic source of an augmentation study.")
+    real_fraction: float | None = option(None, "With --split: train on this nested fraction of its train part, "
+                                               "the same images as `dermsynth augment --real-fraction` uses "
+                                               "(0 < f <= 1).")
     out: str = option("runs/train", "Run folder: checkpoints, logs, sample grids.")
     size: int = option(DEFAULT_SIZE, "Image side in pixels (a power of two >= 16).")
     width: int = option(64, "Base channel width (ngf = ndf; PGAN: fmap_max = 8 * width).")
@@ -145,6 +149,10 @@ class _TrainConfigMethods:
         model_spec(self.model).options.check(self)  # the model's own options first
         if self.size < 16 or self.size & (self.size - 1):
             raise DermsynthError(f"--size must be a power of two >= 16, got {self.size}")
+        if self.real_fraction is not None:
+            if self.split is None:
+                raise DermsynthError("--real-fraction takes a fraction of a split's train part: give --split too")
+            check_real_fraction(self.real_fraction)
         if self.overfit_holdout < 0:
             raise DermsynthError(f"--overfit-holdout must be >= 0, got {self.overfit_holdout}")
         for name in ("batch_size", "steps", "log_every", "sample_every", "checkpoint_every", "z_dim", "width",

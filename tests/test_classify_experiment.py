@@ -125,6 +125,13 @@ def test_statistics_match_scipy_and_sklearn(starved_run):
     assert boot["observed"] == pytest.approx(roc_auc_score(labels, mean_probs["real+balance"], multi_class="ovr")
                                              - roc_auc_score(labels, mean_probs["real"], multi_class="ovr"))
     assert boot["ci_low"] <= boot["observed"] <= boot["ci_high"]
+    # DeLong's test of the melanoma AUCs of the seed-averaged predictions (its own tests check it against MLstatkit)
+    mel = names.index("melanoma")
+    delong = vs["delong"]["melanoma_auc"]
+    assert delong["auc_a"] - delong["auc_b"] == pytest.approx(
+        roc_auc_score(labels == mel, mean_probs["real+balance"][:, mel])
+        - roc_auc_score(labels == mel, mean_probs["real"][:, mel]))
+    assert 0 <= delong["p_value"] <= 1
     assert res["conditions"]["real"]["vs_baseline"] is None
 
 

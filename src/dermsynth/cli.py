@@ -515,7 +515,9 @@ def split(data: str, size: int, seed: int, fractions: str, classes: str | None, 
                    "that one class (real class proportions apply only among the classes a source generates); "
                    "recorded in results.json (synthetic_source.labels).")
 @click.option("--truncation", type=float, default=None, help="Latent truncation when sampling a checkpoint.")
-@click.option("--seeds", default=5, show_default=True, help="Repeats per condition.")
+@click.option("--seeds", default=10, show_default=True,
+              help="Repeats per condition (paired over seeds; the exact tests' smallest two-sided p is 2/2^K, so K >= 6 "
+                   "is needed for p < 0.05).")
 @click.option("--seed", default=0, show_default=True, help="First seed.")
 @click.option("--baseline", default="real", show_default=True,
               help="The condition every other one is compared with (paired differences by seed, bootstrap CI); "

@@ -33,14 +33,20 @@ from dermsynth.classify.fit import TrainedClassifier, class_weights, predict_pro
 from dermsynth.models.classifiers import (CLASSIFIERS, ResNet18, SmallCNN, build_classifier, count_parameters,
                                          load_pretrained, register_classifier)
 from dermsynth.data.splits import SPLIT_NAMES, Split, grouped_split, real_fraction_subset, split_dataset
-from dermsynth.classify.stats import (BootstrapResult, PairedComparison, PermutationResult, Summary,
-                                      bootstrap_auc_difference, compare_to_baseline, format_mean_std,
-                                      paired_permutation_test, summarize, wilcoxon_test)
+from dermsynth.classify.efficiency import (EquivalentRealImages, efficiency_curve, equivalent_real_images,
+                                           invert_curve, plot_efficiency, ratio_sweep)
+from dermsynth.classify.stats import (BootstrapResult, DeLongResult, PairedComparison, PermutationResult, Summary,
+                                      TTestResult, bootstrap_auc_difference, compare_to_baseline, delong_test,
+                                      format_mean_std, holm_adjust, min_attainable_p, min_detectable_difference,
+                                      paired_permutation_test, paired_t_test, summarize, wilcoxon_test)
 from dermsynth.classify.synthetic import (CallableSource, FolderSource, GeneratorSource, SyntheticImages,
                                           SyntheticSource, TranslationSource, open_source, phantom_source)
 
 __all__ = [
     "AugmentExperimentConfig", "AugmentExperimentResult", "BootstrapResult", "CLASSIFIERS", "CLASS_ALIASES",
+    "DeLongResult", "EquivalentRealImages", "TTestResult", "delong_test", "efficiency_curve", "equivalent_real_images",
+    "holm_adjust", "invert_curve", "min_attainable_p", "min_detectable_difference", "paired_t_test",
+    "plot_efficiency", "ratio_sweep",
     "CallableSource", "ClassificationMetrics", "Condition", "ESSIPOVA2020_TRANSFORMS", "FolderSource",
     "GeneratorSource", "PairedComparison", "PermutationResult", "ResNet18", "SPLIT_NAMES", "SmallCNN", "Split",
     "Summary", "SyntheticImages", "SyntheticSource", "TrainedClassifier", "TransformConfig", "TranslationSource",

@@ -72,7 +72,7 @@ from dermsynth.classify.external import class_mapping, map_to_training_classes
 from dermsynth.classify.fit import predict_proba, train_classifier
 from dermsynth.models.classifiers import build_classifier
 from dermsynth.data.splits import Split, ids_fingerprint, real_fraction_subset, restrict_classes, split_dataset
-from dermsynth.classify.stats import bootstrap_auc_difference, compare_to_baseline, summarize
+from dermsynth.classify.stats import bootstrap_auc_difference, compare_to_baseline, delong_test, summarize
 from dermsynth.classify.synthetic import SyntheticSource, open_source
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.prepare import load_dataset
@@ -380,10 +380,14 @@ def _compare(cfg: AugmentExperimentConfig, out: Path, fraction: float, cond: Con
     base_probs, _ = _mean_probs(out, fraction, base, cfg.seeds_for(fraction), prefix)
     boot = {"macro_auc": asdict(bootstrap_auc_difference(probs, base_probs, labels, n_boot=cfg.n_boot,
                                                          seed=cfg.seed))}
+    delong = {}
     if mel is not None:
         boot["melanoma_auc"] = asdict(bootstrap_auc_difference(probs, base_probs, labels, n_boot=cfg.n_boot,
                                                                seed=cfg.seed, class_index=mel))
-    return {"paired": paired, "bootstrap_seed_mean_probs": boot}
+        positive = labels == mel
+        if 2 <= positive.sum() <= len(positive) - 2:  # DeLong's variance needs two of each
+            delong["melanoma_auc"] = asdict(delong_test(probs[:, mel], base_probs[:, mel], positive))
+    return {"paired": paired, "bootstrap_seed_mean_probs": boot, "delong": delong}
 
 
 def _test_set_results(cfg: AugmentExperimentConfig, out: Path, fraction: float, conditions: list[Condition],

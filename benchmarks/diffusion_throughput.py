@@ -23,7 +23,7 @@ import torch
 
 from _common import peak_gib, pick_device, print_table, record, time_steps  # this folder is on sys.path when run
 from dermsynth.models.diffusion import DEFAULT_SAMPLING_STEPS, PRESET_FOR_SIZE, Denoiser, Diffusion
-from dermsynth.train.batch import Batch
+from dermsynth.data.batch import Batch
 from dermsynth.train.steps_diffusion import DiffusionStep
 
 NUM_CLASSES = 7  # HAM10000's

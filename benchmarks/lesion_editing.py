@@ -27,8 +27,9 @@ from dermsynth.metrics.frechet import fid_from_features
 from dermsynth.metrics.swd import swd
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.sample import load_generator
-from dermsynth.train.batch import batch_from_dataset
-from dermsynth.train.steps_edit import interleave, mask_change
+from dermsynth.data.batch import batch_from_dataset
+from dermsynth.train.steps_edit import interleave
+from dermsynth.models.editing import mask_change
 
 UNET_RUNS = ("add", "remove", "add-norel")
 

@@ -8,7 +8,7 @@ Used to show that a refactor of the trainer changes no output: record with the o
     python benchmarks/reference_outputs.py --check benchmarks/results/reference_outputs.json # compare
 
 Weights are hashed by name and bytes of every tensor (CPU, one thread), so a renamed checkpoint key does
-not matter, only the numbers: the checkpoint is read through ``dermsynth.train.checkpoint.load_checkpoint``
+not matter, only the numbers: the checkpoint is read through ``dermsynth.checkpoint.load_checkpoint``
 when it exposes the per-network layout, else through the pre-protocol keys.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+os.environ.setdefault("DERMSYNTH_CPU_BF16", "0")  # float32 on every CPU: hashes comparable across machines
 
 from dermsynth.data.dataset import LesionDataset  # noqa: E402
 from dermsynth.data.phantom import generate_phantom  # noqa: E402

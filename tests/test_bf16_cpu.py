@@ -12,7 +12,7 @@ import torch
 
 from _runs import assert_same_training_state, resumed_and_uninterrupted
 from dermsynth.classify.fit import train_classifier
-from dermsynth.classify.networks import build_classifier
+from dermsynth.models.classifiers import build_classifier
 from dermsynth.device import bf16_native, cpu_has_bf16
 from dermsynth.errors import DermsynthError
 from dermsynth.train import TrainConfig, train

@@ -12,7 +12,7 @@ from pathlib import Path
 from _runs import assert_same_training_state
 from dermsynth.sample import load_generator, sample_images
 from dermsynth.train import TrainConfig, train
-from dermsynth.train.checkpoint import load_checkpoint
+from dermsynth.checkpoint import load_checkpoint
 
 OLD = Path(__file__).parent / "data" / "dcgan-format2-step4.pt"
 CFG = dict(size=16, batch_size=16, width=4, z_dim=8, conditional=True, ema_beta=0.9, log_every=2, sample_every=100,

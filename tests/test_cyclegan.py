@@ -153,3 +153,17 @@ def test_learning_rates_are_constant_for_half_the_run_then_fall_linearly(tmp_pat
         assert [g["lr"] for g in state["optimizers"]["discriminator"]["param_groups"]] == [pytest.approx(2e-4 * factor)]
     with pytest.raises(DermsynthError, match="--lr-decay-start must be in"):
         TrainConfig(model="cyclegan", lr_decay_start=1.5).resolve()
+
+
+def test_a_run_from_before_flips_resumes_without_them():
+    """Runs made before the random flip existed have no 'flip' in their config: resuming them must not start
+    flipping (it would change how they train); a new run flips by default."""
+    from dermsynth.train import trainer as trainer_module
+
+    config = TrainConfig(model="cyclegan", size=16).resolve().to_dict()
+    assert config["flip"] is True
+    old = {k: v for k, v in config.items() if k != "flip"}
+    saved, changes = trainer_module._resume_config(TrainConfig(model="cyclegan", size=16), {"config": old}, set())
+    assert saved.flip is False and changes == []
+    saved, _ = trainer_module._resume_config(TrainConfig(model="cyclegan", size=16), {"config": config}, set())
+    assert saved.flip is True

@@ -22,7 +22,7 @@ from dermsynth.errors import DataError, DermsynthError
 from dermsynth.models.diffusion import Denoiser, DenoiserPreset, Diffusion, inpaint_condition
 from dermsynth.sample import load_generator
 from dermsynth.train import TrainConfig, train
-from dermsynth.train.checkpoint import load_checkpoint
+from dermsynth.checkpoint import load_checkpoint
 
 # two levels, one block each: a few thousand parameters (16 px for the behaviour test, 32 px patches in runs)
 SMALL = DenoiserPreset((16, 32), (False, True), 1, 0.0, None, 8, "tests")

@@ -13,7 +13,7 @@ from dermsynth.errors import DermsynthError
 from dermsynth.models.dcgan import DCGANDiscriminator
 from dermsynth.train.disc_augment import (Augmentation, AugmentSpec, augment_images, cutout_mask, diff_augment,
                                           torch_draw)
-from dermsynth.train.batch import Batch
+from dermsynth.data.batch import Batch
 from dermsynth.train.steps import GANStep
 
 

@@ -17,7 +17,7 @@ from dermsynth.errors import DermsynthError
 from dermsynth.evaluate import evaluate
 from dermsynth.classify.extractor import train_feature_extractor
 from dermsynth.metrics.features import SHIPPED_EXTRACTOR
-from dermsynth.metrics.truncation import THRESHOLDS, truncation_sweep
+from dermsynth.truncation import THRESHOLDS, truncation_sweep
 from dermsynth.sample import load_generator, write_samples
 from dermsynth.train import TrainConfig, train
 

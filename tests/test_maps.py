@@ -18,7 +18,7 @@ from dermsynth.data.phantom import generate_phantom
 from dermsynth.data.prepare import load_dataset, prepare
 from dermsynth.data.readers import DataWarning
 from dermsynth.errors import DataError
-from dermsynth.train.batch import batch_from_dataset
+from dermsynth.data.batch import batch_from_dataset
 from dermsynth.train.minibatches import Minibatches
 
 
@@ -168,7 +168,7 @@ def test_images_without_attribute_masks_get_the_lesion_channel_only():
     # the registry's channel count (models do not import the data layer) agrees
     from dermsynth.models import MODELS
     from dermsynth.train.config import TrainConfig
-    cfg = TrainConfig(model="pix2pixhd", size=16).resolve()
+    cfg = TrainConfig(model="pix2pixhd", size=16, g_downsample=1).resolve()
     for d in (lesion_only, data):
         assert MODELS["pix2pixhd"].extra_options(cfg, d)["semantic_nc"] == semantic_channels(d)
 
@@ -257,3 +257,39 @@ def test_attribute_path_on_the_six_real_isic2018_task2_samples():
     np.testing.assert_array_equal(channels[:, 0], data.lesion_masks)
     others = [k for k in range(1, 6) if k != pn]
     assert channels[:, others].sum() == 0  # only pigment-network masks are in the sample
+
+
+def _isic_superpixel_png(ids: np.ndarray, path) -> None:
+    """Write ids as ISIC 2018 Task 2 does: R = id & 255, G = (id >> 8) & 255, B = id >> 16."""
+    rgb = np.stack([ids & 255, (ids >> 8) & 255, ids >> 16], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb).save(path)
+
+
+def test_prepare_reads_isics_own_superpixel_files_instead_of_slic(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    rows, cols = np.indices((30, 42))
+    expected = []
+    for i in range(3):
+        # 42x30: the centre square is columns 6..35; ids constant on 3x3 blocks there, over 2^8 and 2^16
+        ids = ((rows // 3) + (((cols - 6) // 3) << 8) + ((i + 1) << 16)).astype(np.int32)
+        Image.fromarray(rng.integers(0, 255, (30, 42, 3), dtype=np.uint8)).save(src / f"ISIC_{i}.jpg")
+        _isic_superpixel_png(ids, src / f"ISIC_{i}_superpixels.png")
+        expected.append(ids[:, 6:36][::3, ::3])
+    data = prepare(src, 10, out=tmp_path / "cache", progress=False)
+    assert len(data) == 3  # the superpixel files are not images
+    np.testing.assert_array_equal(data.instance_maps, np.stack(expected))
+    meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
+    assert meta["has_instance_maps"] and meta["superpixels"]["method"] == "isic-superpixels-files"
+    assert meta["superpixels"]["boundary_fraction"] == pytest.approx(boundary_fraction(np.stack(expected)), abs=1e-4)
+    # asking for superpixels keeps ISIC's (no SLIC over them)
+    again = prepare(src, 10, out=tmp_path / "cache", progress=False, superpixels=True)
+    np.testing.assert_array_equal(again.instance_maps, np.stack(expected))
+    # a source where only some images have the file: SLIC, with a warning
+    (src / "ISIC_2_superpixels.png").unlink()
+    with pytest.warns(DataWarning, match="only 2 of 3 images have an <id>_superpixels.png"):
+        slic = prepare(src, 10, out=tmp_path / "cache2", progress=False, superpixels=True)
+    assert json.loads((tmp_path / "cache2" / "meta.json").read_text())["superpixels"]["method"] == \
+        "skimage.segmentation.slic"
+    np.testing.assert_array_equal(slic.instance_maps, superpixels(np.asarray(slic.images)))

@@ -15,14 +15,14 @@ from PIL import Image
 
 from _runs import assert_same_training_state, resumed_and_uninterrupted
 from dermsynth.cli import main
-from dermsynth.classify.networks import EXTRACTOR_KIND, build_classifier
+from dermsynth.models.classifiers import EXTRACTOR_KIND, build_classifier
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.maps import read_maps, superpixels
 from dermsynth.data.phantom import generate_phantom
 from dermsynth.errors import DermsynthError
 from dermsynth.models import build_gan
 from dermsynth.models.dcgan import DCGANDiscriminator
-from dermsynth.models.perceptual import VGG19Features, load_perceptual, vgg19_features
+from dermsynth.models.perceptual import DEFAULT_LAMBDA, VGG19Features, default_lambda, load_perceptual, vgg19_features
 from dermsynth.models.pix2pixhd import (GlobalGenerator, MultiScaleDiscriminator, PatchDiscriminator,
                                         Pix2PixHDGenerator, ResnetBlock, downsample)
 from dermsynth.sample import load_generator, translate_images
@@ -117,9 +117,10 @@ def test_trainer_runs_pix2pixhd_through_the_protocol(tmp_path, phantom):
     rows = list(csv.reader(open(out / "losses.csv")))
     assert rows[0] == ["step", "d_loss", "g_loss", "d_real", "d_fake", "g_gan", "g_feat", "g_perceptual", "img_per_s"]
     values = np.array(rows[1:], dtype=float)
-    assert np.isfinite(values).all() and (values[:, 6] > 0).all() and (values[:, 7] == 0).all()  # perceptual off
+    assert np.isfinite(values).all() and (values[:, 6] > 0).all() and (values[:, 7] > 0).all()  # perceptual on
     config = json.loads((out / "config.json").read_text())
-    assert config["perceptual"] == "off" and config["lambda_feat"] == 10.0 and config["d_scales"] == 2
+    assert config["perceptual"] == "derm-smallcnn-v1" and config["lambda_feat"] == 10.0 and config["d_scales"] == 2
+    assert config["lambda_perceptual"] == default_lambda("derm-smallcnn-v1") and config["flip"] is True
     state = torch.load(out / "latest.pt", weights_only=True)
     assert state["sampled_inputs"] == ["semantic", "instance"]
     assert state["model_options"]["semantic_nc"] == 6 and state["model_options"]["instance"] is True
@@ -130,7 +131,11 @@ def test_trainer_runs_pix2pixhd_through_the_protocol(tmp_path, phantom):
 def test_paper_defaults_resolve():
     cfg = TrainConfig(model="pix2pixhd", size=256).resolve()
     assert (cfg.lr_g, cfg.beta1, cfg.beta2, cfg.width, cfg.g_downsample, cfg.g_blocks) == (2e-4, 0.5, 0.999, 64, 4, 9)
-    assert (cfg.d_scales, cfg.d_layers, cfg.lambda_feat, cfg.lambda_perceptual) == (3, 3, 10.0, 10.0)
+    assert (cfg.d_scales, cfg.d_layers, cfg.lambda_feat) == (3, 3, 10.0)
+    assert (cfg.perceptual, cfg.lambda_perceptual) == ("derm-smallcnn-v1", DEFAULT_LAMBDA["derm-smallcnn-v1"])
+    vgg = TrainConfig(model="pix2pixhd", size=256, perceptual="vgg19:/x.pth").resolve()
+    assert vgg.lambda_perceptual == 10.0  # the paper's weight for its VGG
+    assert TrainConfig(model="pix2pixhd", size=256, perceptual="off").resolve().lambda_perceptual == 0.0
     assert TrainConfig(model="dcgan").resolve().d_scales == 1
     with pytest.raises(DermsynthError, match="--d-scales does not apply to --model pgan"):
         TrainConfig(model="pgan", d_scales=2).resolve()
@@ -292,6 +297,8 @@ def test_vgg19_is_torchvisions_layout_and_loads_a_local_state_dict(tmp_path):
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert net.loss(x, x).item() == 0 and net.loss(x, -x).item() > 0
     assert [f.shape[1] for f in net.features(x)] == [64, 128, 256, 512, 512]
+    # as pix2pixHD's VGGLoss: the [-1, 1] image goes into VGG unchanged (no ImageNet mean/std)
+    torch.testing.assert_close(net.features(x)[-1], net.features_net[:30](x), rtol=1e-5, atol=1e-6)
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(DermsynthError, match="not torchvision VGG19 weights"):
         load_perceptual(f"vgg19:{tmp_path / 'bad.pth'}")
@@ -314,3 +321,144 @@ def test_perceptual_loss_from_the_projects_classifier_trains_and_is_recorded(tmp
     assert json.loads((out / "config.json").read_text())["perceptual"] == spec
     rows = list(csv.DictReader(open(out / "losses.csv")))
     assert all(float(r["g_perceptual"]) > 0 for r in rows)
+
+
+# --- issue 20 §1: the reference's recipe around the networks ----------------------------------------------
+
+
+def _conv_weights(net):
+    return [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+
+
+def test_networks_start_from_the_references_normal_init():
+    # pix2pixHD's weights_init: conv weights N(0, 0.02), conv biases left at PyTorch's default
+    G, D = build_gan("pix2pixhd", resolution=32, width=8, semantic_nc=6, n_downsample=2, n_blocks=1, d_layers=2,
+                     d_scales=2)
+    for net in (G, D):
+        w = torch.cat([m.weight.flatten() for m in _conv_weights(net)])
+        assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002
+        assert any(m.bias is not None and m.bias.abs().max() > 0 for m in _conv_weights(net))
+    # CycleGAN's init_weights("normal", 0.02): conv weights N(0, 0.02), biases 0
+    G, D = build_gan("cyclegan", resolution=32, width=8)
+    for net in (G, D):
+        w = torch.cat([m.weight.flatten() for m in _conv_weights(net)])
+        assert abs(w.std().item() - 0.02) < 0.002
+        assert all(m.bias is None or not m.bias.any() for m in _conv_weights(net))
+
+
+def test_a_size_the_global_generator_cannot_handle_is_a_one_line_error_naming_the_option():
+    with pytest.raises(DermsynthError, match=r"--size 32 with --g-downsample 4 leaves the global generator a 2 px "
+                                             r"bottleneck .*use --g-downsample 2 or less, or --size 128 or more"):
+        TrainConfig(model="pix2pixhd", size=32).resolve()
+    with pytest.raises(DermsynthError, match="--local-enhancers 1 .* 4 px bottleneck .*--g-downsample 2 or less, "
+                                             "or fewer --local-enhancers"):
+        TrainConfig(model="pix2pixhd", size=64, g_downsample=3, local_enhancers=1).resolve()
+    assert TrainConfig(model="pix2pixhd", size=128).resolve().g_downsample == 4  # 8 px: fine
+    res = CliRunner().invoke(main, ["train", "--model", "pix2pixhd", "--size", "32", "--out", "x"])
+    assert res.exit_code != 0 and "--g-downsample" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_perceptual_network_is_a_one_line_error(tmp_path, phantom, monkeypatch):
+    from dermsynth.models import classifiers as networks
+
+    monkeypatch.setattr(networks, "shipped_weights_path", lambda *a: tmp_path / "gone.pt")
+    with pytest.raises(DermsynthError, match="--perceptual derm-smallcnn-v1: .*gone.pt is missing"):
+        train(TrainConfig(out=str(tmp_path / "r"), steps=1, **TINY), dataset=phantom, progress=False)
+    with pytest.raises(DermsynthError, match="weights file not found"):
+        train(TrainConfig(out=str(tmp_path / "r"), steps=1, perceptual=f"vgg19:{tmp_path / 'no.pth'}", **TINY),
+              dataset=phantom, progress=False)
+
+
+def test_the_shipped_perceptual_network_is_the_shipped_classifier_fed_as_trained():
+    net = load_perceptual("derm-smallcnn-v1")
+    assert net.description == "derm-smallcnn-v1" and net.weights == (0.25, 0.5, 1.0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(net.features(x)[0], net.stages[0](((x + 1) / 2 - mean) / std))
+    assert not any(p.requires_grad for p in net.parameters())
+
+
+def test_translate_manifest_names_the_perceptual_network(tmp_path, checkpoint):
+    ckpt, cache = checkpoint
+    res = translate(ckpt, tmp_path / "t", from_data=str(cache), n=2, progress=False)
+    assert {r["perceptual"] for r in csv.DictReader(open(res.manifest))} == {"derm-smallcnn-v1"}
+
+
+def test_flips_are_per_example_identical_across_fields_and_resume_exactly(phantom):
+    from dermsynth.train.minibatches import Minibatches
+
+    needs = ("images", "semantic", "instance", "masks")
+    plain = Minibatches(phantom, 8, 3, torch.device("cpu"), needs=needs)
+    flipping = Minibatches(phantom, 8, 3, torch.device("cpu"), needs=needs, flip=True)
+    flipped = 0
+    for _ in range(8):  # two epochs
+        a, b = plain.next(), flipping.next()
+        for i in range(8):
+            same = torch.equal(b.images[i], a.images[i])
+            mirrored = torch.equal(b.images[i], a.images[i].flip(-1))
+            assert same or mirrored
+            for name in ("semantic", "instance", "masks"):  # the same decision for every field of the example
+                expect = a.get(name)[i].flip(-1) if not same else a.get(name)[i]
+                assert torch.equal(b.get(name)[i], expect), name
+            flipped += not same
+    assert 16 < flipped < 48  # about half of 64 examples
+    state = flipping.state_dict()
+    resumed = Minibatches(phantom, 8, 3, torch.device("cpu"), needs=needs, flip=True)
+    resumed.load_state_dict(state)
+    for _ in range(5):
+        torch.testing.assert_close(resumed.next().images, flipping.next().images, rtol=0, atol=0)
+
+
+C2F = dict(TINY, g_downsample=1, local_enhancers=1, width=4)
+
+
+def test_coarse_to_fine_stages_update_global_then_finest_enhancer_then_all(phantom):
+    from dermsynth.models import build_networks
+    from dermsynth.data.batch import batch_from_dataset
+    from dermsynth.train.steps_translate import Pix2PixHDStep, coarse_to_fine_stage
+    from dermsynth.train.trainer import model_options
+
+    cfg = TrainConfig(out="unused", steps=40, perceptual="off", **C2F).resolve()
+    assert [coarse_to_fine_stage(s, 40, 1) for s in (0, 19, 20, 21, 22, 39)] == \
+        ["global", "global", "enhancer", "enhancer", "joint", "joint"]
+    assert coarse_to_fine_stage(0, 40, 0) == "joint"  # no enhancer: one stage
+    networks = build_networks("pix2pixhd", **model_options(cfg, phantom))
+    step = Pix2PixHDStep.from_config(cfg, networks, bf16=False, noise=torch.Generator().manual_seed(0))
+    G = step.G_module
+    groups = {"global": {id(p) for p in [*G.global_net.parameters(), *G.global_head.parameters()]},
+              "enhancer": {id(p) for p in [*G.enhancers[0].parameters(), *G.head.parameters()]}}
+    batch = batch_from_dataset(phantom, np.arange(4), step.needs)
+    every = {id(p) for p in G.parameters()}
+    expected = {"global": groups["global"], "enhancer": groups["enhancer"],
+                "joint": every - {id(p) for p in G.global_head.parameters()}}
+    for stage, images_seen in (("global", 0), ("enhancer", 20 * 4), ("joint", 22 * 4)):
+        step.begin(images_seen)
+        assert step.stage == stage
+        step(batch)
+        with_grad = {id(p) for p in G.parameters() if p.grad is not None}
+        assert with_grad == expected[stage], stage
+        # a fresh Adam per stage: state only for this stage's parameters
+        assert {id(p) for p in step.opt_g.state} <= expected[stage]
+    # the global stage's D sees the half-size pair with its scales 1.. only
+    assert len(step.D(torch.zeros(1, 7, 16, 16), torch.zeros(1, 3, 16, 16), 1)) == 1
+
+
+def test_coarse_to_fine_resume_across_stage_changes_is_bit_exact(tmp_path, phantom):
+    a, b = resumed_and_uninterrupted(tmp_path, 12, 5, dataset=phantom, **C2F)  # stages change at steps 6 and 7
+    assert_same_training_state(a, b)
+    assert a["step_state"]["stage"] == "joint"
+
+
+def test_local_enhancer_weights_saved_before_coarse_to_fine_still_load():
+    g = Pix2PixHDGenerator(32, semantic_nc=1, instance=False, ngf=4, n_downsample=1, n_blocks=1, local_enhancers=1)
+    old = {k: v for k, v in g.state_dict().items() if not k.startswith("global_head.")}
+    fresh = Pix2PixHDGenerator(32, semantic_nc=1, instance=False, ngf=4, n_downsample=1, n_blocks=1, local_enhancers=1)
+    fresh.load_state_dict(old)  # strict: no missing-key error
+    x = torch.rand(1, 1, 32, 32)
+    torch.testing.assert_close(fresh(x), g(x))
+
+
+def test_flip_is_an_option_of_the_translation_models_only():
+    assert all(TrainConfig(model=m).flip for m in ("pix2pixhd", "cyclegan", "unet-translator"))
+    with pytest.raises(DermsynthError, match="--flip does not apply to --model dcgan"):
+        TrainConfig(model="dcgan", flip=False).resolve()

@@ -347,6 +347,47 @@ def test_no_warnings_on_clean_fixture(tmp_path):
         read_source(_ham(tmp_path))
 
 
+def test_a_new_layout_is_one_registration(tmp_path, monkeypatch):
+    """register_layout alone makes a layout readable by name and by ``auto`` (before the generic image folder
+    that would otherwise take this folder) and names it in the error when nothing matches."""
+    from dermsynth.data import readers
+
+    monkeypatch.setattr(readers, "LAYOUTS", dict(readers.LAYOUTS))
+    root = tmp_path / "tsv"
+    _img(root / "a.png")
+    _img(root / "b.png")
+    (root / "labels.tsv").write_text("a\tmel\nb\tnv\n")
+
+    def read_tsv(folder, table, split, skip_missing):
+        rows = [line.split("\t") for line in (folder / "labels.tsv").read_text().splitlines()]
+        classes = sorted({dx for _, dx in rows})
+        records = [readers.Record(i, folder / f"{i}.png", classes.index(dx), i) for i, dx in rows]
+        return SourceIndex(folder.name, folder, "tsv", records, classes)
+
+    assert readers.detect_kind(root) == "images"
+    readers.register_layout("tsv", readers.Layout("labels.tsv (id<TAB>dx) + images", read_tsv,
+                                                  lambda path: (path / "labels.tsv").is_file(), "labels.tsv"))
+    for kind in ("auto", "tsv"):
+        index = read_source(root, kind=kind)
+        assert index.kind == "tsv" and index.class_names == ["mel", "nv"]
+        assert [(r.image_id, r.label) for r in index.records] == [("a", 0), ("b", 1)]
+    assert "tsv" in readers.layout_names()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"unknown layout: no .*images or labels\.tsv found"):
+        read_source(tmp_path / "empty")
+
+
+def test_prepare_help_lists_every_layout():
+    from click.testing import CliRunner
+
+    from dermsynth.cli import main
+    from dermsynth.data.readers import LAYOUTS
+
+    shown = " ".join(CliRunner().invoke(main, ["prepare", "--help"], terminal_width=200).output.split())
+    for name, layout in LAYOUTS.items():
+        assert f"{name}: {layout.summary}" in shown
+
+
 # --- label tables that say one thing (issue 18) --------------------------------------------------------------
 
 

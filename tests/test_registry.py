@@ -18,7 +18,7 @@ from dermsynth.metrics.prdc import prdc
 from dermsynth.metrics.registry import (METRICS, ImageSet, MetricOptions, RealSet, TrainingMetrics, compute_metrics,
                                         get_metric, metric_names, register_metric)
 from dermsynth.metrics.swd import swd, swd_lower_bound
-from dermsynth.metrics.truncation import SWEEP_METRICS
+from dermsynth.truncation import SWEEP_METRICS
 
 
 class _Counting(torch.nn.Module):

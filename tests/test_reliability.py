@@ -23,7 +23,7 @@ import dermsynth.io as dio
 from dermsynth.cli import main
 from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.models import build_gan
-from dermsynth.train.checkpoint import assert_finite_weights, load_checkpoint, save_checkpoint
+from dermsynth.checkpoint import assert_finite_weights, load_checkpoint, save_checkpoint
 
 
 def invoke(*args):
@@ -222,7 +222,7 @@ def test_assert_finite_weights_names_the_first_bad_tensor(tmp_path):
 def test_non_finite_weights_refused_by_evaluate_sweep_and_augment(tmp_path):
     from dermsynth.classify.synthetic import open_source
     from dermsynth.evaluate import evaluate
-    from dermsynth.metrics.truncation import truncation_sweep
+    from dermsynth.truncation import truncation_sweep
 
     path = tiny_checkpoint(tmp_path / "nan.pt", poison=_first_weight())
     with pytest.raises(CheckpointError, match=r"nan\.pt: generator\..* holds NaN weights \(the run diverged\)"):

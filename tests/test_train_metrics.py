@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dermsynth.data.phantom import generate_phantom
+from dermsynth.data.prepare import load_dataset
 from dermsynth.errors import DermsynthError
 from dermsynth.metrics.registry import TrainingMetrics
 from dermsynth.sample import load_generator, sample_images
@@ -69,9 +70,19 @@ def test_metrics_csv_best_snapshot_and_resume(tmp_path, phantom):
     assert torch.load(out / "best.pt", weights_only=True)["step"] == torch.load(full / "best.pt", weights_only=True)["step"]
 
 
-def test_metrics_option_without_metric_objects_is_a_clear_error(tmp_path, phantom):
-    with pytest.raises(DermsynthError, match="--metrics needs"):
-        train(TrainConfig(out=str(tmp_path / "x"), steps=2, **CFG), dataset=phantom, progress=False)
+def test_train_builds_the_metrics_its_config_names(tmp_path, phantom):
+    """Without ``metrics=``, train() scores against the data its config names (here ``phantom:128``), exactly as
+    the same TrainingMetrics built by hand."""
+    cfg = dict(steps=20, phantom_n=128, **CFG)
+    train(TrainConfig(out=str(tmp_path / "own"), **cfg), dataset=phantom, progress=False)
+    real = load_dataset("phantom:128", size=16)
+    train(TrainConfig(out=str(tmp_path / "given"), **cfg), dataset=phantom, progress=False,
+          metrics=TrainingMetrics(names=["swd"], real=real, n_images=64, device="cpu", seed=0))
+    header, rows = _rows(tmp_path / "own" / "metrics.csv")
+    assert header == ["step", "kimg", "swd"] and [r["step"] for r in rows] == ["10", "20"]
+    assert (header, rows) == _rows(tmp_path / "given" / "metrics.csv")
+    with pytest.raises(DermsynthError, match="metric 'prdc' cannot select a snapshot"):
+        train(TrainConfig(out=str(tmp_path / "bad"), **{**cfg, "metrics": "prdc"}), dataset=phantom, progress=False)
 
 
 def test_tensorboard_logs_statistics_grids_and_metrics(tmp_path, phantom):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dermsynth.errors import DermsynthError
-from dermsynth.metrics.truncation import PSI_VALUES, truncation_sweep
+from dermsynth.truncation import PSI_VALUES, truncation_sweep
 from dermsynth.sample import load_generator, sample_images, write_samples
 from dermsynth.train import TrainConfig, train
 

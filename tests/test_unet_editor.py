@@ -17,11 +17,11 @@ from dermsynth.data.dataset import LesionDataset
 from dermsynth.edit import edit_folder, edit_image
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.models.pix2pixhd import ResnetBlock
-from dermsynth.models.editing import Furger2020Discriminator, UNetEditor
+from dermsynth.models.editing import Furger2020Discriminator, UNetEditor, mask_change
 from dermsynth.sample import load_generator
 from dermsynth.train import TrainConfig, train
-from dermsynth.train.batch import batch_from_dataset
-from dermsynth.train.steps_edit import mask_change, relevancy_loss
+from dermsynth.data.batch import batch_from_dataset
+from dermsynth.train.steps_edit import relevancy_loss
 
 TINY = dict(model="unet-translator", size=SIZE, width=4, batch_size=4, log_every=2, sample_every=6,
             checkpoint_every=6)
@@ -89,7 +89,7 @@ def test_the_generator_is_furger2020s_residual_unet():
     assert torch.allclose(d(x), 0.5 * (d.full(x) + d.coarse(torch.nn.functional.avg_pool2d(x, 2))))
 
 
-def test_translator_learns_to_add_a_dark_lesion_inside_the_mask(tmp_path, patches):
+def test_unet_editor_learns_to_add_a_dark_lesion_inside_the_mask(tmp_path, patches):
     healthy, lesion = patches
     out = tmp_path / "add"
     cfg = TrainConfig(model="unet-translator", size=SIZE, width=8, batch_size=8, steps=150, lr_g=2e-4, lr_d=2e-4,
@@ -124,7 +124,7 @@ def test_resume_reproduces_uninterrupted_run_bit_exactly(tmp_path, patches, dire
     assert x["model_options"]["direction"] == direction
 
 
-def test_bad_translator_options(tmp_path, patches):
+def test_bad_unet_editor_options(tmp_path, patches):
     healthy, lesion = patches
     with pytest.raises(DermsynthError, match="direction must be one of add, remove, got 'sideways'"):
         train(TrainConfig(out=str(tmp_path / "a"), steps=1, direction="sideways", **TINY), dataset=healthy,

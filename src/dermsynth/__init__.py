@@ -15,7 +15,8 @@ The public API, importable as ``import dermsynth as ds``::
 
 A new model is a registry entry (``register_model``; its builder returns the model's networks by name) plus a
 step (``TrainStep``, ``register_step``) that owns those networks and its optimizers; the trainer's loop does
-not change. Names are imported on first use, so ``import dermsynth`` does not load torch. The subpackages ``dermsynth.metrics`` and ``dermsynth.classify`` hold every metric and classifier piece.
+not change. Names are imported on first use, so ``import dermsynth`` does not load torch. The subpackages
+``dermsynth.metrics`` and ``dermsynth.classify`` hold every metric and classifier piece.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ _PUBLIC: dict[str, str] = {
     "run_augment_experiment": "dermsynth.classify",
     "CompareResult": "dermsynth.compare", "compare": "dermsynth.compare",
     "LesionDataset": "dermsynth.data", "generate_phantom": "dermsynth.data", "load_dataset": "dermsynth.data",
-    "read_source": "dermsynth.data",
+    "read_source": "dermsynth.data", "register_layout": "dermsynth.data",
     "cut_patches": "dermsynth.data.patches", "prepare": "dermsynth.data.prepare",
     "DemoResult": "dermsynth.demo", "run_demo": "dermsynth.demo",
     "edit_folder": "dermsynth.edit", "edit_image": "dermsynth.edit",
@@ -53,6 +54,7 @@ _PUBLIC: dict[str, str] = {
     "TrainingDiverged": "dermsynth.train", "TrainingInterrupted": "dermsynth.train", "TrainResult": "dermsynth.train",
     "TrainStep": "dermsynth.train", "register_step": "dermsynth.train", "train": "dermsynth.train",
     "translate": "dermsynth.translate",
+    "TruncationSweep": "dermsynth.truncation", "truncation_sweep": "dermsynth.truncation",
     "create_study": "dermsynth.vtt", "write_vtt_report": "dermsynth.vtt",
 }
 _RENAMED = {"write_vtt_report": "write_report"}
@@ -74,7 +76,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # the names as a type checker and an IDE see them
     from dermsynth.classify import AugmentExperimentConfig, AugmentExperimentResult, run_augment_experiment
     from dermsynth.compare import CompareResult, compare
-    from dermsynth.data import LesionDataset, generate_phantom, load_dataset, read_source
+    from dermsynth.data import LesionDataset, generate_phantom, load_dataset, read_source, register_layout
     from dermsynth.data.patches import cut_patches
     from dermsynth.data.prepare import prepare
     from dermsynth.demo import DemoResult, run_demo
@@ -89,6 +91,7 @@ if TYPE_CHECKING:  # the names as a type checker and an IDE see them
     from dermsynth.train import (Batch, RunLocked, TrainConfig, TrainingDiverged, TrainingInterrupted,
                                  TrainResult, TrainStep, register_step, train)
     from dermsynth.translate import translate
+    from dermsynth.truncation import TruncationSweep, truncation_sweep
     from dermsynth.vtt import create_study, write_report as write_vtt_report
 
 __version__ = "0.1.0"
@@ -96,10 +99,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AugmentExperimentConfig", "AugmentExperimentResult", "Batch", "CheckpointError", "CompareResult", "DataError",
     "DemoResult", "DermsynthError", "EvaluationResult", "LesionDataset", "RunLocked", "SWDResult", "TrainConfig",
-    "TrainResult", "TrainStep", "TrainingDiverged", "TrainingInterrupted", "TrainingMetrics", "__version__",
-    "build_gan", "build_networks", "compare", "compute_metrics", "create_study", "cut_patches", "edit_folder", "edit_image",
-    "evaluate", "generate_phantom", "latent_walk", "load_dataset", "load_generator", "model_spec", "prepare",
-    "read_source", "register_metric", "register_model", "register_step", "run_augment_experiment", "run_demo",
-    "sample_images", "swd", "swd_lower_bound", "train", "translate", "translate_images", "truncated_normal",
-    "write_samples", "write_vtt_report",
+    "TrainResult", "TrainStep", "TrainingDiverged", "TrainingInterrupted", "TrainingMetrics", "TruncationSweep",
+    "__version__", "build_gan", "build_networks", "compare", "compute_metrics", "create_study", "cut_patches",
+    "edit_folder", "edit_image", "evaluate", "generate_phantom", "latent_walk", "load_dataset", "load_generator",
+    "model_spec", "prepare", "read_source", "register_layout", "register_metric", "register_model", "register_step",
+    "run_augment_experiment", "run_demo", "sample_images", "swd", "swd_lower_bound", "train", "translate",
+    "translate_images", "truncated_normal", "truncation_sweep", "write_samples", "write_vtt_report",
 ]

@@ -60,7 +60,18 @@ def main() -> None:
     click.get_current_context().call_on_close(lambda: setattr(warnings, "formatwarning", previous))
 
 
-@main.command()
+class _ListingLayouts(click.Command):
+    """A command whose help lists the registered data layouts (``dermsynth.data.readers.LAYOUTS``) where it says
+    ``{layouts}``; read when the help is shown, so ``dermsynth --help`` does not import the readers."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from dermsynth.data.readers import layouts_help
+
+        self.help = (self.help or "").replace("{layouts}", layouts_help())
+        super().format_help_text(ctx, formatter)
+
+
+@main.command(cls=_ListingLayouts)
 @click.argument("source")
 @click.option("--size", default=DEFAULT_SIZE, show_default=True, help="Side of the square images.")
 @click.option("--out", type=click.Path(), default=None, help="Cache folder (default: $DERMSYNTH_CACHE or "
@@ -74,7 +85,13 @@ def main() -> None:
               "superpixel size); meta.json records the fraction of boundary pixels.")
 def prepare(source: str, size: int, out: str | None, skip_corrupt: bool, skip_missing: bool,
             superpixels: bool, superpixel_area: float) -> None:
-    """Decode, center-crop and resize SOURCE once into a memory-mapped uint8 cache."""
+    """Decode, center-crop and resize SOURCE once into a memory-mapped uint8 cache.
+
+    SOURCE's layout is detected; the layouts, in the order they are tried:
+
+    \b
+    {layouts}
+    """
     from dermsynth.data.prepare import prepare as prepare_source
 
     ds = prepare_source(source, size=size, out=out, skip_corrupt=skip_corrupt, skip_missing=skip_missing,
@@ -164,19 +181,6 @@ class _TrainCommand(click.Command):
                 formatter.write_dl(rows)
 
 
-def _training_metrics(cfg):
-    """The in-training metrics a resolved config names (``--metrics``), against ``--metric-real`` or the data."""
-    from dermsynth.data.prepare import load_dataset
-    from dermsynth.data.splits import split_part
-    from dermsynth.metrics.registry import TrainingMetrics
-
-    real = load_dataset(cfg.metric_real or cfg.data or f"phantom:{cfg.phantom_n}", size=cfg.size)
-    if cfg.split is not None and cfg.metric_real is None:  # the images the generator was trained on
-        real = split_part(real, cfg.split, "train")
-    return TrainingMetrics(names=cfg.metrics, real=real, n_images=cfg.metric_images,
-                           device=cfg.device, seed=cfg.seed)
-
-
 @main.command(cls=_TrainCommand)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest.pt.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -191,8 +195,7 @@ def train(ctx: click.Context, resume: bool, quiet: bool, **options) -> None:
     from dermsynth.train import TrainConfig, train as run_training
 
     given = {k for k in options if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
-    result = run_training(TrainConfig(**options), resume=resume, progress=not quiet, given=given,
-                          make_metrics=_training_metrics)
+    result = run_training(TrainConfig(**options), resume=resume, progress=not quiet, given=given)
     click.echo(f"step {result.step}: checkpoint {result.checkpoint}")
 
 
@@ -517,7 +520,7 @@ def truncation_sweep_cmd(checkpoint: str, real: str, metric: str, extractor: str
     from dermsynth.io import check_writable_dir, write_json
     from dermsynth.metrics.features import resolve_extractor
     from dermsynth.metrics.registry import get_metric
-    from dermsynth.metrics.truncation import truncation_sweep
+    from dermsynth.truncation import truncation_sweep
     from dermsynth.sample import load_generator
 
     check_writable_dir(out, "--out")
@@ -567,7 +570,7 @@ def patches(source: str, out: str, size: int, lesion_fraction: str, margin: int,
 @main.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option("--image", type=click.Path(), default=None, help="One photo to edit.")
-@click.option("--mask", type=click.Path(), default=None, help="Its lesion mask (same size; the translator needs it).")
+@click.option("--mask", type=click.Path(), default=None, help="Its lesion mask (same size; the U-Net editor needs it).")
 @click.option("--images", type=click.Path(), default=None, help="A folder of photos to edit.")
 @click.option("--masks", type=click.Path(), default=None,
               help="Their masks: MASKS/<id>.png (or <id>_segmentation / _mask / _lesion).")

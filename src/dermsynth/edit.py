@@ -12,8 +12,8 @@
   back in 8 bits). The mask rules are the translator's.
 
 Every run reports the *relevance* of the edit: the mean absolute change (8-bit grey levels) inside and
-outside the mask, which for the translator should be large inside and near zero outside. Grids: input |
-mask | output (Furger et al. 2020, Figs. 11-12) for the translator, input | translation | reconstruction (Fig. 13)
+outside the mask, which for the U-Net editor should be large inside and near zero outside. Grids: input |
+mask | output (Furger et al. 2020, Figs. 11-12) for the U-Net editor, input | translation | reconstruction (Fig. 13)
 for CycleGAN. The folder form pairs ``IMAGES/<id>.<ext>`` with ``MASKS/<id>.png`` (or ``<id>_segmentation``,
 ``<id>_mask``, ``<id>_lesion``), checks every pair before it writes anything, and writes
 ``OUT/<id>.png``, ``OUT/manifest.csv``, ``OUT/grid.png`` and ``OUT/relevance.json``.
@@ -32,11 +32,10 @@ from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.io import check_writable_dir, write_csv, write_json
 from dermsynth.models.diffusion import inpaint_condition
-from dermsynth.models.editing import CYCLE_DIRECTIONS
+from dermsynth.models.editing import CYCLE_DIRECTIONS, mask_change
 from dermsynth.progress import tqdm
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.sample import DiffusionSampling, LoadedGenerator, check_sampling_options, diffusion_sampling, load_generator
-from dermsynth.train.steps_edit import mask_change
 
 EDIT_MODELS = ("unet-translator", "cyclegan", "ddpm-inpaint")
 #: models that edit inside a mask (the others translate the whole photo)
@@ -99,7 +98,7 @@ class Editor:
 def load_editor(checkpoint: str | Path, direction: str | None = None, device: str = "auto",
                 sampler: str | None = None, sampling_steps: int | None = None, seed: int | None = None) -> Editor:
     """The generator of a ``unet-translator``, ``cyclegan`` or ``ddpm-inpaint`` checkpoint; ``direction``:
-    CycleGAN's ab|ba (default ab); for the translator and the inpainting model it may only repeat the trained
+    CycleGAN's ab|ba (default ab); for the U-Net editor and the inpainting model it may only repeat the trained
     direction. ``sampler``, ``sampling_steps``, ``seed`` (default 0): the inpainting model's sampling (refused
     for the GAN editors)."""
     model = load_generator(checkpoint, device=str(resolve_device(device)))

@@ -41,7 +41,7 @@ from dermsynth.io import check_writable_dir, write_json
 from dermsynth.metrics.features import EXTRACTOR_CHOICES, FeatureExtractor, resolve_extractor
 from dermsynth.metrics.inception import WEIGHTS_ENV
 from dermsynth.metrics.registry import ImageSet, MetricOptions, RealSet, compute_metrics, get_metric
-from dermsynth.metrics.truncation import threshold_label
+from dermsynth.truncation import threshold_label
 from dermsynth.report.figures import image_grid, save_png
 from dermsynth.report.html import HTMLReport
 
@@ -243,7 +243,7 @@ def _memorisation_section(ctx: _Context, real: np.ndarray, fake: np.ndarray, tra
 
 def _truncation_section(ctx: _Context, model, real: RealSet, extractor: FeatureExtractor | None,
                         metric: str, thresholds: Sequence[float | None] | None, n: int | None) -> None:
-    from dermsynth.metrics.truncation import truncation_sweep
+    from dermsynth.truncation import truncation_sweep
 
     title = "Truncation sweep (Furger et al. 2020, Table 3)"
     if model is None:

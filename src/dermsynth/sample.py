@@ -4,7 +4,7 @@ and :func:`translate_images` for map -> image (and image -> image) generators.
 A checkpoint names the network that is sampled (``sampled``, the generator of a GAN) and records what it
 takes (``sampled_inputs``: batch field names in call order):
 noise -> image generators take ``("z", "labels")`` and are *sampled*; the others take maps or images from a
-dataset (``dermsynth.train.batch``) and are *translated*.
+dataset (``dermsynth.data.batch``) and are *translated*.
 
 Images always come out at the model's full resolution (a PGAN checkpoint taken while it was still growing is
 enlarged nearest-neighbour, as Karras' generator shows it). Generators that draw noise inside (LAPGAN's
@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +33,8 @@ from dermsynth.models import MODELS, NOISE_INPUTS, build_networks
 from dermsynth.models.diffusion import Denoiser, class_labels, maps_condition
 from dermsynth.models.layers import upsample_to
 from dermsynth.report.figures import image_grid, save_png, to_uint8
-from dermsynth.train.batch import batch_from_dataset
-from dermsynth.train.checkpoint import assert_finite_weights, load_checkpoint
+from dermsynth.data.batch import batch_from_dataset
+from dermsynth.checkpoint import assert_finite_weights, load_checkpoint
 
 
 @dataclass
@@ -49,10 +49,13 @@ class LoadedGenerator:
     step: int
     inputs: tuple[str, ...] = NOISE_INPUTS
     model: str = ""
+    #: the run's resolved training options (its config.json)
+    config: dict = field(default_factory=dict)
 
     @property
     def samples_noise(self) -> bool:
-        """True for noise -> image generators (sampled from latents), False for translators."""
+        """True for noise -> image generators (sampled from latents), False for map -> image and image -> image
+        generators."""
         return "z" in self.inputs
 
     @property
@@ -135,7 +138,7 @@ def load_generator(checkpoint: str | Path, device: str | torch.device = "auto", 
     inputs = tuple(state.get("sampled_inputs") or NOISE_INPUTS)  # checkpoints before the step protocol
     return LoadedGenerator(G, list(state["class_names"]), int(options.get("z_dim", 0)),
                            options.get("num_classes", 0) > 0, Path(checkpoint), int(state["step"]), inputs,
-                           str(state["model"]))
+                           str(state["model"]), dict(state.get("config") or {}))
 
 
 # Rejection redraws take ~1 / P(|z| <= t) rounds; below this acceptance (t < ~0.0063) the components still

@@ -5,7 +5,7 @@ see :mod:`dermsynth.data.maps`) or from a dataset's own lesion/attribute masks a
 (``--from-data SRC``, optionally ``--ids`` to pick lesions). Edits (``--edit``, applied in order to every map:
 flip, rotate, scale, add or remove an attribute region) make new maps from existing ones; taking another
 lesion's map is picking it with ``--ids``. Written to ``--out``: one PNG per map, ``manifest.csv`` (file,
-source map, class of the source image, edits, checkpoint), ``grid.png`` (rows of map | synthetic | real; the
+source map, class of the source image, edits, checkpoint, the perceptual network the generator was trained with), ``grid.png`` (rows of map | synthetic | real; the
 real column only for ``--from-data``) and, with ``--export-maps``, the (edited) maps as a maps folder.
 """
 
@@ -96,15 +96,16 @@ def translate(checkpoint: str | Path, out: str | Path, *, maps: str | Path | Non
     for step in steps:
         chosen = [step(m) for m in chosen]
     images = translate_maps(model, chosen, class_names, seed=seed, **sampling)
+    perceptual = str(model.config.get("perceptual") or "")  # the perceptual network the generator trained with
     rows = []
     for i, (m, img) in enumerate(zip(chosen, images)):
         name = f"translated_{i:06d}.png"
         save_png(img, out / name)
-        rows.append([name, m.map_id, m.class_name, ";".join(edits), str(model.checkpoint)])
+        rows.append([name, m.map_id, m.class_name, ";".join(edits), str(model.checkpoint), perceptual])
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["file", "source_map", "class", "edits", "checkpoint"])
+        w.writerow(["file", "source_map", "class", "edits", "checkpoint", "perceptual"])
         w.writerows(rows)
     grid = save_png(map_grid(chosen[:GRID_ROWS], images[:GRID_ROWS], None if real is None else real[:GRID_ROWS],
                              model.semantic_channels), out / "grid.png", min_side=256)

@@ -30,7 +30,7 @@ from dermsynth.classify.experiment_config import AugmentExperimentConfig, Condit
 from dermsynth.classify.external import CLASS_ALIASES, canonical_class, map_to_training_classes
 from dermsynth.classify.extractor import train_feature_extractor
 from dermsynth.classify.fit import TrainedClassifier, class_weights, predict_proba, train_classifier
-from dermsynth.classify.networks import (CLASSIFIERS, ResNet18, SmallCNN, build_classifier, count_parameters,
+from dermsynth.models.classifiers import (CLASSIFIERS, ResNet18, SmallCNN, build_classifier, count_parameters,
                                          load_pretrained, register_classifier)
 from dermsynth.data.splits import SPLIT_NAMES, Split, grouped_split, split_dataset
 from dermsynth.classify.stats import (BootstrapResult, PairedComparison, PermutationResult, Summary,

@@ -48,7 +48,7 @@ from dermsynth.classify.experiment_config import (RESUMABLE_CHANGES, AugmentExpe
 from dermsynth.classify.experiment_report import write_outputs
 from dermsynth.classify.external import class_mapping, map_to_training_classes
 from dermsynth.classify.fit import predict_proba, train_classifier
-from dermsynth.classify.networks import build_classifier
+from dermsynth.models.classifiers import build_classifier
 from dermsynth.data.splits import Split, split_dataset
 from dermsynth.classify.stats import bootstrap_auc_difference, compare_to_baseline, summarize
 from dermsynth.classify.synthetic import SyntheticSource, open_source

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dermsynth.classify.networks import CLASSIFIERS
+from dermsynth.models.classifiers import CLASSIFIERS
 from dermsynth.classify.synthetic import SyntheticSource
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.errors import DermsynthError

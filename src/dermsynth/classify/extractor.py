@@ -1,8 +1,8 @@
 """Training the project's own feature extractor: a dermoscopy classifier whose penultimate layer serves FID/KID.
 
 This is the training workflow behind ``dermsynth train-extractor``; :mod:`dermsynth.metrics.features` only
-reads what it writes (the checkpoint format: :data:`~dermsynth.classify.networks.EXTRACTOR_KIND`,
-:func:`~dermsynth.classify.networks.load_saved_classifier`).
+reads what it writes (the checkpoint format: :data:`~dermsynth.models.classifiers.EXTRACTOR_KIND`,
+:func:`~dermsynth.models.classifiers.load_saved_classifier`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from dermsynth.classify.scoring import score_predictions
 from dermsynth.classify.fit import predict_proba, train_classifier
-from dermsynth.classify.networks import EXTRACTOR_KIND, build_classifier
+from dermsynth.models.classifiers import EXTRACTOR_KIND, build_classifier
 from dermsynth.data.splits import split_dataset
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.prepare import load_dataset

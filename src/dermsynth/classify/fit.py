@@ -27,7 +27,7 @@ from torch import nn
 
 from dermsynth.classify.transforms import ESSIPOVA2020_TRANSFORMS, TransformConfig, transform_batch
 from dermsynth.classify.scoring import macro_auc
-from dermsynth.classify.networks import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalise  # re-exported
+from dermsynth.models.classifiers import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalise  # re-exported
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.device import autocast_bf16, bf16_native, resolve_device
 from dermsynth.progress import tqdm

@@ -2,7 +2,9 @@
 cache (:mod:`dermsynth.data.prepare`: where it lives, when it is reused, ``load_dataset``).
 
 Every image is decoded, centre-cropped to a square and resized to ``size`` (LANCZOS); lesion and attribute
-masks are first fitted to their image's pixel grid, then cropped and resized identically (nearest-neighbour).
+masks are first fitted to their image's pixel grid, then cropped and resized identically (nearest-neighbour), and
+so are ISIC 2018 Task 2's ``<id>_superpixels.png`` files (RGB-encoded ids) when every image of a source has one:
+they become the cache's instance maps instead of SLIC's.
 Records are decoded on a thread pool in chunks; :func:`fill_arrays` writes them straight into preallocated
 arrays (memory maps in a cache folder, so 10k images at 256 px -- 2 GB -- are never held as a list), and
 :func:`build_dataset` returns them in memory.
@@ -29,6 +31,7 @@ from dermsynth.data.images import (
     fit_mask_to_image,
     load_image,
     load_mask,
+    load_superpixels,
     preprocess_image,
     preprocess_mask,
 )
@@ -76,8 +79,9 @@ def _mask_array(item: Path | np.ndarray, image_shape: tuple[int, ...], size: int
     return preprocess_mask(fit_mask_to_image(mask, image_shape, where), size)
 
 
-def _decode(rec: Record, size: int, want_lesion: bool, want_attrs: bool):
-    """(image, lesion mask or None, attribute masks or None) for one record, all at ``size``."""
+def _decode(rec: Record, size: int, want_lesion: bool, want_attrs: bool, want_superpixels: bool = False):
+    """(image, lesion mask or None, attribute masks or None, superpixel ids or None) for one record, all at
+    ``size`` (superpixel ids: ISIC's file, fitted, cropped and resized as a mask)."""
     if isinstance(rec.image, np.ndarray):
         full = _as_rgb_uint8(rec.image, rec.image_id)
     else:
@@ -94,13 +98,15 @@ def _decode(rec: Record, size: int, want_lesion: bool, want_attrs: bool):
         attrs = np.zeros((len(ATTRIBUTES), size, size), np.uint8)
         for name, path in rec.attribute_masks:
             attrs[ATTRIBUTES.index(name)] = _mask_array(path, full.shape, size)
-    return image, lesion, attrs
+    ids = None
+    if want_superpixels:
+        ids = preprocess_mask(fit_mask_to_image(load_superpixels(rec.superpixels), full.shape, rec.superpixels), size)
+    return image, lesion, attrs, ids
 
 
 def _safe_decode(args):
-    rec, size, want_lesion, want_attrs = args
     try:
-        return True, _decode(rec, size, want_lesion, want_attrs)
+        return True, _decode(*args)
     except DataError as exc:
         return False, exc
 
@@ -126,7 +132,8 @@ def allocated_memmap(path: Path, dtype, shape: tuple[int, ...]) -> np.memmap:
 class _Arrays:
     """Output arrays, preallocated in memory or as ``.npy`` memory maps under temporary names."""
 
-    def __init__(self, n: int, size: int, lesion: bool, attrs: bool, directory: Path | None):
+    def __init__(self, n: int, size: int, lesion: bool, attrs: bool, directory: Path | None,
+                 superpixels: bool = False):
         self.directory = directory
         self.tmp: dict[str, Path] = {}
         shapes = {"images": (n, size, size, 3)}
@@ -134,21 +141,23 @@ class _Arrays:
             shapes["lesion_masks"] = (n, size, size)
         if attrs:
             shapes["attribute_masks"] = (n, len(ATTRIBUTES), size, size)
+        if superpixels:
+            shapes["instance_maps"] = (n, size, size)
         self.arrays: dict[str, np.ndarray] = {}
         try:
             for name, shape in shapes.items():
-                self.arrays[name] = self._alloc(name, shape)
+                self.arrays[name] = self._alloc(name, shape, np.int32 if name == "instance_maps" else np.uint8)
         except BaseException:
             self.discard()
             raise
 
-    def _alloc(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    def _alloc(self, name: str, shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
         if self.directory is None:
-            return np.zeros(shape, np.uint8)
+            return np.zeros(shape, dtype)
         path = temp_path(self.directory / f"{name}.npy")  # removed on failure, or by the next run if killed
         self.tmp[name] = path
         try:
-            return allocated_memmap(path, np.uint8, shape)
+            return allocated_memmap(path, dtype, shape)
         except OSError as exc:  # a full disk: name the file the cache was writing
             raise write_error(self.directory / f"{name.partition('.')[0]}.npy", exc) from None
 
@@ -161,7 +170,7 @@ class _Arrays:
                 self.arrays[name] = arr[:n].copy()
                 continue
             old_path = self.tmp[name]
-            new = self._alloc(name + ".shrunk", (n,) + arr.shape[1:])
+            new = self._alloc(name + ".shrunk", (n,) + arr.shape[1:], arr.dtype)
             for start in range(0, n, 1024):
                 new[start : start + 1024] = arr[start : min(n, start + 1024)]
             new.flush()
@@ -221,7 +230,13 @@ def fill_arrays(index: SourceIndex, size: int, skip_corrupt: bool, progress: boo
     want_lesion = any(r.lesion_mask is not None for r in records)
     want_attrs = any(r.attribute_masks for r in records)
     missing_lesion = [r.image_id for r in records if want_lesion and r.lesion_mask is None]
-    record_bytes = size * size * (3 + want_lesion + (len(ATTRIBUTES) if want_attrs else 0))
+    # ISIC's own superpixels when every image has its file (else the instance maps are SLIC's, made later)
+    with_superpixels = sum(r.superpixels is not None for r in records)
+    want_superpixels = with_superpixels == len(records)
+    if 0 < with_superpixels < len(records):
+        warnings.warn(f"{index.root}: only {with_superpixels} of {len(records)} images have an <id>_superpixels.png; "
+                      f"ignoring them (superpixels, if asked for, are computed with SLIC)", DataWarning, stacklevel=3)
+    record_bytes = size * size * (3 + want_lesion + (len(ATTRIBUTES) if want_attrs else 0) + 4 * want_superpixels)
     decode_bytes = _check_fits(len(records), size, record_bytes, directory)
     workers, chunk_size = _parallelism(_default_workers() if workers is None else max(1, int(workers)),
                                        decode_bytes, record_bytes)
@@ -231,10 +246,11 @@ def fill_arrays(index: SourceIndex, size: int, skip_corrupt: bool, progress: boo
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
     arrays: _Arrays | None = None
     try:
-        arrays = _Arrays(len(records), size, want_lesion, want_attrs, directory)  # removes its files if it fails
+        arrays = _Arrays(len(records), size, want_lesion, want_attrs, directory,  # removes its files if it fails
+                         want_superpixels)
         for start in range(0, len(records), chunk_size):
             chunk = records[start : start + chunk_size]
-            jobs = [(r, size, want_lesion, want_attrs) for r in chunk]
+            jobs = [(r, size, want_lesion, want_attrs, want_superpixels) for r in chunk]
             results = pool.map(_safe_decode, jobs) if pool else map(_safe_decode, jobs)
             for rec, (ok, value) in zip(chunk, results):
                 bar.update(1)
@@ -243,13 +259,15 @@ def fill_arrays(index: SourceIndex, size: int, skip_corrupt: bool, progress: boo
                         raise value
                     skipped.append({"id": rec.image_id, "file": _where(rec), "error": str(value)})
                     continue
-                image, lesion, attrs = value
+                image, lesion, attrs, ids = value
                 row = len(kept)
                 arrays.arrays["images"][row] = image
                 if lesion is not None:
                     arrays.arrays["lesion_masks"][row] = lesion
                 if attrs is not None:
                     arrays.arrays["attribute_masks"][row] = attrs
+                if ids is not None:
+                    arrays.arrays["instance_maps"][row] = ids
                 kept.append(rec)
         if not kept:
             raise DataError(f"{index.root}: none of the {len(records)} images could be decoded "
@@ -302,4 +320,5 @@ def build_dataset(
         attribute_masks=a.get("attribute_masks"),
         attribute_names=list(ATTRIBUTES),
         source=str(index.root),
+        instance_maps=a.get("instance_maps"),
     )

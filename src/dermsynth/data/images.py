@@ -110,6 +110,19 @@ def load_mask(path: str | Path) -> np.ndarray:
     return binarize_mask(arr)
 
 
+def load_superpixels(path: str | Path) -> np.ndarray:
+    """ISIC 2018 Task 2's ``<id>_superpixels.png``: superpixel ids encoded in RGB (id = R + (G << 8) + (B << 16),
+    the challenge's convention) -> int32 (H, W)."""
+    path = Path(path)
+    im = _open_decoded(path, "superpixel map")
+    try:
+        with im:
+            rgb = np.asarray(im.convert("RGB")).astype(np.int32)
+    except _DECODE_ERRORS as exc:
+        raise DataError(f"{path}: corrupt or unreadable superpixel map ({_one_line(exc)})") from None
+    return rgb[..., 0] | (rgb[..., 1] << 8) | (rgb[..., 2] << 16)
+
+
 def binarize_mask(arr: np.ndarray) -> np.ndarray:
     """A mask array (any numeric dtype, (H, W) or (H, W, C)) -> uint8 (H, W) in {0, 1}."""
     arr = np.asarray(arr)
@@ -148,11 +161,12 @@ def resize(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Resize a {0, 1} uint8 (H, W) mask with nearest-neighbour sampling (stays binary)."""
+    """Resize a {0, 1} uint8 (H, W) mask, or int32 superpixel ids, with nearest-neighbour sampling (values kept)."""
     w, h = (size, size) if isinstance(size, int) else size
     if mask.shape[0] == h and mask.shape[1] == w:
         return np.ascontiguousarray(mask)
-    out = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8)).resize((w, h), Image.NEAREST)
+    dtype = np.int32 if mask.dtype == np.int32 else np.uint8
+    out = Image.fromarray(np.ascontiguousarray(mask, dtype=dtype)).resize((w, h), Image.NEAREST)
     return np.asarray(out)
 
 

@@ -92,8 +92,9 @@ def fingerprint(index: SourceIndex, size: int, skip_corrupt: bool = False) -> st
     for r in index.records:
         attrs = ";".join(f"{n}={_file_sig(p)}" for n, p in r.attribute_masks)
         # surrogateescape: a file name that is not UTF-8 (its undecodable bytes) hashes as its bytes
-        h.update(f"{r.image_id}\0{r.label}\0{r.group}\0{_file_sig(r.image)}\0{_file_sig(r.lesion_mask)}\0{attrs}\n"
-                 .encode("utf-8", "surrogateescape"))
+        superpixels = "" if r.superpixels is None else f"\0{_file_sig(r.superpixels)}"  # earlier caches' digests kept
+        h.update(f"{r.image_id}\0{r.label}\0{r.group}\0{_file_sig(r.image)}\0{_file_sig(r.lesion_mask)}\0{attrs}"
+                 f"{superpixels}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -146,7 +147,9 @@ def prepare(
     maps of map -> image models, :mod:`dermsynth.data.maps`); added to an existing cache without decoding again,
     and recomputed when the cached ones were made with other settings. superpixel_area: the size of one
     superpixel in pixels (the SLIC segment count scales with the image area); meta.json records the settings
-    and the fraction of boundary pixels, warned about above one half.
+    and the fraction of boundary pixels, warned about above one half. A source whose every image has ISIC 2018
+    Task 2's ``<id>_superpixels.png`` gets those as its instance maps instead (decoded with the images, whether or
+    not ``superpixels`` is asked for; meta.json says so), never SLIC's.
     """
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
         raise DataError(f"size must be a positive integer number of pixels, got {size!r}")
@@ -158,7 +161,9 @@ def prepare(
     if not force:
         cached = _reusable(out, fp, size)
         if cached is not None:
-            stale = cached.instance_maps is None or _superpixel_settings(out) != _slic_settings(size, superpixel_area)
+            recorded = _superpixel_settings(out)
+            stale = cached.instance_maps is None or (recorded != ISIC_SUPERPIXELS
+                                                     and recorded != _slic_settings(size, superpixel_area))
             return _add_superpixels(out, progress, superpixel_area) if superpixels and stale else cached
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: cache location exists and is not a folder")
@@ -175,6 +180,7 @@ def prepare(
         arrays, kept, skipped, missing_lesion = fill_arrays(index, size, skip_corrupt, progress, workers, out)
         has_lesion = "lesion_masks" in arrays.arrays
         has_attrs = "attribute_masks" in arrays.arrays
+        has_isic_superpixels = "instance_maps" in arrays.arrays
         try:
             arrays.finish()
         except BaseException as exc:
@@ -182,15 +188,23 @@ def prepare(
             if isinstance(exc, OSError):
                 raise write_error(out, exc) from None
             raise
-    for name, present in (("lesion_masks", has_lesion), ("attribute_masks", has_attrs)):
+    for name, present in (("lesion_masks", has_lesion), ("attribute_masks", has_attrs),
+                          ("instance_maps", has_isic_superpixels)):
         if not present:
             (out / f"{name}.npy").unlink(missing_ok=True)
+    extra = {}
+    if has_isic_superpixels:
+        fraction = boundary_fraction(np.load(out / "instance_maps.npy", mmap_mode="r"))
+        warn_if_mostly_edges(fraction, str(out))
+        extra["superpixels"] = {**ISIC_SUPERPIXELS, "boundary_fraction": round(fraction, 4)}
 
     write_cache_meta(
         out, source=str(index.root), size=size, class_names=index.class_names,
         labels=[r.label for r in kept], ids=[r.image_id for r in kept], groups=[r.group for r in kept],
         attribute_names=list(ATTRIBUTES), has_lesion_masks=has_lesion, has_attribute_masks=has_attrs,
+        has_instance_maps=has_isic_superpixels,
         extra={
+            **extra,
             "prepare_version": PREPARE_VERSION,
             "fingerprint": fp,
             "source_kind": index.kind,
@@ -200,7 +214,14 @@ def prepare(
                         "errors": [s["error"] for s in skipped]},
             "lesion_mask_missing": {"count": len(missing_lesion), "ids": missing_lesion},
         })
-    return _add_superpixels(out, progress, superpixel_area) if superpixels else LesionDataset.load(out)
+    if superpixels and not has_isic_superpixels:
+        return _add_superpixels(out, progress, superpixel_area)
+    return LesionDataset.load(out)
+
+
+#: meta.json's record of superpixels read from the source's own ISIC 2018 Task 2 files
+ISIC_SUPERPIXELS = {"method": "isic-superpixels-files", "files": "<id>_superpixels.png",
+                    "decoding": "id = R + (G << 8) + (B << 16); centre-cropped as the image, nearest-neighbour resize"}
 
 
 def _slic_settings(size: int, superpixel_area: float) -> dict:

@@ -3,7 +3,8 @@
 Reading an index is cheap (one directory walk and a CSV parse; nothing is decoded). :func:`read_source`
 auto-detects the layout; :mod:`dermsynth.data.prepare` decodes the index into a cached :class:`LesionDataset`.
 
-Layouts (``kind``):
+Layouts (``kind``), each one registration in :data:`LAYOUTS` (:func:`register_layout`: how ``auto`` detects it
+and how it is read), tried by ``auto`` in this order:
 
 ``ham10000``
     ``HAM10000_metadata.csv`` (``lesion_id, image_id, dx``); classes = sorted ``dx``; group = ``lesion_id``.
@@ -51,6 +52,7 @@ import csv
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -61,7 +63,6 @@ from dermsynth.data.dataset import ATTRIBUTES
 from dermsynth.data.images import _check_file, _one_line
 from dermsynth.errors import DataError
 
-KINDS: tuple[str, ...] = ("auto", "ham10000", "isic", "labels_csv", "ph2", "folder", "images", "npz")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
@@ -78,7 +79,8 @@ _PH2_MARKERS = frozenset({"common_nevus", "atypical_nevus"})  # names only PH2 u
 
 _LESION_MASK_RE = re.compile(r"^(?P<id>.+)_(?:segmentation|lesion)$", re.IGNORECASE)
 _ATTRIBUTE_MASK_RE = re.compile(r"^(?P<id>.+)_attribute_(?P<name>[A-Za-z_]+)$")
-_NOT_IMAGE_RE = re.compile(r"_superpixels$", re.IGNORECASE)  # ISIC 2018 Task 2 inputs: not photographs
+#: ISIC 2018 Task 2's superpixel maps (not photographs): ids RGB-encoded, read as the instance maps
+_SUPERPIXELS_RE = re.compile(r"^(?P<id>.+)_superpixels$", re.IGNORECASE)
 _PH2_ID_RE = re.compile(r"^IMD\d+$", re.IGNORECASE)
 
 
@@ -96,6 +98,7 @@ class Record:
     group: str  # lesion_id / patient id; image_id when unknown
     lesion_mask: Path | np.ndarray | None = None
     attribute_masks: tuple[tuple[str, Path], ...] = ()  # (attribute name, path), names from ATTRIBUTES
+    superpixels: Path | None = None  # ISIC 2018 Task 2's <id>_superpixels.png (RGB-encoded ids), if the source has it
 
 
 @dataclass
@@ -145,6 +148,7 @@ class _Scan:
     lesion_masks: dict[str, Path]
     attribute_masks: dict[str, dict[str, Path]]  # id -> {attribute name -> path}
     duplicates: dict[str, list[Path]]
+    superpixels: dict[str, Path] = field(default_factory=dict)  # id -> <id>_superpixels.png
 
 
 def _scan(root: Path) -> _Scan:
@@ -154,6 +158,7 @@ def _scan(root: Path) -> _Scan:
     lesion: dict[str, Path] = {}
     attrs: dict[str, dict[str, Path]] = {}
     duplicates: dict[str, list[Path]] = {}
+    superpixels: dict[str, Path] = {}
     attribute_set = set(ATTRIBUTES)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
@@ -175,14 +180,19 @@ def _scan(root: Path) -> _Scan:
             if m:
                 lesion.setdefault(m.group("id"), path)
                 continue
-            if ext not in IMAGE_EXTS or _NOT_IMAGE_RE.search(stem):
+            m = _SUPERPIXELS_RE.match(stem)
+            if m:
+                if ext == ".png":
+                    superpixels.setdefault(m.group("id"), path)
+                continue
+            if ext not in IMAGE_EXTS:
                 continue
             all_images.append((stem, path))
             if stem in images:
                 duplicates.setdefault(stem, [images[stem]]).append(path)
             else:
                 images[stem] = path
-    return _Scan(root, images, all_images, lesion, attrs, duplicates)
+    return _Scan(root, images, all_images, lesion, attrs, duplicates, superpixels)
 
 
 def _warn_duplicates(scan: _Scan) -> None:
@@ -224,6 +234,7 @@ def _record(scan: _Scan, image_id: str, image: Path, label: int, group: str) -> 
         group=group or image_id,
         lesion_mask=scan.lesion_masks.get(image_id),
         attribute_masks=tuple((name, attrs[name]) for name in ATTRIBUTES if name in attrs),
+        superpixels=scan.superpixels.get(image_id),
     )
 
 
@@ -626,7 +637,7 @@ def read_class_folders(root: Path, *, skip_missing: bool = False) -> SourceIndex
         attrs = scan.attribute_masks.get(stem, {})
         records.append(
             Record(image_id, path, index[rel[0]], image_id, scan.lesion_masks.get(stem),
-                   tuple((n, attrs[n]) for n in ATTRIBUTES if n in attrs))
+                   tuple((n, attrs[n]) for n in ATTRIBUTES if n in attrs), scan.superpixels.get(stem))
         )
     _check_orphan_masks(scan, skip_missing)
     return SourceIndex(root.name, root, "folder", records, class_names, {})
@@ -716,77 +727,167 @@ def _has_table(folder: Path) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Layout:
+    """One data layout: how ``auto`` recognises it and how it is read. A new layout is one
+    :func:`register_layout` call; ``read_source``, ``auto`` detection and the lists in ``--help`` follow.
+
+    ``read(root, table, split, skip_missing)`` indexes it (``table``: the label CSV given as the source, else
+    None; ``root``: its folder, or the file itself for ``source="file"``). ``detect(path)`` is True when ``auto``
+    should read ``path`` (a folder, or a file) this way. ``source``: what it reads: ``"folder"``, ``"table"`` (a
+    folder or its label CSV) or ``"file"``. ``generic`` layouts match any folder of images, so ``auto`` tries
+    them last, after the specific ones and after refusing a folder that holds several datasets. ``marker``:
+    what ``auto`` looks for, named in its error when nothing matches. ``splits``: the source has
+    train/val/test parts (``split=``)."""
+
+    summary: str
+    read: Callable[[Path, Path | None, str, bool], SourceIndex]
+    detect: Callable[[Path], bool]
+    marker: str
+    source: str = "folder"
+    generic: bool = False
+    splits: bool = False
+
+
+#: Every layout by name, in the order ``auto`` tries them.
+LAYOUTS: dict[str, Layout] = {}
+
+
+def register_layout(name: str, layout: Layout) -> None:
+    """Add a data layout (see :class:`Layout`); ``auto`` tries it after those registered before it (generic
+    layouts after every specific one)."""
+    if layout.source not in ("folder", "table", "file"):
+        raise ValueError(f"layout source must be folder, table or file, got {layout.source!r}")
+    LAYOUTS[name] = layout
+
+
+def layout_names() -> tuple[str, ...]:
+    """The ``kind`` values :func:`read_source` takes: ``auto`` and every registered layout."""
+    return ("auto", *LAYOUTS)
+
+
+def layouts_help() -> str:
+    """One line per layout (name: summary), for ``--help`` and docs."""
+    return "\n".join(f"{name}: {layout.summary}" for name, layout in LAYOUTS.items())
+
+
+def _is_csv(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".csv"
+
+
+def _is_ham10000(path: Path) -> bool:
+    if _is_csv(path):
+        return path.name.lower() == "ham10000_metadata.csv"
+    return path.is_dir() and _find_file(path, "HAM10000_metadata.csv") is not None
+
+
+def _is_isic(path: Path) -> bool:
+    return _is_onehot_table(path) if _is_csv(path) else path.is_dir() and bool(_onehot_tables(path))
+
+
+def _is_labels_csv(path: Path) -> bool:
+    return _is_csv(path) or path.is_dir() and _find_file(path, "labels.csv") is not None
+
+
+def _is_ph2(path: Path) -> bool:
+    return _find_ph2_table(path) is not None or (path / "PH2 Dataset images").is_dir()
+
+
+def _is_class_folder(path: Path) -> bool:
+    classes, at_root = _class_dirs(_scan(path))
+    return len(classes) >= 2 and not at_root
+
+
+def _reads_table(read: Callable[..., SourceIndex]) -> Callable[[Path, Path | None, str, bool], SourceIndex]:
+    """``read(root, table, skip_missing=)`` as a :attr:`Layout.read`."""
+    return lambda root, table, split, skip_missing: read(root, table, skip_missing=skip_missing)
+
+
+def _reads_folder(read: Callable[..., SourceIndex]) -> Callable[[Path, Path | None, str, bool], SourceIndex]:
+    """``read(root, skip_missing=)`` as a :attr:`Layout.read`."""
+    return lambda root, table, split, skip_missing: read(root, skip_missing=skip_missing)
+
+
+def _read_isic(root: Path, table: Path | None, split: str, skip_missing: bool) -> SourceIndex:
+    return read_isic_onehot(root, [table] if table else None, skip_missing=skip_missing)
+
+
+for _name, _layout in {
+    "ham10000": Layout("HAM10000_metadata.csv (lesion_id, image_id, dx) + images", _reads_table(read_ham10000),
+                       _is_ham10000, "HAM10000_metadata.csv", source="table"),
+    "isic": Layout("ISIC challenge one-hot ground-truth CSV (image, MEL, NV, ...) + images", _read_isic, _is_isic,
+                   "ISIC ground-truth CSV", source="table"),
+    "labels_csv": Layout("labels.csv (image_id, dx[, lesion_id]) + images", _reads_table(read_labels_csv),
+                         _is_labels_csv, "labels.csv", source="table"),
+    "ph2": Layout("PH2: its original release (PH2_dataset.txt/.xlsx) or labels.csv + masks/<id>_lesion.png",
+                  _reads_folder(read_ph2), _is_ph2, "PH2_dataset.txt"),
+    "npz": Layout("MedMNIST-style .npz (train_images, train_labels, val_*, test_*)",
+                  lambda path, table, split, skip_missing: read_npz(path, split),
+                  lambda path: path.suffix.lower() == ".npz", ".npz", source="file", splits=True),
+    "folder": Layout("one subfolder of images per class", _reads_folder(read_class_folders), _is_class_folder,
+                     "class subfolders", generic=True),
+    "images": Layout("unlabelled images (e.g. dermsynth sample output)", _reads_folder(read_image_folder),
+                     lambda path: bool(_scan(path).images), "images", generic=True),
+}.items():
+    register_layout(_name, _layout)
+
+
+def _markers() -> str:
+    markers = [layout.marker for layout in LAYOUTS.values() if layout.source != "file"]
+    return ", ".join(markers[:-1]) + " or " + markers[-1]
+
+
 def detect_kind(root: Path) -> str:
     """The layout ``auto`` would read at ``root`` (a folder or a file)."""
     if root.is_file():
-        if root.suffix.lower() == ".npz":
-            return "npz"
-        if root.suffix.lower() == ".csv":
-            if root.name.lower() == "ham10000_metadata.csv":
-                return "ham10000"
-            return "isic" if _is_onehot_table(root) else "labels_csv"
+        for name, layout in LAYOUTS.items():
+            if layout.source != "folder" and layout.detect(root):
+                return name
         raise DataError(f"{root}: not a dataset folder, .npz or label CSV")
     if (root / "meta.json").is_file() and (root / "images.npy").is_file():
         raise DataError(
             f"{root}: is a prepared dataset cache, not a source; load it with load_dataset or LesionDataset.load"
         )
-    if _find_file(root, "HAM10000_metadata.csv"):
-        return "ham10000"
-    if _onehot_tables(root):
-        return "isic"
-    if _find_file(root, "labels.csv"):
-        return "labels_csv"
-    if _find_ph2_table(root) is not None or (root / "PH2 Dataset images").is_dir():
-        return "ph2"
+    folder_layouts = [(name, layout) for name, layout in LAYOUTS.items() if layout.source != "file"]
+    for name, layout in folder_layouts:
+        if not layout.generic and layout.detect(root):
+            return name
     subs = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     nested = [p.name for p in subs if _has_table(p)]
     if nested:
         raise DataError(
             f"{root}: holds several datasets ({', '.join(nested)}); point at one of them"
         )
-    scan = _scan(root)
-    classes, at_root = _class_dirs(scan)
-    if len(classes) >= 2 and not at_root:
-        return "folder"
-    if scan.images:
-        return "images"
-    raise DataError(
-        f"{root}: unknown layout: no HAM10000_metadata.csv, ISIC ground-truth CSV, labels.csv, "
-        f"PH2_dataset.txt, class subfolders or images found"
-    )
+    for name, layout in folder_layouts:
+        if layout.generic and layout.detect(root):
+            return name
+    raise DataError(f"{root}: unknown layout: no {_markers()} found")
 
 
 def read_source(
     path: str | Path, kind: str = "auto", *, split: str = "all", skip_missing: bool = False
 ) -> SourceIndex:
-    """Index a data source (folder, label CSV or ``.npz``), auto-detecting its layout (see module doc)."""
-    if kind not in KINDS:
-        raise DataError(f"unknown data kind {kind!r}: expected one of {', '.join(KINDS)}")
+    """Index a data source (folder, label CSV or ``.npz``), auto-detecting its layout (see module doc and
+    :data:`LAYOUTS`)."""
+    if kind != "auto" and kind not in LAYOUTS:
+        raise DataError(f"unknown data kind {kind!r}: expected one of {', '.join(layout_names())}")
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     path = path.resolve()
     if kind == "auto":
         kind = detect_kind(path)
-    if kind == "npz":
-        if not path.is_file():
-            raise DataError(f"{path}: expected a .npz file")
-        return read_npz(path, split)
-    if split != "all":
-        raise DataError(f"split={split!r} only applies to .npz sources; {path} is read whole")
+    layout = LAYOUTS[kind]
+    if split != "all" and not layout.splits:
+        with_splits = ", ".join(layout.marker for layout in LAYOUTS.values() if layout.splits)
+        raise DataError(f"split={split!r} only applies to {with_splits} sources; {path} is read whole")
     table: Path | None = None
+    if layout.source == "file":
+        if not path.is_file():
+            raise DataError(f"{path}: expected a {layout.marker} file")
+        return layout.read(path, None, split, skip_missing)
     if path.is_file():
-        if path.suffix.lower() != ".csv" or kind in ("folder", "images", "ph2"):
+        if path.suffix.lower() != ".csv" or layout.source != "table":
             raise DataError(f"{path}: kind {kind!r} needs a folder, not a file")
         table, path = path, path.parent
-    if kind == "ham10000":
-        return read_ham10000(path, table, skip_missing=skip_missing)
-    if kind == "isic":
-        return read_isic_onehot(path, [table] if table else None, skip_missing=skip_missing)
-    if kind == "labels_csv":
-        return read_labels_csv(path, table, skip_missing=skip_missing)
-    if kind == "ph2":
-        return read_ph2(path, skip_missing=skip_missing)
-    if kind == "folder":
-        return read_class_folders(path, skip_missing=skip_missing)
-    return read_image_folder(path, skip_missing=skip_missing)
+    return layout.read(path, table, split, skip_missing)

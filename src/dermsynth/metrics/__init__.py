@@ -1,6 +1,7 @@
 """Evaluation metrics, each usable alone: SWD, FID/KID, precision/recall/density/coverage, colour
 statistics, the memorisation audit, feature extractors (FID Inception, the shipped derm-smallcnn-v1, a
-user's classifier), the metric registry (with TrainingMetrics for the trainer) and the truncation sweep."""
+user's classifier) and the metric registry (with TrainingMetrics for the trainer). The truncation sweep, which
+samples a checkpoint, is one layer up: :mod:`dermsynth.truncation`."""
 
 from dermsynth.metrics.colour import (
     ColourDivergence,
@@ -31,15 +32,13 @@ from dermsynth.metrics.prdc import PRDCResult, prdc
 from dermsynth.metrics.registry import (METRICS, MetricOptions, RealSet, TrainingMetrics, compute_metrics,
                                         get_metric, metric_names, register_metric)
 from dermsynth.metrics.swd import SWDResult, swd, swd_lower_bound
-from dermsynth.metrics.truncation import THRESHOLDS, TruncationSweep, truncation_sweep
 
 __all__ = [
-    "EXTRACTORS", "METRICS", "THRESHOLDS", "AuditResult", "ColourDivergence", "FIDInceptionV3", "FeatureExtractor",
-    "KIDResult", "MetricOptions", "PRDCResult", "RealSet", "SWDResult", "TrainingMetrics", "TruncationSweep",
+    "EXTRACTORS", "METRICS", "AuditResult", "ColourDivergence", "FIDInceptionV3", "FeatureExtractor",
+    "KIDResult", "MetricOptions", "PRDCResult", "RealSet", "SWDResult", "TrainingMetrics",
     "build_extractor", "channel_histograms", "class_colour_statistics", "colour_histogram_divergence",
     "compute_metrics", "feature_statistics", "fid_from_features", "frechet_distance", "get_metric", "kid",
     "load_classifier_extractor", "load_fid_inception", "load_shipped_extractor", "memorisation_audit",
     "metric_names", "nearest_neighbours", "plot_class_colour_statistics", "plot_nearest_neighbours", "prdc",
     "register_extractor", "register_metric", "resolve_extractor", "ssim", "swd", "swd_lower_bound",
-    "truncation_sweep",
 ]

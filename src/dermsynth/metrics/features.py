@@ -32,7 +32,6 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dermsynth.classify.networks import imagenet_normalise, load_saved_classifier
+from dermsynth.models.classifiers import imagenet_normalise, load_saved_classifier, shipped_weights_path
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.metrics.inception import WEIGHTS_ENV
@@ -191,7 +190,7 @@ def load_classifier_extractor(checkpoint: str | Path, *, name: str = "classifier
 
 def shipped_extractor_path(suffix: str = ".pt") -> Path:
     """The shipped network's weights (``.pt``) or card (``.json``) inside the installed package."""
-    return Path(str(resources.files("dermsynth.metrics") / "weights" / f"{SHIPPED_EXTRACTOR}{suffix}"))
+    return shipped_weights_path(SHIPPED_EXTRACTOR, suffix)
 
 
 def shipped_extractor_card() -> dict:

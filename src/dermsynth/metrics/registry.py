@@ -25,8 +25,8 @@ prdc       features  higher  precision, recall, density, coverage (no single hea
 colour_jsd images    lower   Jensen-Shannon divergence of the per-channel colour histograms, mean
 ========== ========= ======= =======================================================================
 
-:class:`TrainingMetrics` packages a list of lower-is-better metrics for the trainer: the CLI builds it (the
-trainer sits below :mod:`dermsynth.metrics`) and the trainer calls it with a sampling function.
+:class:`TrainingMetrics` packages a list of lower-is-better metrics for the trainer, which builds it from its
+configuration (:mod:`dermsynth.train.in_training_metrics`) and calls it with a sampling function.
 """
 
 from __future__ import annotations

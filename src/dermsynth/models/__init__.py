@@ -23,13 +23,14 @@ from dermsynth.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from dermsynth.models.lapgan import LAPGANDiscriminator, LAPGANGenerator, build_lapgan
 from dermsynth.models.options import (CycleGANOptions, DCGANOptions, DiffusionOptions, InpaintDiffusionOptions, LAPGANOptions, MapDiffusionOptions, ModelOptions, NoiseGANOptions,
                                       PGANOptions, Pix2PixHDOptions, StyleGAN2Options, UNetTranslatorOptions)
-from dermsynth.data.maps import masked_subset
+from dermsynth.models.perceptual import default_lambda
 from dermsynth.models.pix2pixhd import MultiScaleDiscriminator, build_pix2pixhd
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANDiscriminator, PGANGenerator, build_pgan, pgan_schedule
 from dermsynth.models.stylegan2 import STYLEGAN2_DEFAULTS, build_stylegan2, stylegan2_options
 from dermsynth.models.diffusion import (DIFFUSION_DEFAULTS, build_diffusion, build_inpainting, diffusion_inpaint_options,
                                         diffusion_maps_options, diffusion_options)
 from dermsynth.models.editing import build_cyclegan, build_unet_editor
+import dermsynth.models.classifiers  # noqa: E402,F401  (registers the "classifier" perceptual network)
 
 GANBuilder = Callable[..., tuple[nn.Module, nn.Module]]
 #: a registry builder: keyword options -> the model's networks by name
@@ -77,8 +78,8 @@ class ModelSpec:
     steps_for_images: Callable[[Any, int], int] = field(default=lambda cfg, images: _fixed_batch_steps(cfg, images))
     #: builder options beyond resolution/z_dim/width/num_classes, from (resolved config, training data)
     extra_options: Callable[[Any, Any], dict[str, Any]] = field(default=lambda cfg, data: {})
-    #: the training data as the model trains on it, from (resolved config, loaded data) (e.g. only masked images)
-    prepare_data: Callable[[Any, Any], Any] = field(default=lambda cfg, data: data)
+    #: trains on images with a lesion mask only (the others are skipped with ``--skip-unmasked``, else an error)
+    masks_required: bool = False
     #: two-domain models: which patch set (``healthy`` / ``lesion``) ``--data`` stands for under a config, so
     #: that a patch folder given as ``--data`` alone is split into its two domains (``data.patches``)
     data_domain: Callable[[Any], str] | None = None
@@ -137,16 +138,25 @@ CYCLEGAN_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "
                                      "pool_size": 50, "lr_decay_start": 0.5}
 
 
-# Wang et al. 2018 (pix2pixHD, Bissoto et al. 2018), the code's defaults: LSGAN, Adam 2e-4 betas (0.5, 0.999),
-# ngf = ndf = 64, 4 down-samplings and 9 residual blocks in the global generator, 3 discriminator scales of 3 layers,
-# feature matching and perceptual (VGG) loss weights 10, the learning rates constant for half the run, then falling
-# linearly to 0 (niter = niter_decay = 100 epochs). The paper trains with minibatch 1; ours is 4 (instance norm makes
-# the networks independent of the minibatch, and 4 keeps a GPU busier). No EMA generator (pix2pixHD has none).
-# The perceptual network is off by default: the paper's ImageNet VGG19 cannot be downloaded here.
+# Wang et al. 2018 (pix2pixHD, Bissoto et al. 2018): LSGAN, Adam 2e-4 betas (0.5, 0.999), ngf = ndf = 64, 4
+# down-samplings and 9 residual blocks in the global generator, patch discriminators of 3 layers, feature matching
+# and perceptual loss weights 10, the learning rates constant for half the run, then falling linearly to 0 (niter =
+# niter_decay = 100 epochs): the code's defaults. Discriminator scales: 3, the paper's (section 3.2, "3
+# discriminators"), which its scripts for the full coarse-to-fine model also pass (--num_D 3); the code's default
+# num_D is 2 (its 512 px global-only scripts). Bissoto et al. do not say, and 3 scales keep the coarsest
+# discriminator's view of the lesion's shape at our small resolutions. The paper trains with minibatch 1; ours is
+# 4 (instance norm makes the networks independent of the minibatch, and 4 keeps a GPU busier). No EMA generator
+# (pix2pixHD has none). Perceptual network: the paper's ImageNet VGG19 cannot be downloaded here, so the shipped
+# dermoscopy classifier (derm-smallcnn-v1) stands in, its weight set so that the term takes VGG's share of G's loss
+# (dermsynth.models.perceptual); --perceptual vgg19:FILE uses a local VGG19 at the paper's weight 10. Coarse to
+# fine (--local-enhancers > 0): the global generator alone for the first half of the steps, the finest enhancer
+# alone for the next 5 %, then all jointly (the reference's separate global run + niter_fix_global;
+# dermsynth.train.steps_translate).
 PIX2PIXHD_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 4,
                                       "ema_beta": 0.0, "steps": 2000, "d_scales": 3, "d_layers": 3, "g_downsample": 4,
                                       "g_blocks": 9, "local_enhancers": 0, "lambda_feat": 10.0,
-                                      "lambda_perceptual": 10.0, "perceptual": "off", "lr_decay_start": 0.5}
+                                      "perceptual": "derm-smallcnn-v1", "lr_decay_start": 0.5,
+                                      "lambda_perceptual": lambda cfg: default_lambda(cfg.perceptual)}
 
 
 def _build_dcgan(resolution: int, z_dim: int, num_classes: int, width: int = 64, d_scales: int = 1, **_: object):
@@ -195,9 +205,8 @@ MODELS: dict[str, ModelSpec] = {
     "cyclegan": ModelSpec(gan_networks(build_cyclegan), "cyclegan", CYCLEGAN_DEFAULTS, inputs=("images",),
                           data_domain=lambda cfg: "healthy",
                           extra_options=lambda cfg, data: {"residual": cfg.cycle_residual}, options=CycleGANOptions),
-    "pix2pixhd": ModelSpec(gan_networks(build_pix2pixhd), "pix2pixhd", PIX2PIXHD_DEFAULTS, inputs=("semantic", "instance"),
-                           extra_options=_pix2pixhd_options,
-                           prepare_data=lambda cfg, data: masked_subset(data, cfg.skip_unmasked),
+    "pix2pixhd": ModelSpec(gan_networks(build_pix2pixhd), "pix2pixhd", PIX2PIXHD_DEFAULTS,
+                           inputs=("semantic", "instance"), extra_options=_pix2pixhd_options, masks_required=True,
                            options=Pix2PixHDOptions),
     # Karras et al. 2020 (StyleGAN2-ADA): the reference configuration at the run's resolution
     "stylegan2": ModelSpec(gan_networks(build_stylegan2), "stylegan2", STYLEGAN2_DEFAULTS,
@@ -209,8 +218,7 @@ MODELS: dict[str, ModelSpec] = {
     # Bissoto et al.'s task by diffusion: DDPM with the semantic (+ instance) maps concatenated to its input,
     # trained on the same data as pix2pixHD
     "ddpm-maps": ModelSpec(build_diffusion, "ddpm-maps", DIFFUSION_DEFAULTS, inputs=("semantic", "instance"),
-                           extra_options=diffusion_maps_options,
-                           prepare_data=lambda cfg, data: masked_subset(data, cfg.skip_unmasked),
+                           extra_options=diffusion_maps_options, masks_required=True,
                            options=MapDiffusionOptions, truncation=None),
     # Furger et al.'s lesion editing by diffusion inpainting (Saharia et al. 2022, Palette): the denoiser sees the
     # image with the region to repaint zeroed and the mask; add: lesion patches in their own masks, remove: healthy

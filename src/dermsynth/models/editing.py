@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dermsynth.models.layers import normal_init
 from dermsynth.models.pix2pixhd import GlobalGenerator, ResnetBlock
 
 #: the edit directions of each model: the U-Net's is fixed at training, CycleGAN's chosen per call
@@ -57,6 +58,20 @@ def _check_side(x: torch.Tensor, multiple: int, what: str) -> None:
     h, w = x.shape[-2:]
     if h % multiple or w % multiple:
         raise ValueError(f"{what} takes images whose sides are multiples of {multiple}, got {w}x{h}")
+
+
+GREY = 127.5  # [-1, 1] units -> 8-bit grey levels
+
+
+def mask_change(photo: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean absolute change (8-bit grey levels, over pixels and channels) inside and outside the mask.
+
+    Images in [-1, 1], (B, 3, H, W); mask (B, 1, H, W) in {0, 1}. A region with no pixel gives 0."""
+    m = mask.float().expand_as(photo)
+    diff = (edited.float().clamp(-1, 1) - photo.float()).abs() * GREY
+    inside = (diff * m).sum() / m.sum().clamp(min=1)
+    outside = (diff * (1 - m)).sum() / (1 - m).sum().clamp(min=1)
+    return inside, outside
 
 
 class UNetEditor(nn.Module):
@@ -214,4 +229,7 @@ def build_cyclegan(resolution: int, z_dim: int = 0, num_classes: int = 0, width:
     """(both generators, both discriminators) for the registry (``z_dim``/``num_classes`` unused)."""
     if resolution < 32:
         raise ValueError(f"the 70x70 PatchGAN needs --size >= 32, got {resolution}")
-    return CycleGANGenerator(resolution, width, residual=residual), CycleGANDiscriminator(width)
+    G, D = CycleGANGenerator(resolution, width, residual=residual), CycleGANDiscriminator(width)
+    for net in (G, D):  # the CycleGAN code's init_weights(init_type="normal", init_gain=0.02)
+        normal_init(net)
+    return G, D

@@ -9,16 +9,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def dcgan_init(module: nn.Module) -> None:
-    """Radford et al. 2015 initialisation: conv weights N(0, 0.02), batch-norm scale N(1, 0.02), bias 0."""
+def normal_init(module: nn.Module, *, zero_bias: bool = True) -> None:
+    """N(0, 0.02) weights of every conv / transposed conv / linear / embedding layer and N(1, 0.02) batch-norm
+    scales (bias 0): Radford et al. 2015's initialisation, CycleGAN's ``init_type normal`` (gain 0.02) and, with
+    ``zero_bias=False`` (conv biases keep PyTorch's default, as its ``weights_init`` leaves them), pix2pixHD's."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, 0.0, 0.02)
-            if getattr(m, "bias", None) is not None:
+            if zero_bias and getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+#: Radford et al. 2015 initialisation (DCGAN, LAPGAN)
+dcgan_init = normal_init
 
 
 class LabelEmbedding(nn.Module):

@@ -23,8 +23,9 @@ from dermsynth.models.diffusion import INPAINT_DIRECTIONS, Diffusion
 from dermsynth.models.perceptual import check_perceptual_spec
 from dermsynth.models.pgan import parse_batch_schedule
 
-__all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "DiffusionOptions", "InpaintDiffusionOptions", "LAPGANOptions",
-           "LatentOptions", "MapDiffusionOptions", "ModelOptions", "NoiseGANOptions", "PGANOptions", "Pix2PixHDOptions", "StyleGAN2Options", "TwoDomainOptions", "UNetTranslatorOptions",
+__all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "DiffusionOptions", "FlipOptions", "InpaintDiffusionOptions",
+           "LAPGANOptions", "LatentOptions", "MapDiffusionOptions", "ModelOptions", "NoiseGANOptions", "PGANOptions",
+           "Pix2PixHDOptions", "StyleGAN2Options", "TwoDomainOptions", "UNetTranslatorOptions",
            "option"]
 
 
@@ -137,30 +138,61 @@ class StyleGAN2Options(AugmentOptions, LatentOptions, AdversarialOptions):
 
 
 @dataclass
-class Pix2PixHDOptions(AdversarialOptions):
+class FlipOptions(ModelOptions):
+    """Map -> image and image -> image models: the reference's random horizontal flip of each training example."""
+
+    flip: bool = option(True, "Flip each training example horizontally with probability 1/2 (image, maps and masks "
+                              "alike), as pix2pixHD and CycleGAN do; --no-flip = their --no_flip.")
+
+
+#: pix2pixHD's global generator needs a bottleneck of at least this many pixels
+MIN_BOTTLENECK = 8
+
+
+@dataclass
+class Pix2PixHDOptions(FlipOptions, AdversarialOptions):
     d_scales: int | None = option(None, "Discriminator scales (multi-scale D, each on the input average-pooled by 2 "
-                                        "once more): 3.")
+                                        "once more): 3, the paper's (the code's default is 2).")
     instance: bool = option(True, "Feed the superpixel instance-boundary map besides the semantic map "
                                   "(--no-instance: Bissoto et al.'s variant (c), semantic maps alone).")
     skip_unmasked: bool = option(False, "Skip images without a lesion mask (with a count) instead of failing.")
-    perceptual: str | None = option(None, "Perceptual loss network: off, vgg19:FILE (a local torchvision VGG19 state "
-                                          "dict) or classifier:CKPT (dermsynth train-extractor); off.")
+    perceptual: str | None = option(None, "Perceptual loss network: derm-smallcnn-v1 (the shipped dermoscopy "
+                                          "classifier, default), vgg19:FILE (a local torchvision VGG19 state dict, "
+                                          "the paper's), classifier:CKPT (dermsynth train-extractor) or off.")
     lambda_feat: float | None = option(None, "Weight of the discriminator feature-matching loss (10).")
-    lambda_perceptual: float | None = option(None, "Weight of the perceptual loss (10).")
+    lambda_perceptual: float | None = option(None, "Weight of the perceptual loss (vgg19 and classifier: 10, the "
+                                                   "paper's; derm-smallcnn-v1: 8, calibrated to VGG's share).")
     g_downsample: int | None = option(None, "Stride-2 down-samplings of the global generator (4).")
     g_blocks: int | None = option(None, "Residual blocks of the global generator (9).")
     local_enhancers: int | None = option(None, "Local enhancer networks, each doubling the resolution the global "
-                                               "generator works at (0).")
+                                               "generator works at, trained coarse to fine (0).")
     d_layers: int | None = option(None, "Stride-2 layers per patch discriminator (3).")
 
     @staticmethod
     def check(cfg: Any) -> None:
         if cfg.perceptual is not None:
             check_perceptual_spec(cfg.perceptual)
+        if cfg.local_enhancers is not None and cfg.local_enhancers < 0:
+            raise DermsynthError(f"--local-enhancers must be >= 0, got {cfg.local_enhancers}")
+        if cfg.g_downsample is not None and cfg.g_downsample < 1:
+            raise DermsynthError(f"--g-downsample must be >= 1, got {cfg.g_downsample}")
+        if cfg.g_downsample is None or cfg.local_enhancers is None:
+            return
+        halvings = cfg.g_downsample + cfg.local_enhancers
+        if cfg.size >> halvings < MIN_BOTTLENECK:  # also a size not divisible by 2^halvings is caught below
+            fits = max(0, (cfg.size // MIN_BOTTLENECK).bit_length() - 1 - cfg.local_enhancers)
+            raise DermsynthError(
+                f"--size {cfg.size} with --g-downsample {cfg.g_downsample}"
+                + (f" and --local-enhancers {cfg.local_enhancers}" if cfg.local_enhancers else "")
+                + f" leaves the global generator a {cfg.size / 2 ** halvings:g} px bottleneck (pix2pixHD needs >= "
+                  f"{MIN_BOTTLENECK}); use "
+                + (f"--g-downsample {fits} or less, or " if fits >= 1 else "")
+                + (f"fewer --local-enhancers, or " if cfg.local_enhancers else "")
+                + f"--size {MIN_BOTTLENECK << halvings} or more")
 
 
 @dataclass
-class TwoDomainOptions(AdversarialOptions):
+class TwoDomainOptions(FlipOptions, AdversarialOptions):
     """Models trained on two image sets (``--data`` = A, ``--data-b`` = B)."""
 
     data_b: str | None = option(None, "Second domain (--data is the first); a patch folder as --data alone "

@@ -1,24 +1,33 @@
 """Pluggable perceptual networks for pix2pixHD's perceptual (feature) loss.
 
 pix2pixHD's ``VGGLoss`` compares generated and real images in the relu1_1, relu2_1, relu3_1, relu4_1 and
-relu5_1 features of an ImageNet VGG19 with weights 1/32, 1/16, 1/8, 1/4, 1 (L1 distances). ImageNet weights
-cannot be downloaded here, so the network is chosen by a spec string (``TrainConfig.perceptual``, recorded in
-``config.json``):
+relu5_1 features of an ImageNet VGG19 with weights 1/32, 1/16, 1/8, 1/4, 1 (L1 distances), lambda 10. ImageNet
+weights cannot be downloaded here, so the network is chosen by a spec string (``TrainConfig.perceptual``, recorded
+in ``config.json`` and in ``translate``'s manifest):
 
-``off``
-    no perceptual loss;
+``derm-smallcnn-v1`` (pix2pixHD's default here)
+    the dermoscopy classifier shipped with dermsynth (``dermsynth.metrics.features``), its three convolutional
+    stages as the feature layers (weights 1/4, 1/2, 1, doubling towards the deepest as VGG's), fed as it was
+    trained (ImageNet mean/std on [0, 1] images); its loss weight (:data:`DEFAULT_LAMBDA`) gives the term the share
+    of G's loss that VGG has in the reference (README, pix2pixHD);
 ``vgg19:FILE``
     a local VGG19 state dict in torchvision's layout (``features.N.weight`` ..., the ``classifier.*`` keys are
-    ignored), run by :class:`VGG19Features` in plain PyTorch; inputs normalised with the ImageNet mean/std;
+    ignored), run by :class:`VGG19Features` in plain PyTorch. Fed as the reference feeds it: the [-1, 1] images go
+    in unchanged (pix2pixHD's ``VGGLoss`` does not apply ImageNet's mean/std), because the reference's layer
+    weights and lambda 10 were set for the feature magnitudes of that input;
 ``classifier:CKPT``
-    the project's own dermoscopy classifier (``dermsynth train-extractor``), its convolutional stages as the
-    feature layers (weights doubling towards the deepest, as VGG's), registered by ``dermsynth.classify``.
+    a dermoscopy classifier of ``dermsynth train-extractor``, as ``derm-smallcnn-v1``;
+``off``
+    no perceptual loss.
 
-:func:`register_perceptual` adds a kind. Every network is frozen and in eval mode.
+:func:`register_perceptual` adds a kind; a kind may be registered as ``"module:function"``, imported when a run
+uses it (the classifier kinds live in ``dermsynth.models.classifiers``, imported only when one is used).
+Every network is frozen and in eval mode.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -35,8 +44,8 @@ VGG19_CONFIG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256
 #: pix2pixHD's slices of ``features``: outputs relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
 VGG19_SLICES: tuple[int, ...] = (2, 7, 12, 21, 30)
 VGG19_WEIGHTS: tuple[float, ...] = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
-#: the normalisation torchvision's ImageNet VGG weights expect (images in [0, 1])
-VGG_MEAN, VGG_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: pix2pixHD's VGG input: the [-1, 1] image itself, i.e. (x01 - 0.5) / 0.5 in :class:`PerceptualNet`'s terms
+VGG_MEAN, VGG_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
 def vgg19_features() -> nn.Sequential:
@@ -130,25 +139,43 @@ def _load_vgg19(path: str) -> PerceptualNet:
 
 
 PerceptualLoader = Callable[[str], PerceptualNet]
-PERCEPTUAL: dict[str, PerceptualLoader] = {"vgg19": _load_vgg19}
+#: kind -> loader, or "module:function" naming it (imported on first use)
+PERCEPTUAL: dict[str, PerceptualLoader | str] = {
+    "vgg19": _load_vgg19,
+    "classifier": "dermsynth.models.classifiers:load_perceptual_classifier",
+    "derm-smallcnn-v1": "dermsynth.models.classifiers:load_shipped_perceptual",
+}
+#: kinds named without an argument (``--perceptual derm-smallcnn-v1``)
+NAMED: frozenset[str] = frozenset({"derm-smallcnn-v1"})
+#: lambda_perceptual by kind when --lambda-perceptual is not given: the reference's 10 for VGG19 (and for a
+#: classifier of the user's, where no calibration exists); the shipped network's calibrated weight (README)
+DEFAULT_LAMBDA: dict[str, float] = {"vgg19": 10.0, "classifier": 10.0, "derm-smallcnn-v1": 8.0}
 
 
-def register_perceptual(kind: str, loader: PerceptualLoader) -> None:
-    """Make ``--perceptual KIND:ARG`` build ``loader(ARG)``."""
+def register_perceptual(kind: str, loader: PerceptualLoader | str, default_lambda: float = 10.0) -> None:
+    """Make ``--perceptual KIND:ARG`` build ``loader(ARG)`` (``loader`` may be ``"module:function"``)."""
     PERCEPTUAL[kind] = loader
+    DEFAULT_LAMBDA[kind] = float(default_lambda)
+
+
+def _kinds() -> str:
+    return ", ".join(["off", *sorted(NAMED), *(f"{k}:FILE" for k in sorted(set(PERCEPTUAL) - NAMED))])
 
 
 def check_perceptual_spec(spec: str) -> None:
     """A clear error for a malformed ``--perceptual`` value (the file itself is read when training starts)."""
-    if spec == "off":
+    if spec == "off" or spec in NAMED:
         return
     kind, sep, arg = spec.partition(":")
+    if kind not in PERCEPTUAL or kind in NAMED:
+        raise DermsynthError(f"--perceptual {spec!r}: unknown network {kind!r}; available: {_kinds()}")
     if not sep or not arg:
-        raise DermsynthError(f"--perceptual {spec!r}: expected off, or KIND:FILE with KIND one of "
-                             f"{', '.join(sorted(PERCEPTUAL))}")
-    if kind not in PERCEPTUAL:
-        raise DermsynthError(f"--perceptual {spec!r}: unknown network {kind!r}; available: off, "
-                             f"{', '.join(sorted(PERCEPTUAL))}")
+        raise DermsynthError(f"--perceptual {spec!r}: expected {kind}:FILE")
+
+
+def default_lambda(spec: str) -> float:
+    """The perceptual loss weight a run with ``--perceptual spec`` takes when ``--lambda-perceptual`` is not given."""
+    return 0.0 if spec == "off" else DEFAULT_LAMBDA.get(spec.partition(":")[0], 10.0)
 
 
 def load_perceptual(spec: str) -> PerceptualNet | None:
@@ -157,4 +184,8 @@ def load_perceptual(spec: str) -> PerceptualNet | None:
     if spec == "off":
         return None
     kind, _, arg = spec.partition(":")
-    return PERCEPTUAL[kind](arg)
+    loader = PERCEPTUAL[kind]
+    if isinstance(loader, str):
+        module, _, name = loader.partition(":")
+        loader = getattr(importlib.import_module(module), name)
+    return loader(arg)

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dermsynth.models.layers import normal_init
+
 
 def _norm(channels: int) -> nn.Module:
     return nn.InstanceNorm2d(channels, affine=False)  # pix2pixHD's get_norm_layer('instance')
@@ -119,6 +121,17 @@ class Pix2PixHDGenerator(nn.Module):
         self.enhancers = nn.ModuleList(LocalEnhancer(input_nc, ngf * 2 ** (local_enhancers - k), n_blocks_local)
                                        for k in range(1, local_enhancers + 1))
         self.head = nn.Sequential(*_head(ngf, 3)) if local_enhancers else nn.Identity()
+        # the global generator's own output layer while it trains alone (coarse-to-fine training); the
+        # reference's separately trained global model has it, and drops it when the enhancers are added
+        self.global_head = nn.Sequential(*_head(ngf_global, 3)) if local_enhancers else None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        # checkpoints from before coarse-to-fine training have no global_head: keep this one's (the global
+        # generator's output layer is used only while it trains alone)
+        if self.global_head is not None:
+            for key, value in self.global_head.state_dict().items():
+                state_dict.setdefault(f"{prefix}global_head.{key}", value)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def condition(self, semantic: torch.Tensor, instance: torch.Tensor | None = None) -> torch.Tensor:
         """The network input (also what the discriminator is conditioned on): semantic channels (+ boundaries)."""
@@ -129,11 +142,21 @@ class Pix2PixHDGenerator(nn.Module):
             x = torch.cat([x, instance.to(x.dtype)], dim=1)
         return x
 
-    def forward(self, semantic: torch.Tensor, instance: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.condition(semantic, instance)
-        pyramid = [x]
+    def _pyramid(self, semantic: torch.Tensor, instance: torch.Tensor | None) -> list[torch.Tensor]:
+        pyramid = [self.condition(semantic, instance)]
         for _ in range(self.local_enhancers):
             pyramid.append(downsample(pyramid[-1]))
+        return pyramid
+
+    def forward_global(self, semantic: torch.Tensor, instance: torch.Tensor | None = None) -> torch.Tensor:
+        """The global generator alone with its own output layer: an image at resolution / 2^local_enhancers
+        from the input reduced as many times (the first stage of coarse-to-fine training)."""
+        if self.global_head is None:
+            return self(semantic, instance)
+        return self.global_head(self.global_net(self._pyramid(semantic, instance)[-1]))
+
+    def forward(self, semantic: torch.Tensor, instance: torch.Tensor | None = None) -> torch.Tensor:
+        pyramid = self._pyramid(semantic, instance)
         out = self.global_net(pyramid[-1])
         for k, enhancer in enumerate(self.enhancers, start=1):
             out = enhancer(pyramid[-1 - k], out)
@@ -190,9 +213,10 @@ class MultiScaleDiscriminator(nn.Module):
     def num_scales(self) -> int:
         return len(self.nets)
 
-    def forward(self, x: torch.Tensor, *args):
+    def forward(self, x: torch.Tensor, *args, first_scale: int = 0):
+        """``first_scale`` k: ``x`` is already reduced k times; the scales from k (at most the coarsest) judge it."""
         outputs = []
-        for k, net in enumerate(self.nets):
+        for k, net in enumerate(self.nets[min(first_scale, self.num_scales - 1):]):
             if k:
                 x = downsample(x)
             outputs.append(net(x, *args))
@@ -208,8 +232,10 @@ class Pix2PixHDDiscriminator(MultiScaleDiscriminator):
         self.n_layers = n_layers
 
     def forward(self, condition: torch.Tensor,  # type: ignore[override]
-                images: torch.Tensor) -> list[list[torch.Tensor]]:
-        return super().forward(torch.cat([condition, images.to(condition.dtype)], dim=1))
+                images: torch.Tensor, first_scale: int = 0) -> list[list[torch.Tensor]]:
+        """``first_scale`` k > 0: the pair is already reduced k times (coarse-to-fine training's global stage),
+        so only the discriminators of scales k, k + 1, ... judge it, each at the scale it was built for."""
+        return super().forward(torch.cat([condition, images.to(condition.dtype)], dim=1), first_scale=first_scale)
 
 
 def build_pix2pixhd(resolution: int, z_dim: int = 0, num_classes: int = 0, width: int = 64, *, semantic_nc: int = 6,
@@ -219,4 +245,6 @@ def build_pix2pixhd(resolution: int, z_dim: int = 0, num_classes: int = 0, width
     and classes are unused (pix2pixHD is conditioned on the maps alone)."""
     G = Pix2PixHDGenerator(resolution, semantic_nc, instance, width, n_downsample, n_blocks, local_enhancers)
     D = Pix2PixHDDiscriminator(G.input_nc + 3, width, d_layers, d_scales)
+    for net in (G, D):  # pix2pixHD's define_G / define_D: netG.apply(weights_init)
+        normal_init(net, zero_bias=False)
     return G, D

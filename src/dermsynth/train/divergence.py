@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dermsynth.train.checkpoint import nonfinite_tensor
+from dermsynth.checkpoint import nonfinite_tensor
 
 __all__ = ["DivergenceCheck", "HISTORY_ROWS", "MIN_HISTORY", "STAT_FACTOR", "STAT_FLOOR", "WEIGHT_FACTOR",
            "not_finite", "weight_rms"]

@@ -14,7 +14,7 @@ import torch
 
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.errors import DermsynthError
-from dermsynth.train.batch import BATCH_FIELD_NAMES, Batch, batch_from_dataset
+from dermsynth.data.batch import BATCH_FIELD_NAMES, Batch, batch_from_dataset
 from dermsynth.train.steps import TrainStep
 
 

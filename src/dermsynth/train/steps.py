@@ -3,10 +3,10 @@
 A *step* is everything model-specific the shared trainer runs; the loop itself never knows which model it
 trains. A step
 
-* declares the batch fields it ``needs`` (``dermsynth.train.batch``: images, labels, masks, semantic and
+* declares the batch fields it ``needs`` (``dermsynth.data.batch``: images, labels, masks, semantic and
   instance maps, a second domain), and the minibatch stream builds exactly those;
 * says, in :meth:`~TrainStep.begin`, how large the next global minibatch is (PGAN: by resolution);
-* is called on a :class:`~dermsynth.train.batch.Batch` and returns its statistics as one device tensor in the
+* is called on a :class:`~dermsynth.data.batch.Batch` and returns its statistics as one device tensor in the
   order of ``stat_names`` (the header of ``losses.csv``), so the loop never forces a host sync;
 * draws its own noise (latents, penalty weights) from ``noise``, the device generator whose state the
   checkpoint keeps;
@@ -58,7 +58,7 @@ from dermsynth.models.lapgan import LevelBatch, level_batches
 from dermsynth.models.layers import upsample_to
 from dermsynth.models.pgan import PGANSchedule, pgan_schedule, real_images_at
 from dermsynth.train.disc_augment import Augmentation, augmentation_from_config
-from dermsynth.train.batch import Batch
+from dermsynth.data.batch import Batch
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.distributed import DistInfo
 from dermsynth.train.losses import LOSSES

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dermsynth.models.diffusion import INPAINT_DIRECTIONS, Denoiser, Draw, class_labels, inpaint_condition, maps_condition
-from dermsynth.train.batch import Batch
+from dermsynth.data.batch import Batch
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.distributed import DistInfo
 from dermsynth.errors import DermsynthError
@@ -35,8 +35,8 @@ class DiffusionStep(TrainStep):
     sampled = "denoiser"
     lr_options = {"denoiser": "lr"}
 
-    def __init__(self, denoiser: Denoiser, opt: torch.optim.Optimizer, bf16: bool = False, *, batch_size: int = 64,
-                 p_uncond: float = 0.1, conditional: bool = False, condition_fields: tuple[str, ...] = (),
+    def __init__(self, denoiser: Denoiser, opt: torch.optim.Optimizer, bf16: bool = False, compile: bool = False, *,
+                 batch_size: int = 64, p_uncond: float = 0.1, conditional: bool = False, condition_fields: tuple[str, ...] = (),
                  warmup: int = 0, grad_clip: float = 1.0, sampler: str = "ddim", sampling_steps: int | None = None,
                  guidance: float = 1.0, preview_seed: int = 2, ema_beta: float = 0.0,
                  noise: torch.Generator | None = None, ema: nn.Module | None = None,
@@ -44,6 +44,8 @@ class DiffusionStep(TrainStep):
         super().__init__({"denoiser": denoiser}, {"denoiser": opt}, bf16, batch_size=batch_size, ema_beta=ema_beta,
                          noise=noise, ema=ema, dist=dist)
         self.denoiser, self.opt, self.process = denoiser, opt, denoiser.process
+        # the training pass, compiled with --compile (the compiled module reads the denoiser's attributes through)
+        self.trained = torch.compile(denoiser) if compile else denoiser
         self.p_uncond, self.conditional, self.condition_fields = p_uncond, conditional, condition_fields
         self.warmup, self.grad_clip = warmup, grad_clip
         self.sampler, self.guidance = sampler, guidance
@@ -61,7 +63,7 @@ class DiffusionStep(TrainStep):
         denoiser = networks["denoiser"]
         opt = torch.optim.AdamW(denoiser.parameters(), lr=cfg.lr, betas=(float(cfg.beta1), float(cfg.beta2)),
                                 weight_decay=float(cfg.weight_decay))
-        return cls(denoiser, opt, bf16, batch_size=cfg.batch_size or 1, p_uncond=cfg.p_uncond,
+        return cls(denoiser, opt, bf16, cfg.compile, batch_size=cfg.batch_size or 1, p_uncond=cfg.p_uncond,
                    conditional=cfg.conditional, warmup=cfg.warmup, grad_clip=cfg.grad_clip, sampler=cfg.sampler,
                    sampling_steps=cfg.sampling_steps, guidance=cfg.guidance, preview_seed=cfg.seed + 2,
                    ema_beta=cfg.ema_beta or 0.0, noise=noise, ema=ema, dist=dist, **cls.config_options(cfg))
@@ -82,7 +84,7 @@ class DiffusionStep(TrainStep):
 
     def batch_loss(self, batch: Batch, draw: Draw) -> torch.Tensor:
         """The diffusion loss of a minibatch, its random numbers from ``draw``."""
-        return self.process.loss(self.denoiser, batch.images, batch.labels if self.conditional else None,
+        return self.process.loss(self.trained, batch.images, batch.labels if self.conditional else None,
                                  self.condition(batch), self.p_uncond, draw=draw)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
@@ -166,7 +168,7 @@ class InpaintDiffusionStep(MaskBorrowing, DiffusionStep):
 
     def batch_loss(self, batch: Batch, draw: Draw) -> torch.Tensor:
         masks = self.training_masks(batch)
-        return self.process.loss(self.denoiser, batch.images, None, inpaint_condition(batch.images, masks),
+        return self.process.loss(self.trained, batch.images, None, inpaint_condition(batch.images, masks),
                                  draw=draw, region=masks)
 
     def _inpaint(self, denoiser: nn.Module, images: torch.Tensor, masks: torch.Tensor, seed: int) -> torch.Tensor:

@@ -25,31 +25,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from dermsynth.errors import DermsynthError
-from dermsynth.models.editing import UNET_DIRECTIONS
-from dermsynth.train.batch import Batch
+from dermsynth.models.editing import UNET_DIRECTIONS, mask_change
+from dermsynth.data.batch import Batch
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.losses import LOSSES, lsgan_d, lsgan_g
 from dermsynth.train.steps import PREVIEW_SIZE, AdversarialStep, register_step
 
 PREVIEW_EDITS = 16  # edits per preview grid: 8 rows of two (input | mask | output) or (input | out | recon)
-GREY = 127.5  # [-1, 1] units -> 8-bit grey levels
 
 
 def relevancy_loss(photo: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Furger et al.'s relevancy loss: mean over all elements of ((1 - m) * x - (1 - m) * G(x, m))^2."""
     keep = 1.0 - mask.float()
     return F.mse_loss(photo.float() * keep, edited.float() * keep)
-
-
-def mask_change(photo: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean absolute change (8-bit grey levels, over pixels and channels) inside and outside the mask.
-
-    Images in [-1, 1], (B, 3, H, W); mask (B, 1, H, W) in {0, 1}. A region with no pixel gives 0."""
-    m = mask.float().expand_as(photo)
-    diff = (edited.float().clamp(-1, 1) - photo.float()).abs() * GREY
-    inside = (diff * m).sum() / m.sum().clamp(min=1)
-    outside = (diff * (1 - m)).sum() / (1 - m).sum().clamp(min=1)
-    return inside, outside
 
 
 def mask_rgb(mask: torch.Tensor) -> torch.Tensor:

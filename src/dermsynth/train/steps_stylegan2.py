@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from dermsynth.train.disc_augment import augmentation_from_config
-from dermsynth.train.batch import Batch
+from dermsynth.data.batch import Batch
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.distributed import DistInfo
 from dermsynth.train.steps import GANStep, register_step

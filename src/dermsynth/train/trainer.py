@@ -40,8 +40,8 @@ import torch
 from torch import nn
 
 from dermsynth.data.dataset import LesionDataset
-from dermsynth.data.fingerprint import data_fingerprint
-from dermsynth.data.prepare import load_dataset
+from dermsynth.data.maps import masked_subset
+from dermsynth.data.prepare import content_hash, load_dataset
 from dermsynth.data.patches import patch_domains
 from dermsynth.data.splits import split_part
 from dermsynth.device import bf16_native, resolve_device, runtime_info
@@ -49,12 +49,14 @@ from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import append_csv_row, check_writable_dir, read_csv_rows, write_csv, write_json
 from dermsynth.progress import tqdm
 from dermsynth.models import build_networks, model_spec
+from dermsynth.models.options import FlipOptions
 from dermsynth.report.figures import image_grid, plot_curves, save_png, to_uint8
-from dermsynth.train.batch import Batch, batch_from_dataset
-from dermsynth.train.checkpoint import FORMAT, assert_finite_weights, load_checkpoint, save_checkpoint
+from dermsynth.data.batch import Batch, batch_from_dataset
+from dermsynth.checkpoint import FORMAT, assert_finite_weights, load_checkpoint, save_checkpoint
 from dermsynth.train.config import TrainConfig, parse_batch_schedule
 from dermsynth.train.distributed import DistInfo, init_distributed
 from dermsynth.train.divergence import DivergenceCheck, not_finite
+from dermsynth.train.in_training_metrics import in_training_metrics
 from dermsynth.train.monitor import OverfitMonitor, split_holdout
 from dermsynth.train.minibatches import Minibatches
 from dermsynth.train.steps import PREVIEW_SIZE, GANStep, TrainStep, ema_beta_at, step_class
@@ -92,7 +94,7 @@ class RunLocked(DermsynthError):
 
 
 class MetricsHook(Protocol):
-    """In-training metrics (built above the trainer, e.g. ``dermsynth.metrics.registry.TrainingMetrics``).
+    """In-training metrics (e.g. ``dermsynth.metrics.registry.TrainingMetrics``).
 
     ``names``: the metrics, lower is better, the first decides ``best.pt``; called with ``sample_fn(n, seed)``
     returning ``n`` uint8 (N, H, W, 3) images of the current sampled network (its EMA copy when there is one),
@@ -173,7 +175,6 @@ class _Run:
 
 def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool = False, progress: bool = True,
           *, dataset_b: LesionDataset | None = None, metrics: MetricsHook | None = None,
-          make_metrics: Callable[[TrainConfig], MetricsHook] | None = None,
           given: set[str] | None = None) -> TrainResult:
     """Train the model that ``cfg.model`` names; see :class:`TrainConfig` for every option.
 
@@ -183,8 +184,8 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     explicitly (default: those that differ from :class:`TrainConfig`'s defaults): an option that cannot
     change on resume is an error, one that may (:data:`RESUME_MUTABLE`) is applied and recorded.
     ``dataset_b`` is the second domain of two-domain models (else ``cfg.data_b`` is loaded); ``metrics``
-    scores the generator every ``cfg.metric_every`` kimg (``cfg.metrics`` names them), or ``make_metrics``
-    builds it from the final config (after a resume has merged the checkpoint's). Under ``torchrun``
+    scores the generator every ``cfg.metric_every`` kimg (default: the ``cfg.metrics`` it names, built from the final
+    config, after a resume has merged the checkpoint's). Under ``torchrun``
     every rank runs this function; rank 0 alone writes files.
     """
     spec = model_spec(cfg.model)
@@ -207,10 +208,8 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     if state is not None and cfg.steps < int(state["step"]):
         raise DermsynthError(f"--resume: the run in {out} is at step {state['step']}, beyond --steps {cfg.steps}; "
                              f"give a longer --steps/--kimg to continue it (or sample its latest.pt as it is)")
-    if cfg.metrics and metrics is None and make_metrics is not None:
-        metrics = make_metrics(cfg)
     if cfg.metrics and metrics is None:
-        raise DermsynthError("--metrics needs the metric objects the CLI builds (pass metrics= to train())")
+        metrics = in_training_metrics(cfg)
 
     dist = init_distributed(cfg.device)
     device = resolve_device(cfg.device)
@@ -223,7 +222,8 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     if cfg.split is not None:  # never the validation or test images of a classifier study
         data = split_part(data, cfg.split, "train")
     _check_data(data, cfg, "--data")
-    data = spec.prepare_data(cfg, data)
+    if spec.masks_required:
+        data = masked_subset(data, cfg.skip_unmasked)
     held_out = None
     if cfg.overfit_holdout:
         data, held_out = split_holdout(data, cfg.overfit_holdout, cfg.seed)
@@ -243,6 +243,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     # Batch sizes are global (all ranks together); the sampler validates the largest one.
     max_batch = max(parse_batch_schedule(cfg.batch_schedule, cfg.size).values()) if cfg.batch_schedule \
         else cfg.batch_size
+    flip = issubclass(spec.options, FlipOptions) and cfg.flip  # map -> image, image -> image models
     sampler_b, data_b = None, None
     if data_b_given and "domain_b" not in train_step.needs:  # e.g. ddpm-inpaint --direction add
         raise DermsynthError(f"--data-b does not apply to --model {cfg.model} under these options (it trains on "
@@ -256,11 +257,11 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
         _check_data(data_b, cfg, "--data-b")
         data, data_b = spec.prepare_domains(cfg, data, data_b)
         sampler_b = Minibatches(data_b, max_batch, cfg.seed + 7, device,
-                                 needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist)
-    sampler = Minibatches(data, max_batch, cfg.seed, device, needs=train_step.needs, dist=dist)
-    data_seen = {"data": {"path": cfg.data, **data_fingerprint(data)}}
+                                 needs=getattr(train_step, "needs_b", frozenset({"images"})), dist=dist, flip=flip)
+    sampler = Minibatches(data, max_batch, cfg.seed, device, needs=train_step.needs, dist=dist, flip=flip)
+    data_seen = {"data": {"path": cfg.data, "count": len(data), "sha256": content_hash(data)}}
     if sampler_b is not None:
-        data_seen["data_b"] = {"path": cfg.data_b, **data_fingerprint(data_b)}
+        data_seen["data_b"] = {"path": cfg.data_b, "count": len(data_b), "sha256": content_hash(data_b)}
     if state is not None:
         _check_same_data(state, data_seen)
     preview_rows = np.sort(np.random.default_rng(cfg.seed + 2).permutation(len(data))[:PREVIEW_SIZE])
@@ -541,9 +542,15 @@ def _check_same_data(state: dict, seen: dict) -> None:
                 f"data or start a new --out")
 
 
+#: options whose absence from a resumed run's config means a run made before they existed, with their value then
+ABSENT_BEFORE: dict[str, Any] = {"flip": False}
+
+
 def _resume_config(cfg: TrainConfig, state: dict, given: set[str] | None) -> tuple[TrainConfig, list[dict]]:
     """The checkpoint's config with the options the user may change applied; errors for the others."""
-    saved = TrainConfig.from_dict(state["config"]).applicable()  # earlier versions recorded every model's options
+    # an option added later is absent from older runs' configs: it takes the value that reproduces how they trained
+    saved = TrainConfig.from_dict({**ABSENT_BEFORE, **state["config"]}).applicable()  # (earlier versions recorded
+    # every model's options)
     saved = replace(saved, **{k: _resolved(getattr(saved, k)) for k in _DATA_PATHS})  # earlier: as typed
     # data whose fingerprint the checkpoint holds may come from another path: its contents are compared instead
     mutable = (*RESUME_MUTABLE, *(state.get("data_seen") or {}))

@@ -21,6 +21,7 @@ Every network maps normalised float images (N, 3, S, S) (:func:`imagenet_normali
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,7 +30,7 @@ from torch import nn
 
 from dermsynth.errors import DermsynthError
 from dermsynth.io import load_torch
-from dermsynth.models.perceptual import PerceptualNet, register_perceptual
+from dermsynth.models.perceptual import PerceptualNet
 
 __all__ = ["CLASSIFIERS", "EXTRACTOR_KIND", "IMAGENET_MEAN", "IMAGENET_STD", "ResNet18", "SmallCNN", "build_classifier",
            "count_parameters", "imagenet_normalise", "load_pretrained", "load_saved_classifier",
@@ -281,4 +282,22 @@ def load_perceptual_classifier(path: str) -> PerceptualNet:
     return PerceptualNet(stages, weights, IMAGENET_MEAN, IMAGENET_STD, f"classifier:{path}")
 
 
-register_perceptual("classifier", load_perceptual_classifier)
+#: the shipped dermoscopy classifier (dermsynth/metrics/weights), pix2pixHD's default perceptual network
+SHIPPED_CLASSIFIER = "derm-smallcnn-v1"
+
+
+def shipped_weights_path(name: str = SHIPPED_CLASSIFIER, suffix: str = ".pt") -> Path:
+    """A network shipped inside the package: its weights (``.pt``) or card (``.json``)."""
+    return Path(str(resources.files("dermsynth") / "metrics" / "weights" / f"{name}{suffix}"))
+
+
+def load_shipped_perceptual(_: str = "") -> PerceptualNet:
+    """``--perceptual derm-smallcnn-v1``: the shipped classifier as :func:`load_perceptual_classifier` uses a
+    checkpoint (registered by name in ``dermsynth.models.perceptual``)."""
+    path = shipped_weights_path()
+    if not path.is_file():
+        raise DermsynthError(f"--perceptual {SHIPPED_CLASSIFIER}: {path} is missing (reinstall dermsynth, or give "
+                             f"--perceptual vgg19:FILE or off)")
+    net = load_perceptual_classifier(str(path))
+    net.description = SHIPPED_CLASSIFIER
+    return net

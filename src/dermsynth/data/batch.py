@@ -1,4 +1,5 @@
-"""What a training step is given: a :class:`Batch`, built with exactly the fields the step declares.
+"""What a training step or a translating generator is given: a :class:`Batch`, built with exactly the fields
+it declares.
 
 Every model shares one protocol (``dermsynth.train.steps``): a step names the batch fields it ``needs``
 (``images`` always; ``labels``, ``masks``, ``semantic``, ``instance`` for conditioned models; ``domain_b`` for
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from dermsynth.data.dataset import LesionDataset
+from dermsynth.data.maps import instance_edges, instance_ids, semantic_codes, unpack_semantic
 from dermsynth.errors import DermsynthError
 
 
@@ -82,6 +84,9 @@ FIELDS: dict[str, BatchField] = {
     "images": BatchField(lambda d: d.images, _images_to_float),
     "labels": BatchField(lambda d: np.asarray(d.labels, dtype=np.int64), lambda rows: rows),
     "masks": BatchField(_lesion_masks, lambda rows: rows[:, None].float()),
+    # pix2pixHD's maps: bit-coded semantic maps unpacked into channels, superpixel ids into the boundary map
+    "semantic": BatchField(semantic_codes, unpack_semantic),
+    "instance": BatchField(instance_ids, instance_edges),
 }
 
 

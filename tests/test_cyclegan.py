@@ -2,6 +2,7 @@
 resume, `edit` in both directions."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -153,6 +154,50 @@ def test_learning_rates_are_constant_for_half_the_run_then_fall_linearly(tmp_pat
         assert [g["lr"] for g in state["optimizers"]["discriminator"]["param_groups"]] == [pytest.approx(2e-4 * factor)]
     with pytest.raises(DermsynthError, match="--lr-decay-start must be in"):
         TrainConfig(model="cyclegan", lr_decay_start=1.5).resolve()
+
+
+def test_furger2020_preset_is_the_theses_cyclegan_and_explicit_options_override_it():
+    zhu = TrainConfig(**TINY).resolve()
+    assert (zhu.preset, zhu.cycle_generator, zhu.cycle_discriminator, zhu.loss, zhu.cycle_loss, zhu.lr_g,
+            zhu.beta1, zhu.identity_weight) == ("zhu2017", "resnet", "patch", "lsgan", "l1", 2e-4, 0.5, 0.5)
+    furger = TrainConfig(**{**TINY, "batch_size": None}, preset="furger2020").resolve()
+    assert (furger.cycle_generator, furger.cycle_discriminator, furger.loss, furger.cycle_loss, furger.lr_g,
+            furger.lr_d, furger.beta1, furger.identity_weight, furger.cycle_weight) == \
+        ("unet", "two-scale", "nonsaturating", "mse", 5e-5, 5e-5, 0.9, 0.0, 10.0)
+    assert TrainConfig(**TINY, preset="furger2020", lr_g=1e-3).resolve().lr_g == 1e-3
+    with pytest.raises(DermsynthError, match="unknown --preset 'pix2pix'.*zhu2017, furger2020"):
+        TrainConfig(**TINY, preset="pix2pix").resolve()
+    with pytest.raises(DermsynthError, match="--preset does not apply to --model dcgan"):
+        TrainConfig(model="dcgan", preset="furger2020").resolve()
+    with pytest.raises(DermsynthError, match="--cycle-residual applies to --cycle-generator resnet"):
+        TrainConfig(**TINY, preset="furger2020", cycle_residual=True).resolve()
+
+
+def test_furger2020_trains_unet_translators_with_the_two_scale_d_and_the_mse_cycle_loss(tmp_path, patches):
+    from dermsynth.models import build_networks
+    from dermsynth.models.editing import Furger2020Discriminator, UNetTranslator
+    from dermsynth.data.batch import Batch
+    from dermsynth.train.steps_edit import CycleGANStep
+    healthy, lesion = patches
+    out = tmp_path / "f"
+    train(TrainConfig(out=str(out), steps=2, preset="furger2020", **TINY), dataset=healthy, dataset_b=lesion,
+          progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["preset"], config["cycle_loss"], config["identity_weight"]) == ("furger2020", "mse", 0.0)
+    G = load_generator(out / "latest.pt").generator
+    assert isinstance(G.g_ab, UNetTranslator) and isinstance(G.g_ba, UNetTranslator)
+    # one step's cycle statistic is Eq. 3 (MSE of the reconstructions) summed over both directions
+    cfg = TrainConfig(preset="furger2020", **TINY).resolve()
+    torch.manual_seed(0)
+    networks = build_networks("cyclegan", resolution=SIZE, width=4, generator="unet", discriminator="two-scale")
+    assert isinstance(networks["discriminator"].d_a, Furger2020Discriminator)
+    step = CycleGANStep.from_config(cfg, networks, bf16=False, noise=torch.Generator().manual_seed(0))
+    a, b = torch.rand(4, 3, SIZE, SIZE) * 2 - 1, torch.rand(4, 3, SIZE, SIZE) * 2 - 1
+    Gn = networks["generator"]
+    with torch.no_grad():
+        expected = (((Gn.g_ba(Gn.g_ab(a)) - a) ** 2).mean() + ((Gn.g_ab(Gn.g_ba(b)) - b) ** 2).mean()).item()
+    stats = dict(zip(step.stat_names, step(Batch(images=a, domain_b=Batch(images=b))).tolist()))
+    assert stats["cycle_loss"] == pytest.approx(expected, rel=1e-5) and stats["identity_loss"] == 0.0
 
 
 def test_a_run_from_before_flips_resumes_without_them():

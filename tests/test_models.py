@@ -53,3 +53,18 @@ def test_registry_errors():
     with pytest.raises(DermsynthError, match="power of two"):
         build_gan("dcgan", resolution=48, z_dim=8, num_classes=0)
     assert num_doublings(64) == 4 and num_doublings(8) == 1
+
+
+def test_dcgan_generator_and_discriminator_widths_are_separate():
+    """--g-width / --d-width (Furger et al. 2020 Table 2 balances G and D by them); each defaults to --width."""
+    from dermsynth.models import MODELS
+    from dermsynth.train import TrainConfig
+    cfg = TrainConfig(model="dcgan", size=16, width=8, g_width=16, d_width=4).resolve()
+    options = MODELS["dcgan"].extra_options(cfg, None)
+    G, D = build_gan("dcgan", resolution=16, z_dim=8, width=8, num_classes=0, **options)
+    G8, D8 = build_gan("dcgan", resolution=16, z_dim=8, width=8, num_classes=0)
+    G16, _ = build_gan("dcgan", resolution=16, z_dim=8, width=16, num_classes=0)
+    _, D4 = build_gan("dcgan", resolution=16, z_dim=8, width=4, num_classes=0)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert (count(G), count(D)) == (count(G16), count(D4)) and count(G) > count(G8) and count(D) < count(D8)
+    assert MODELS["dcgan"].extra_options(TrainConfig(model="dcgan").resolve(), None) == {}

@@ -47,8 +47,9 @@ def test_layers_match_the_published_per_layer_counts():
     assert _count(Conv2d(512, 512, 3)) == 2359808
 
 
-def _reference_counts(resolution, fmaps, map_layers, num_classes=0, w=512):
-    """(G, D) parameters of stylegan2-ada-pytorch's networks at this config, from its layer definitions."""
+def _reference_counts(resolution, fmaps, map_layers, num_classes=0, w=512, d_architecture="resnet"):
+    """(G, D) parameters of stylegan2-ada-pytorch's networks at this config, from its layer definitions
+    (DiscriminatorBlock: the 1x1 skip only when architecture == 'resnet')."""
     base = int(fmaps * 32768)
     ch = {r: min(base // r, 512) for r in [2 ** i for i in range(2, int(math.log2(resolution)) + 1)]}
     fc = lambda i, o: i * o + o                                           # noqa: E731  FullyConnectedLayer
@@ -62,7 +63,8 @@ def _reference_counts(resolution, fmaps, map_layers, num_classes=0, w=512):
     d = 3 * ch[resolution] + ch[resolution]                               # fromrgb
     for r in list(ch)[:0:-1]:
         tmp, out = ch[r], ch[r // 2]
-        d += tmp * tmp * 9 + tmp + out * tmp * 9 + out + out * tmp        # conv0, conv1, skip (no bias)
+        d += tmp * tmp * 9 + tmp + out * tmp * 9 + out                    # conv0, conv1
+        d += out * tmp if d_architecture == "resnet" else 0               # skip (no bias)
     c4 = ch[4]
     cmap = c4 if num_classes else 0
     d += (c4 + 1) * c4 * 9 + c4 + fc(c4 * 16, c4) + fc(c4, cmap or 1)    # epilogue: conv, fc, out
@@ -77,8 +79,26 @@ def test_parameter_counts_match_the_reference_at_full_width(resolution, config, 
     name, spec = config_for(resolution)
     assert name == config
     G, D = build_stylegan2(resolution, 512, num_classes, width=64)
-    assert (_count(G), _count(D)) == _reference_counts(resolution, spec["fmaps"], spec["map"], num_classes)
+    assert (_count(G), _count(D)) == _reference_counts(resolution, spec["fmaps"], spec["map"], num_classes,
+                                                       d_architecture=spec["d_arch"])
     assert G.z_dim == G.w_dim == 512
+
+
+def test_cifar_preset_uses_the_plain_discriminator():
+    """train.py's cfg == 'cifar' sets D architecture 'orig': no residual skip, conv1 with gain 1."""
+    assert config_for(32)[1]["d_arch"] == "orig" and config_for(64)[1]["d_arch"] == "resnet"
+    assert TrainConfig(model="stylegan2", size=32).resolve().d_architecture == "orig"
+    _, D = build_stylegan2(32, 512, 0, width=64)
+    assert all(block.skip is None for block in D.blocks.values())
+    _, D_res = build_stylegan2(32, 512, 0, width=64, d_architecture="resnet")
+    assert _count(D_res) == _reference_counts(32, 1.0, 2)[1] > _count(D)
+    torch.manual_seed(0)
+    _, D = build_stylegan2(16, 32, 0, width=4)
+    block = D.blocks["b8"]
+    x = torch.randn(2, block.conv0.weight.shape[1], 8, 8)
+    assert torch.equal(block(x, None), block.conv1(block.conv0(x)))           # plain: gain 1, no skip
+    with pytest.raises(DermsynthError, match="--d-architecture must be one of resnet, orig"):
+        TrainConfig(model="stylegan2", size=32, d_architecture="skip").resolve()
 
 
 def test_paper256_config_is_the_papers():
@@ -252,3 +272,50 @@ def test_networks_and_regularisers_run_under_bf16_autocast():
     assert torch.isfinite(grad_w.float()).all() and torch.isfinite(grad_x).all()
     (grad_w.float().square().sum() + grad_x.square().sum()).backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in (*G.parameters(), *D.parameters()))
+
+
+def _precision_step(seed, bf16, everywhere):
+    from dermsynth.train.steps_stylegan2 import StyleGAN2Step
+    cfg = TrainConfig(model="stylegan2", size=16, width=4, batch_size=8, augment="none", pl_weight=2.0,
+                      style_mixing=0.0, bf16_everywhere=everywhere).resolve()
+    torch.manual_seed(seed)
+    networks = build_networks("stylegan2", resolution=16, z_dim=32, num_classes=0, width=4)
+    return StyleGAN2Step.from_config(cfg, networks, bf16=bf16, noise=torch.Generator().manual_seed(0))
+
+
+def _penalties(step, seed):
+    real = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    r1 = step.r1_penalty(real, None)[0].item()
+    torch.manual_seed(5)
+    step.noise.manual_seed(1)
+    return r1, step.path_length_penalty(torch.randn(4, 32), None)[0].item()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_penalties_in_float32_under_bf16_and_bf16_penalties_agree(seed):
+    """With bf16 autocast (CPU autocast here, as on CUDA) the R1 and path-length penalties run in float32 by
+    default, bit-identical to a float32 step; --bf16-everywhere computes them in bf16, which must stay within
+    5 % of float32 (measured on tiny random networks, 8 seeds: at most 2.6 % for R1, 1.9 % for path length)."""
+    fp32 = _penalties(_precision_step(seed, bf16=False, everywhere=False), seed)
+    assert _penalties(_precision_step(seed, bf16=True, everywhere=False), seed) == fp32
+    bf16 = _penalties(_precision_step(seed, bf16=True, everywhere=True), seed)
+    assert bf16 != fp32                                                     # bf16 did engage
+    assert bf16 == pytest.approx(fp32, rel=0.05)
+
+
+def test_mapping_network_stays_float32_under_autocast():
+    G, _ = build_stylegan2(16, 32, 0, width=4)
+    z = torch.randn(2, G.z_dim)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert G.mapping(z, None).dtype == torch.float32
+        G.mapping.autocast = True                                           # --bf16-everywhere
+        assert G.mapping(z, None).dtype == torch.bfloat16
+
+
+def test_a_run_from_before_the_plain_d_and_fp32_penalties_resumes_as_it_trained():
+    from dermsynth.train import trainer as trainer_module
+    config = TrainConfig(model="stylegan2", size=32).resolve().to_dict()
+    assert (config["d_architecture"], config["bf16_everywhere"]) == ("orig", False)
+    old = {k: v for k, v in config.items() if k not in ("d_architecture", "bf16_everywhere")}
+    saved, _ = trainer_module._resume_config(TrainConfig(model="stylegan2", size=32), {"config": old}, set())
+    assert (saved.d_architecture, saved.bf16_everywhere) == ("resnet", True)

@@ -144,8 +144,12 @@ def test_config_json_records_where_the_run_ran(tmp_path):
     out = tmp_path / "run"
     train(TrainConfig(out=str(out), size=16, width=4, z_dim=8, batch_size=8, steps=1, phantom_n=16, device="cpu"),
           progress=False)
+    from dermsynth.device import cpu_has_bf16
+
     runtime = json.loads((out / "config.json").read_text())["runtime"]
-    assert runtime == {"device": "cpu", "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
+    # the suite pins float32 (DERMSYNTH_CPU_BF16=0): what ran is recorded beside what the CPU could do
+    assert runtime == {"device": "cpu", "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+                       "cpu_bf16": cpu_has_bf16(), "bf16": False, "channels_last": False}
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -241,3 +241,29 @@ def test_truncate_healthy_edits_a_random_healthy_subset_as_large_as_the_lesion_s
     with pytest.raises(DermsynthError, match="--truncate-healthy applies to --model unet-translator --direction add"):
         train(TrainConfig(out=str(tmp_path / "r"), steps=1, truncate_healthy=True, direction="remove", **TINY),
               dataset=fewer, dataset_b=healthy, progress=False)
+
+
+def test_truncate_healthy_is_on_by_default_in_add_mode_only():
+    assert TrainConfig(**TINY).resolve().truncate_healthy is True
+    assert TrainConfig(truncate_healthy=False, **TINY).resolve().truncate_healthy is False
+    assert TrainConfig(direction="remove", **TINY).resolve().truncate_healthy is False
+    from click.testing import CliRunner
+    from dermsynth.cli import main as cli
+    out = CliRunner().invoke(cli, ["train", "--help"]).output
+    assert "--truncate-healthy / --no-truncate-healthy" in out and "--g-width" in out and "--d-width" in out
+
+
+def test_generator_and_discriminator_widths_are_separate(tmp_path, patches):
+    """Furger et al. 2020 Table 2 balances G and D by their initial features (e.g. G 1024 / D 256)."""
+    healthy, lesion = patches
+    out = tmp_path / "w"
+    train(TrainConfig(out=str(out), steps=1, g_width=8, d_width=2, **TINY), dataset=healthy, dataset_b=lesion,
+          progress=False)
+    state = torch.load(out / "latest.pt", weights_only=False)
+    assert (state["model_options"]["g_width"], state["model_options"]["d_width"]) == (8, 2)
+    G = load_generator(out / "latest.pt").generator
+    assert G.stem[1].out_channels == 8 and G.down2[0].out_channels == 32              # w, 4w
+    d = state["networks"]["discriminator"]
+    assert d["full.features.0.weight"].shape[0] == 2 and d["coarse.features.0.weight"].shape[0] == 2
+    with pytest.raises(DermsynthError, match="--d-width must be >= 1"):
+        TrainConfig(d_width=0, **TINY).resolve()

@@ -114,14 +114,15 @@ def _train_config_params() -> list[click.Parameter]:
     from dermsynth.train.losses import LOSSES
 
     choices = {"model": sorted(MODELS), "loss": list(LOSSES), "augment": list(AUGMENT_MODES),
-               "augment_pipe": list(AUGMENT_PIPES), "metrics": metric_names(better="lower")}
+               "augment_pipe": list(AUGMENT_PIPES), "metrics": metric_names(better="lower"),
+               "preset": [f"{name} ({model})" for model, spec in MODELS.items() for name in spec.presets]}
     params: list[click.Parameter] = []
     for f in dataclasses.fields(TrainConfig):
         name = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         if f.name in choices:
             help_text += f" One of: {', '.join(choices[f.name])}."
-        if f.type in ("bool", bool):
+        if f.type in ("bool", bool, "bool | None"):  # "bool | None": None = the model's default
             params.append(click.Option([f"{name}/--no-{f.name.replace('_', '-')}"], default=f.default,
                                        show_default=True, help=help_text))
         else:

@@ -27,8 +27,8 @@ from dermsynth.models.perceptual import default_lambda
 from dermsynth.models.pix2pixhd import MultiScaleDiscriminator, build_pix2pixhd
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANDiscriminator, PGANGenerator, build_pgan, pgan_schedule
 from dermsynth.models.stylegan2 import STYLEGAN2_DEFAULTS, build_stylegan2, stylegan2_options
-from dermsynth.models.diffusion import (DIFFUSION_DEFAULTS, build_diffusion, build_inpainting, diffusion_inpaint_options,
-                                        diffusion_maps_options, diffusion_options)
+from dermsynth.models.diffusion import (DENOISER_PRESETS, DIFFUSION_DEFAULTS, build_diffusion, build_inpainting,
+                                        diffusion_inpaint_options, diffusion_maps_options, diffusion_options)
 from dermsynth.models.editing import build_cyclegan, build_unet_editor
 import dermsynth.models.classifiers  # noqa: E402,F401  (registers the "classifier" perceptual network)
 
@@ -91,6 +91,8 @@ class ModelSpec:
     #: (toward the average w by psi: StyleGAN), or None. A generator that renormalises z (PGAN's pixel norm,
     #: StyleGAN's second-moment normalisation) undoes latent resampling, so "latent" would be a silent no-op there.
     truncation: str | None = "latent"
+    #: named sets of defaults (``--preset``) over ``defaults``, the first the default; recorded in config.json
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 # Radford et al. 2015 (Essipova et al. 2020 and Lunagariya & Patel): Adam 2e-4, betas (0.5, 0.999), batch 64,
@@ -119,9 +121,11 @@ PGAN_DEFAULTS: dict[str, Any] = {
 
 
 # Furger et al. 2020, sections 3.2 and 4.2 (the minibatch is not given there: ours).
+# Add mode cuts the healthy set to the lesion set's size (their 4.2).
 UNET_TRANSLATOR_DEFAULTS: dict[str, Any] = {"loss": "nonsaturating", "lr_g": 5e-5, "lr_d": 5e-5, "beta1": 0.9,
                                             "beta2": 0.999, "batch_size": 16, "ema_beta": 0.0, "steps": 2000,
-                                            "relevancy_weight": 10.0}
+                                            "relevancy_weight": 10.0,
+                                            "truncate_healthy": lambda cfg: cfg.direction == "add"}
 def _truncate_healthy(cfg: Any, a: Any, b: Any) -> tuple[Any, Any]:
     """Furger et al. 2020 (4.2): with ``--truncate-healthy``, the healthy photos the add editor edits (A) are cut to
     a seeded random subset as large as the lesion set (B); the removal discriminator keeps every healthy image."""
@@ -135,7 +139,25 @@ def _truncate_healthy(cfg: Any, a: Any, b: Any) -> tuple[Any, Any]:
 # learning rates constant for the first half of the run, then falling linearly to 0 (100 + 100 epochs).
 CYCLEGAN_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 1,
                                      "ema_beta": 0.0, "steps": 2000, "cycle_weight": 10.0, "identity_weight": 0.5,
-                                     "pool_size": 50, "lr_decay_start": 0.5}
+                                     "pool_size": 50, "lr_decay_start": 0.5, "loss": "lsgan", "cycle_loss": "l1",
+                                     "cycle_generator": "resnet", "cycle_discriminator": "patch"}
+
+# Furger et al. 2020, 4.3 (with 2.2's Eq. 3 and 4.2's optimiser): U-Net translators, the two-scale D, the BCE loss
+# of their other models, Adam 5e-5 betas (0.9, 0.999), an MSE cycle loss with lambda 10, no identity loss. Not
+# given there, so Zhu et al.'s: the image pool, the linear decay over the second half; the minibatch is 16 (the
+# U-Net editor's, ours: the two-scale D has batch norm). Their extra healthy images for D: D_A sees every healthy
+# image (no truncation of domain A; minibatches of A and B are drawn independently, so set sizes need no match).
+CYCLEGAN_PRESETS: dict[str, dict[str, Any]] = {
+    "zhu2017": {},
+    "furger2020": {"cycle_generator": "unet", "cycle_discriminator": "two-scale", "loss": "nonsaturating",
+                   "lr_g": 5e-5, "lr_d": 5e-5, "beta1": 0.9, "beta2": 0.999, "cycle_loss": "mse",
+                   "identity_weight": 0.0, "batch_size": 16},
+}
+
+
+def _cyclegan_options(cfg: Any, data: Any) -> dict[str, Any]:
+    return {"residual": cfg.cycle_residual, "generator": cfg.cycle_generator,
+            "discriminator": cfg.cycle_discriminator, "g_width": cfg.g_width, "d_width": cfg.d_width}
 
 
 # Wang et al. 2018 (pix2pixHD, Bissoto et al. 2018): LSGAN, Adam 2e-4 betas (0.5, 0.999), ngf = ndf = 64, 4
@@ -159,10 +181,12 @@ PIX2PIXHD_DEFAULTS: dict[str, Any] = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, 
                                       "lambda_perceptual": lambda cfg: default_lambda(cfg.perceptual)}
 
 
-def _build_dcgan(resolution: int, z_dim: int, num_classes: int, width: int = 64, d_scales: int = 1, **_: object):
+def _build_dcgan(resolution: int, z_dim: int, num_classes: int, width: int = 64, d_scales: int = 1,
+                 g_width: int | None = None, d_width: int | None = None, **_: object):
     """DCGAN; with ``d_scales`` > 1 its discriminator becomes Furger et al.'s multi-scale one (one DCGAN
-    discriminator per scale, logits averaged)."""
-    G = DCGANGenerator(z_dim=z_dim, resolution=resolution, width=width, num_classes=num_classes)
+    discriminator per scale, logits averaged); ``g_width``/``d_width`` default to ``width``."""
+    G = DCGANGenerator(z_dim=z_dim, resolution=resolution, width=g_width or width, num_classes=num_classes)
+    width = d_width or width
     if d_scales == 1:
         return G, DCGANDiscriminator(resolution=resolution, width=width, num_classes=num_classes)
     if resolution >> (d_scales - 1) < 8:
@@ -173,8 +197,9 @@ def _build_dcgan(resolution: int, z_dim: int, num_classes: int, width: int = 64,
 
 
 def _dcgan_options(cfg: Any, data: Any) -> dict[str, Any]:
-    # recorded only for a multi-scale D, so single-scale checkpoints keep their former options
-    return {} if cfg.d_scales in (None, 1) else {"d_scales": cfg.d_scales}
+    # recorded only where they differ from the former defaults, so checkpoints keep their former options
+    options = {} if cfg.d_scales in (None, 1) else {"d_scales": cfg.d_scales}
+    return {**options, **{k: getattr(cfg, k) for k in ("g_width", "d_width") if getattr(cfg, k) is not None}}
 
 
 def _pix2pixhd_options(cfg: Any, data: Any) -> dict[str, Any]:
@@ -184,6 +209,11 @@ def _pix2pixhd_options(cfg: Any, data: Any) -> dict[str, Any]:
     return {"semantic_nc": semantic_nc, "instance": bool(cfg.instance), "n_downsample": cfg.g_downsample,
             "n_blocks": cfg.g_blocks, "local_enhancers": cfg.local_enhancers, "d_layers": cfg.d_layers,
             "d_scales": cfg.d_scales}
+
+
+#: the denoiser presets as ``--preset`` choices (each sets the denoiser and, through DIFFUSION_DEFAULTS, its source's
+#: training recipe); ``auto``, the default, picks the one sized for ``--size``
+DIFFUSION_PRESETS: dict[str, dict[str, Any]] = {name: {} for name in ("auto", *DENOISER_PRESETS)}
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -199,12 +229,13 @@ MODELS: dict[str, ModelSpec] = {
     # (BCE); it gives no minibatch, 16 is ours
     "unet-translator": ModelSpec(gan_networks(build_unet_editor), "unet-translator", UNET_TRANSLATOR_DEFAULTS,
                                  inputs=("images", "masks"),
-                                 extra_options=lambda cfg, data: {"direction": cfg.direction},
+                                 extra_options=lambda cfg, data: {"direction": cfg.direction, "g_width": cfg.g_width,
+                                                                  "d_width": cfg.d_width},
                                  data_domain=lambda cfg: "lesion" if cfg.direction == "remove" else "healthy",
                                  prepare_domains=_truncate_healthy, options=UNetTranslatorOptions),
     "cyclegan": ModelSpec(gan_networks(build_cyclegan), "cyclegan", CYCLEGAN_DEFAULTS, inputs=("images",),
                           data_domain=lambda cfg: "healthy",
-                          extra_options=lambda cfg, data: {"residual": cfg.cycle_residual}, options=CycleGANOptions),
+                          extra_options=_cyclegan_options, options=CycleGANOptions, presets=CYCLEGAN_PRESETS),
     "pix2pixhd": ModelSpec(gan_networks(build_pix2pixhd), "pix2pixhd", PIX2PIXHD_DEFAULTS,
                            inputs=("semantic", "instance"), extra_options=_pix2pixhd_options, masks_required=True,
                            options=Pix2PixHDOptions),
@@ -214,19 +245,20 @@ MODELS: dict[str, ModelSpec] = {
     # Ho et al. 2020 (DDPM), sampled by DDPM / DDIM / DPM-Solver; each preset trained as its source (see
     # dermsynth.models.diffusion); no latent to truncate: classifier-free guidance instead
     "ddpm": ModelSpec(build_diffusion, "ddpm", DIFFUSION_DEFAULTS, extra_options=diffusion_options,
-                      options=DiffusionOptions, truncation=None),
+                      options=DiffusionOptions, truncation=None, presets=DIFFUSION_PRESETS),
     # Bissoto et al.'s task by diffusion: DDPM with the semantic (+ instance) maps concatenated to its input,
     # trained on the same data as pix2pixHD
     "ddpm-maps": ModelSpec(build_diffusion, "ddpm-maps", DIFFUSION_DEFAULTS, inputs=("semantic", "instance"),
                            extra_options=diffusion_maps_options, masks_required=True,
-                           options=MapDiffusionOptions, truncation=None),
+                           options=MapDiffusionOptions, truncation=None, presets=DIFFUSION_PRESETS),
     # Furger et al.'s lesion editing by diffusion inpainting (Saharia et al. 2022, Palette): the denoiser sees the
     # image with the region to repaint zeroed and the mask; add: lesion patches in their own masks, remove: healthy
     # patches in lesion patches' masks (--data-b)
     "ddpm-inpaint": ModelSpec(build_inpainting, "ddpm-inpaint", DIFFUSION_DEFAULTS, inputs=("images", "masks"),
                               extra_options=diffusion_inpaint_options,
                               data_domain=lambda cfg: "healthy" if cfg.direction == "remove" else "lesion",
-                              options=InpaintDiffusionOptions, truncation=None),
+                              options=InpaintDiffusionOptions, truncation=None,
+                              presets=DIFFUSION_PRESETS),
 }
 
 

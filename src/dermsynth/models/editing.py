@@ -20,6 +20,8 @@ dermsynth, "translate" otherwise means pix2pixHD's map -> image, :mod:`dermsynth
   :class:`CycleGANGenerator` holds both generators (one Adam for both, as the CycleGAN code) and
   :class:`CycleGANDiscriminator` both discriminators. ``residual=True`` (not in the paper) makes each generator
   output input + residual, as Furger et al.'s U-Net editor does.
+* Furger et al.'s CycleGAN variant (4.3): both generators :class:`UNetTranslator` (the editor's U-Net without a
+  mask) and both discriminators :class:`Furger2020Discriminator` (``kind`` "unet" / "two-scale").
 """
 
 from __future__ import annotations
@@ -74,21 +76,18 @@ def mask_change(photo: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -
     return inside, outside
 
 
-class UNetEditor(nn.Module):
-    """Furger et al.'s image-modification generator: ``G(photo, mask) = photo + residual(photo, mask)``.
+class UNetTranslator(nn.Module):
+    """Furger et al.'s U-Net translator (3.2.2) without a mask: ``G(x) = x + residual(x)`` ("image modification");
+    the generators of their CycleGAN variant (4.3). ``in_channels``: the input's channels (3, or 4 with a mask)."""
 
-    ``photo`` (B, 3, H, W) in [-1, 1], ``mask`` (B, 1, H, W) in {0, 1}; H and W multiples of 4. The output is
-    not clamped (the residual may push it a little outside [-1, 1]; images are clamped when saved).
-    ``direction`` ("add" or "remove") records what the model was trained to do.
-    """
+    #: how size errors name the network
+    what = "the U-Net translator"
 
-    def __init__(self, resolution: int, width: int = 64, blocks: int = 4, direction: str = "add") -> None:
+    def __init__(self, resolution: int, width: int = 64, blocks: int = 4, in_channels: int = 3) -> None:
         super().__init__()
-        if direction not in UNET_DIRECTIONS:
-            raise ValueError(f"--direction must be one of {', '.join(UNET_DIRECTIONS)}, got {direction!r}")
-        self.resolution, self.direction = resolution, direction
+        self.resolution = resolution
         w = width
-        self.stem = _conv_block(4, w, 7)
+        self.stem = _conv_block(in_channels, w, 7)
         self.down1 = _conv_block(w, 2 * w, 3, stride=2)
         self.down2 = _conv_block(2 * w, 4 * w, 3, stride=2)
         self.blocks = nn.Sequential(*[ResnetBlock(4 * w) for _ in range(blocks)])
@@ -96,15 +95,39 @@ class UNetEditor(nn.Module):
         self.up2 = _up_block(4 * w, w)  # input: up1 output concatenated with down1's features
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(2 * w, 3, 7))
 
-    def residual(self, photo: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        _check_side(photo, 4, "the U-Net editor")
-        e0 = self.stem(torch.cat([photo, mask.to(photo.dtype)], dim=1))
+    def unet(self, x: torch.Tensor) -> torch.Tensor:
+        """The U-Net's 3-channel output (the residual) for the network input ``x``."""
+        _check_side(x, 4, self.what)
+        e0 = self.stem(x)
         e1 = self.down1(e0)
         u1 = self.up1(self.blocks(self.down2(e1)))
         u2 = self.up2(torch.cat([u1, e1], dim=1))
         return self.head(torch.cat([u2, e0], dim=1))
 
-    def forward(self, photo: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.unet(x)
+
+
+class UNetEditor(UNetTranslator):
+    """Furger et al.'s image-modification generator: ``G(photo, mask) = photo + residual(photo, mask)``.
+
+    ``photo`` (B, 3, H, W) in [-1, 1], ``mask`` (B, 1, H, W) in {0, 1}; H and W multiples of 4. The output is
+    not clamped (the residual may push it a little outside [-1, 1]; images are clamped when saved).
+    ``direction`` ("add" or "remove") records what the model was trained to do.
+    """
+
+    what = "the U-Net editor"
+
+    def __init__(self, resolution: int, width: int = 64, blocks: int = 4, direction: str = "add") -> None:
+        if direction not in UNET_DIRECTIONS:
+            raise ValueError(f"--direction must be one of {', '.join(UNET_DIRECTIONS)}, got {direction!r}")
+        super().__init__(resolution, width, blocks, in_channels=4)
+        self.direction = direction
+
+    def residual(self, photo: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.unet(torch.cat([photo, mask.to(photo.dtype)], dim=1))
+
+    def forward(self, photo: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return photo + self.residual(photo, mask)
 
 
@@ -190,14 +213,29 @@ def cyclegan_blocks(resolution: int) -> int:
     return 6 if resolution <= 128 else 9
 
 
-class CycleGANGenerator(nn.Module):
-    """Both CycleGAN generators: ``g_ab`` (A -> B) and ``g_ba`` (B -> A); ``forward(images, direction)``."""
+#: CycleGAN's generator and discriminator kinds: Zhu et al.'s, and Furger et al.'s variant (4.3)
+CYCLE_GENERATORS = ("resnet", "unet")
+CYCLE_DISCRIMINATORS = ("patch", "two-scale")
 
-    def __init__(self, resolution: int, width: int = 64, blocks: int | None = None, residual: bool = False) -> None:
+
+class CycleGANGenerator(nn.Module):
+    """Both CycleGAN generators: ``g_ab`` (A -> B) and ``g_ba`` (B -> A); ``forward(images, direction)``.
+
+    ``kind``: "resnet" (Zhu et al.'s :class:`ResnetGenerator`, ``blocks`` residual blocks, ``residual`` output)
+    or "unet" (Furger et al.'s :class:`UNetTranslator`, 4 blocks, always input + residual)."""
+
+    def __init__(self, resolution: int, width: int = 64, blocks: int | None = None, residual: bool = False,
+                 kind: str = "resnet") -> None:
         super().__init__()
+        if kind not in CYCLE_GENERATORS:
+            raise ValueError(f"--cycle-generator must be one of {', '.join(CYCLE_GENERATORS)}, got {kind!r}")
         self.resolution = resolution
-        blocks = cyclegan_blocks(resolution) if blocks is None else blocks
-        self.g_ab, self.g_ba = ResnetGenerator(width, blocks, residual), ResnetGenerator(width, blocks, residual)
+        if kind == "unet":
+            self.g_ab, self.g_ba = (UNetTranslator(resolution, width, 4 if blocks is None else blocks)
+                                    for _ in range(2))
+        else:
+            blocks = cyclegan_blocks(resolution) if blocks is None else blocks
+            self.g_ab, self.g_ba = ResnetGenerator(width, blocks, residual), ResnetGenerator(width, blocks, residual)
 
     def generator(self, direction: str) -> nn.Module:
         if direction not in CYCLE_DIRECTIONS:
@@ -209,27 +247,40 @@ class CycleGANGenerator(nn.Module):
 
 
 class CycleGANDiscriminator(nn.Module):
-    """Both CycleGAN discriminators: ``d_a`` judges domain A images, ``d_b`` domain B."""
+    """Both CycleGAN discriminators: ``d_a`` judges domain A images, ``d_b`` domain B; ``kind`` "patch" (the
+    70x70 PatchGAN) or "two-scale" (:class:`Furger2020Discriminator` at ``resolution``)."""
 
-    def __init__(self, width: int = 64) -> None:
+    def __init__(self, width: int = 64, kind: str = "patch", resolution: int | None = None) -> None:
         super().__init__()
-        self.d_a, self.d_b = PatchDiscriminator(width), PatchDiscriminator(width)
+        if kind not in CYCLE_DISCRIMINATORS:
+            raise ValueError(f"--cycle-discriminator must be one of {', '.join(CYCLE_DISCRIMINATORS)}, got {kind!r}")
+        if kind == "two-scale":
+            self.d_a, self.d_b = Furger2020Discriminator(resolution, width), Furger2020Discriminator(resolution, width)
+        else:
+            self.d_a, self.d_b = PatchDiscriminator(width), PatchDiscriminator(width)
 
 
 def build_unet_editor(resolution: int, z_dim: int = 0, num_classes: int = 0, width: int = 64,
-                      direction: str = "add", **_: object) -> tuple[nn.Module, nn.Module]:
-    """(U-Net editor, multi-scale discriminator) for the registry (``z_dim``/``num_classes`` unused)."""
+                      direction: str = "add", g_width: int | None = None, d_width: int | None = None,
+                      **_: object) -> tuple[nn.Module, nn.Module]:
+    """(U-Net editor, multi-scale discriminator) for the registry (``z_dim``/``num_classes`` unused);
+    ``g_width``/``d_width`` (default ``width``): the generator's and the discriminator's initial features."""
     if resolution < 32:
         raise ValueError(f"the U-Net editor's discriminators need --size >= 32, got {resolution}")
-    return UNetEditor(resolution, width, direction=direction), Furger2020Discriminator(resolution, width)
+    return (UNetEditor(resolution, g_width or width, direction=direction),
+            Furger2020Discriminator(resolution, d_width or width))
 
 
 def build_cyclegan(resolution: int, z_dim: int = 0, num_classes: int = 0, width: int = 64, residual: bool = False,
-                   **_: object) -> tuple[nn.Module, nn.Module]:
-    """(both generators, both discriminators) for the registry (``z_dim``/``num_classes`` unused)."""
+                   generator: str = "resnet", discriminator: str = "patch", g_width: int | None = None,
+                   d_width: int | None = None, **_: object) -> tuple[nn.Module, nn.Module]:
+    """(both generators, both discriminators) for the registry (``z_dim``/``num_classes`` unused); the kinds
+    as :class:`CycleGANGenerator` and :class:`CycleGANDiscriminator`, widths as :func:`build_unet_editor`."""
     if resolution < 32:
-        raise ValueError(f"the 70x70 PatchGAN needs --size >= 32, got {resolution}")
-    G, D = CycleGANGenerator(resolution, width, residual=residual), CycleGANDiscriminator(width)
+        raise ValueError(f"the {'two-scale' if discriminator == 'two-scale' else '70x70 PatchGAN'} discriminator "
+                         f"needs --size >= 32, got {resolution}")
+    G = CycleGANGenerator(resolution, g_width or width, residual=residual, kind=generator)
+    D = CycleGANDiscriminator(d_width or width, discriminator, resolution)
     for net in (G, D):  # the CycleGAN code's init_weights(init_type="normal", init_gain=0.02)
         normal_init(net)
     return G, D

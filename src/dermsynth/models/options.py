@@ -25,13 +25,22 @@ from dermsynth.models.pgan import parse_batch_schedule
 
 __all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "DiffusionOptions", "FlipOptions", "InpaintDiffusionOptions",
            "LAPGANOptions", "LatentOptions", "MapDiffusionOptions", "ModelOptions", "NoiseGANOptions", "PGANOptions",
-           "Pix2PixHDOptions", "StyleGAN2Options", "TwoDomainOptions", "UNetTranslatorOptions",
+           "Pix2PixHDOptions", "PresetOptions", "StyleGAN2Options", "TwoDomainOptions", "UNetTranslatorOptions",
+           "WidthOptions",
            "option"]
 
 
 def option(default: Any, help: str) -> Any:
     """A config field with its ``--help`` text (the CLI makes one option per field)."""
     return field(default=default, metadata={"help": help})
+
+
+def check_choices(cfg: Any, choices: dict[str, tuple[str, ...]]) -> None:
+    """A one-line error for the first field of ``choices`` (name -> allowed values) set to another value."""
+    for name, allowed in choices.items():
+        value = getattr(cfg, name)
+        if value is not None and value not in allowed:
+            raise DermsynthError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 @dataclass
@@ -52,6 +61,23 @@ class AdversarialOptions(ModelOptions):
     lr_d: float | None = option(None, "Discriminator learning rate (model default; may change on --resume).")
     beta1: float | None = option(None, "Adam beta1 (model default).")
     beta2: float | None = option(None, "Adam beta2 (model default).")
+
+
+@dataclass
+class WidthOptions(ModelOptions):
+    """Separate generator and discriminator widths (Furger et al. 2020 balance the two by them, its Table 2)."""
+
+    g_width: int | None = option(None, "Generator's initial features (default --width; Furger et al. 2020 Table 2: "
+                                       "1024 for the eczema editors).")
+    d_width: int | None = option(None, "Discriminator's initial features (default --width; Furger et al. 2020 Table 2: "
+                                       "256 for the eczema editors).")
+
+    @staticmethod
+    def check(cfg: Any) -> None:
+        for name in ("g_width", "d_width"):
+            value = getattr(cfg, name)
+            if value is not None and value < 1:
+                raise DermsynthError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
 @dataclass
@@ -87,7 +113,7 @@ class NoiseGANOptions(AugmentOptions, LatentOptions, AdversarialOptions):
 
 
 @dataclass
-class DCGANOptions(NoiseGANOptions):
+class DCGANOptions(WidthOptions, NoiseGANOptions):
     d_scales: int | None = option(None, "Discriminator scales (Furger et al.'s multi-scale D, each on the input "
                                         "average-pooled by 2 once more): 1 (Furger et al. 2020: 2).")
 
@@ -135,6 +161,15 @@ class StyleGAN2Options(AugmentOptions, LatentOptions, AdversarialOptions):
     ema_kimg: float | None = option(None, "G EMA half-life in thousands of images (256 px: 20).")
     ema_rampup: float | None = option(None, "EMA half-life ramp-up, ema_kimg <= rampup * kimg shown (0.05; 0 = none, "
                                             "as at 256 px).")
+    d_architecture: str | None = option(None, "Discriminator: resnet (residual blocks) | orig (plain conv blocks, the "
+                                              "reference's cifar preset); orig at <=32 px, else resnet.")
+    bf16_everywhere: bool = option(False, "Under bf16 autocast (CUDA, bf16 CPUs): run the mapping networks and the R1 / "
+                                          "path-length double backward in bf16 too (default: in float32, as the "
+                                          "reference keeps them).")
+
+    @staticmethod
+    def check(cfg: Any) -> None:
+        check_choices(cfg, {"d_architecture": ("resnet", "orig")})
 
 
 @dataclass
@@ -200,40 +235,67 @@ class TwoDomainOptions(FlipOptions, AdversarialOptions):
 
 
 @dataclass
-class UNetTranslatorOptions(TwoDomainOptions):
+class UNetTranslatorOptions(WidthOptions, TwoDomainOptions):
     loss: str | None = option(None, "GAN loss (nonsaturating, Furger et al.'s BCE).")
     direction: str = option("add", "add (healthy --data + lesion masks of --data-b -> lesion) or remove (lesion "
                                    "--data + its masks -> healthy like --data-b).")
-    truncate_healthy: bool = option(False, "--direction add: edit a random subset of the healthy set (--data) as "
-                                           "large as the lesion set (--data-b), as Furger et al. 2020.")
+    truncate_healthy: bool | None = option(None, "--direction add: edit a random subset of the healthy set (--data) "
+                                                 "as large as the lesion set (--data-b), as Furger et al. 2020 (4.2) "
+                                                 "do; on by default in add mode.")
     relevancy_weight: float | None = option(None, "lambda_REL, weight of the MSE outside the mask (Furger et al. 2020: 10).")
 
     @staticmethod
     def check(cfg: Any) -> None:
+        WidthOptions.check(cfg)
         if cfg.truncate_healthy and cfg.direction != "add":
             raise DermsynthError("--truncate-healthy applies to --model unet-translator --direction add")
 
 
 @dataclass
-class CycleGANOptions(TwoDomainOptions):
-    cycle_weight: float | None = option(None, "Lambda of the cycle-consistency L1 loss (10).")
-    identity_weight: float | None = option(None, "Identity loss weight relative to --cycle-weight (0.5; 0 disables "
-                                                 "it).")
-    pool_size: int | None = option(None, "Generated images kept per discriminator's image pool (50; 0 off).")
-    cycle_residual: bool = option(False, "Generators output input + residual (Furger et al.'s image modification) "
-                                         "instead of the paper's tanh image.")
+class PresetOptions(ModelOptions):
+    """Models with named sets of defaults (``ModelSpec.presets``, the first the default)."""
+
+    preset: str | None = option(None, "Named set of defaults, recorded in config.json; options given explicitly "
+                                      "override it. cyclegan: zhu2017 (default: Zhu et al. 2017) | furger2020 (Furger "
+                                      "et al. 2020, 4.3: U-Net translators, two-scale D, BCE, Adam 5e-5 beta1 0.9, MSE "
+                                      "cycle loss, no identity loss). ddpm, ddpm-maps: the denoiser and its source's "
+                                      "training recipe, auto (default: by --size, 32 ddpm-32, 64 example-64, 128 "
+                                      "example-128, 256 ddpm-256) | ddpm-32 | example-64 | example-128 | ddpm-256 | "
+                                      "tiny; --width scales its channels by width / 64.")
 
 
 @dataclass
-class DiffusionOptions(ModelOptions):
+class CycleGANOptions(PresetOptions, WidthOptions, TwoDomainOptions):
+    loss: str | None = option(None, "GAN loss (zhu2017: lsgan; furger2020: nonsaturating, the thesis's BCE).")
+    cycle_weight: float | None = option(None, "Lambda of the cycle-consistency loss (10).")
+    cycle_loss: str | None = option(None, "Cycle-consistency distance: l1 (zhu2017) | mse (furger2020, its Eq. 3).")
+    identity_weight: float | None = option(None, "Identity loss weight relative to --cycle-weight (zhu2017 0.5; "
+                                                 "furger2020 0; 0 disables it).")
+    pool_size: int | None = option(None, "Generated images kept per discriminator's image pool (50; 0 off).")
+    cycle_generator: str | None = option(None, "Generators: resnet (zhu2017) | unet (furger2020: the U-Net "
+                                               "translator without a mask, output = input + residual).")
+    cycle_discriminator: str | None = option(None, "Discriminators: patch (zhu2017, 70x70 PatchGAN) | two-scale "
+                                                   "(furger2020, Furger et al.'s multi-scale D).")
+    cycle_residual: bool = option(False, "--cycle-generator resnet: output input + residual (Furger et al.'s image "
+                                         "modification) instead of the paper's tanh image.")
+
+    @staticmethod
+    def check(cfg: Any) -> None:
+        WidthOptions.check(cfg)
+        check_choices(cfg, {"cycle_loss": ("l1", "mse"), "cycle_generator": ("resnet", "unet"),
+                            "cycle_discriminator": ("patch", "two-scale")})
+        if cfg.cycle_residual and cfg.cycle_generator == "unet":
+            raise DermsynthError("--cycle-residual applies to --cycle-generator resnet (the U-Net translator always "
+                                 "outputs input + residual)")
+
+
+@dataclass
+class DiffusionOptions(PresetOptions):
     """Denoising diffusion (``dermsynth.models.diffusion``): the denoiser, the process, AdamW, and the sampler of
     the preview grids and in-training metrics. The defaults are the preset's source's (DDPM, or diffusers'
     unconditional training example)."""
 
     conditional: bool = option(False, "Class-conditional: label embedding in G, projection in D.")
-    preset: str = option("auto", "ddpm: denoiser U-Net, auto (by --size: 32 ddpm-32, 64 example-64, 128 example-128, "
-                                 "256 ddpm-256) | ddpm-32 | example-64 | example-128 | ddpm-256 | tiny; --width "
-                                 "scales its channels by width / 64.")
     prediction: str = option("epsilon", "ddpm: what the denoiser predicts, epsilon (DDPM) | v (Salimans & Ho 2022).")
     schedule: str = option("linear", "ddpm: noise schedule, linear (DDPM) | cosine (improved DDPM).")
     timesteps: int = option(1000, "ddpm: diffusion timesteps T (DDPM 1000).")

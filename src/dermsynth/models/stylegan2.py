@@ -15,7 +15,8 @@ Architecture after ``training/networks.py`` of NVlabs/stylegan2-ada-pytorch (rea
   ``fused``, or as x * style -> shared conv -> x * demod (the same maths, faster to train) otherwise, as
   the reference does. Upsampling is a transposed conv followed by the [1, 3, 3, 1] binomial filter.
 * **Discriminator** ("resnet"): fromRGB at full resolution, then per resolution two 3x3 convs (the second
-  blurs and downsamples by 2) plus a 1x1 downsampled skip, summed with gain sqrt(1/2); epilogue at 4x4:
+  blurs and downsamples by 2) plus a 1x1 downsampled skip, summed with gain sqrt(1/2) ("orig", the reference's
+  ``cifar`` preset: the two convs alone, no skip, gain 1); epilogue at 4x4:
   minibatch standard deviation (group ``mbstd_group``), 3x3 conv, dense, dense output. Class-conditional:
   projection onto a class embedding from a mapping network of the label ("cmap"), scaled 1/sqrt(dim).
 * Every layer has an **equalised learning rate** (weights N(0, 1) scaled at run time by 1/sqrt(fan_in)).
@@ -27,7 +28,9 @@ Plain PyTorch, no custom CUDA ops. The reference's fused ops would add: ``upfird
 and downsample in one kernel, instead of zero-insertion + depthwise conv here) and ``bias_act`` (bias,
 activation, gain and clamp in one kernel, with a hand-written second derivative for R1 / path length); both
 save memory traffic, not maths. Mixed precision: the reference runs the 4 highest resolutions in fp16 with
-activations clamped to +-256; here bf16 autocast (float32's exponent range) needs no clamp.
+activations clamped to +-256 and keeps the mapping networks in fp32; here bf16 autocast (float32's exponent
+range, so no clamp) covers every synthesis and discriminator layer, and the mapping networks run in float32
+unless their ``autocast`` attribute is set (``--bf16-everywhere``).
 
 Training configurations (:data:`CONFIGS`, from ``train.py``'s ``cfg_specs`` of stylegan2-ada-pytorch and
 the ADA paper's Appendix; e.g. ``paper256``: 8 reference GPUs, minibatch 64, mbstd group 8, fmaps 0.5,
@@ -54,18 +57,21 @@ SQRT2 = math.sqrt(2.0)
 # --- training configurations (stylegan2-ada-pytorch train.py cfg_specs) ------------------------------------
 
 #: name -> (minibatch, mbstd group, fmaps, lr, R1 gamma, ema kimg, ema ramp-up (0 = none), mapping layers,
-#: path-length weight, style-mixing probability); "cifar" also switches path length and mixing off as
-#: train.py does for it.
+#: path-length weight, style-mixing probability, D architecture); "cifar" also switches path length and mixing
+#: off and uses the plain ("orig") D, as train.py does for it.
 CONFIGS: dict[str, dict[str, Any]] = {
     "cifar": dict(mb=64, mbstd=32, fmaps=1.0, lrate=0.0025, gamma=0.01, ema=500.0, ramp=0.05, map=2,
-                  pl_weight=0.0, style_mixing=0.0),
+                  pl_weight=0.0, style_mixing=0.0, d_arch="orig"),
     "paper256": dict(mb=64, mbstd=8, fmaps=0.5, lrate=0.0025, gamma=1.0, ema=20.0, ramp=0.0, map=8,
-                     pl_weight=2.0, style_mixing=0.9),
+                     pl_weight=2.0, style_mixing=0.9, d_arch="resnet"),
     "paper512": dict(mb=64, mbstd=8, fmaps=1.0, lrate=0.0025, gamma=0.5, ema=20.0, ramp=0.0, map=8,
-                     pl_weight=2.0, style_mixing=0.9),
+                     pl_weight=2.0, style_mixing=0.9, d_arch="resnet"),
     "paper1024": dict(mb=32, mbstd=4, fmaps=1.0, lrate=0.002, gamma=2.0, ema=10.0, ramp=0.0, map=8,
-                      pl_weight=2.0, style_mixing=0.9),
+                      pl_weight=2.0, style_mixing=0.9, d_arch="resnet"),
 }
+
+#: discriminator architectures: the reference's "resnet" (its default) and "orig" (its cifar preset)
+D_ARCHITECTURES: tuple[str, ...] = ("resnet", "orig")
 
 
 def _auto_config(resolution: int, gpus: int = 1) -> dict[str, Any]:
@@ -73,7 +79,7 @@ def _auto_config(resolution: int, gpus: int = 1) -> dict[str, Any]:
     mb = max(min(gpus * min(4096 // resolution, 32), 64), gpus)
     return dict(mb=mb, mbstd=min(mb // gpus, 4), fmaps=1.0 if resolution >= 512 else 0.5,
                 lrate=0.002 if resolution >= 1024 else 0.0025, gamma=0.0002 * resolution ** 2 / mb,
-                ema=mb * 10 / 32, ramp=0.05, map=2, pl_weight=2.0, style_mixing=0.9)
+                ema=mb * 10 / 32, ramp=0.05, map=2, pl_weight=2.0, style_mixing=0.9, d_arch="resnet")
 
 
 def config_for(resolution: int) -> tuple[str, dict[str, Any]]:
@@ -292,8 +298,20 @@ class MappingNetwork(nn.Module):
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros(w_dim))
 
+    #: run under an enclosing bf16 autocast; False (the default): float32 always, as the reference keeps its
+    #: mapping networks out of mixed precision (the 0.01 learning-rate multiplier makes small updates that bf16's
+    #: 8-bit mantissa would round away)
+    autocast: bool = False
+
     def forward(self, z: torch.Tensor | None, labels: torch.Tensor | None, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, update_w_avg: bool = True) -> torch.Tensor:
+        if self.autocast:
+            return self._forward(z, labels, truncation_psi, truncation_cutoff, update_w_avg)
+        with torch.autocast(next(self.parameters()).device.type, enabled=False):
+            return self._forward(z, labels, truncation_psi, truncation_cutoff, update_w_avg)
+
+    def _forward(self, z: torch.Tensor | None, labels: torch.Tensor | None, truncation_psi: float,
+                 truncation_cutoff: int | None, update_w_avg: bool) -> torch.Tensor:
         parts = []
         if self.z_dim > 0:
             parts.append(_normalize_2nd_moment(z.float()))
@@ -362,29 +380,36 @@ class StyleGAN2Generator(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
-    """Residual block: [fromRGB,] conv0 3x3, conv1 3x3 down, + skip 1x1 down, each path with gain sqrt(1/2)."""
+    """[fromRGB,] conv0 3x3, conv1 3x3 down; "resnet" adds a 1x1 down skip, each path with gain sqrt(1/2)
+    ("orig": no skip, gain 1)."""
 
-    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, architecture: str = "resnet") -> None:
         super().__init__()
+        if architecture not in D_ARCHITECTURES:
+            raise ValueError(f"unknown discriminator architecture {architecture!r} ({' | '.join(D_ARCHITECTURES)})")
         self.fromrgb = Conv2d(3, tmp_channels, 1) if in_channels == 0 else None
         self.conv0 = Conv2d(tmp_channels, tmp_channels, 3)
         self.conv1 = Conv2d(tmp_channels, out_channels, 3, down=True)
-        self.skip = Conv2d(tmp_channels, out_channels, 1, activation=False, down=True, bias=False)
+        self.skip = (Conv2d(tmp_channels, out_channels, 1, activation=False, down=True, bias=False)
+                     if architecture == "resnet" else None)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor) -> torch.Tensor:
         if self.fromrgb is not None:
             x = self.fromrgb(img)
+        if self.skip is None:
+            return self.conv1(self.conv0(x))
         y = self.skip(x, gain=math.sqrt(0.5))
         x = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
         return y + x
 
 
 class StyleGAN2Discriminator(nn.Module):
-    """Residual discriminator with minibatch-stddev and (class-conditional) a projection on a label map."""
+    """Residual ("resnet") or plain ("orig") discriminator with minibatch-stddev and (class-conditional) a
+    projection on a label map."""
 
     def __init__(self, resolution: int = 256, num_classes: int = 0, channel_base: int = 16384,
                  channel_max: int = 512, mbstd_group: int = 4, cmap_dim: int | None = None,
-                 cmap_layers: int = 8) -> None:
+                 cmap_layers: int = 8, architecture: str = "resnet") -> None:
         super().__init__()
         num_doublings(resolution)
         self.resolution, self.num_classes = resolution, num_classes
@@ -392,7 +417,8 @@ class StyleGAN2Discriminator(nn.Module):
         ch = {r: stylegan2_channels(r, channel_base, channel_max) for r in resolutions}
         blocks = {}
         for res in [2 ** i for i in range(resolution.bit_length() - 1, 2, -1)]:
-            blocks[f"b{res}"] = DiscriminatorBlock(ch[res] if res < resolution else 0, ch[res], ch[res // 2])
+            blocks[f"b{res}"] = DiscriminatorBlock(ch[res] if res < resolution else 0, ch[res], ch[res // 2],
+                                                  architecture)
         self.blocks = nn.ModuleDict(blocks)
         c4 = ch[4]
         self.cmap_dim = (cmap_dim or c4) if num_classes > 0 else 0
@@ -419,10 +445,13 @@ class StyleGAN2Discriminator(nn.Module):
 
 
 def build_stylegan2(resolution: int, z_dim: int, num_classes: int, width: int = 64, fmaps: float | None = None,
-                    map_layers: int | None = None, mbstd_group: int | None = None, **_: object):
-    """(G, D) at ``resolution`` with the reference configuration's fmaps/mapping depth/mbstd group (see
-    :func:`config_for`) unless given, all widths scaled by ``width / 64`` (64 = the paper's size)."""
+                    map_layers: int | None = None, mbstd_group: int | None = None, d_architecture: str | None = None,
+                    **_: object):
+    """(G, D) at ``resolution`` with the reference configuration's fmaps/mapping depth/mbstd group/D
+    architecture (see :func:`config_for`) unless given, all widths scaled by ``width / 64`` (64 = the paper's
+    size)."""
     _, spec = config_for(resolution)
+    d_architecture = spec["d_arch"] if d_architecture is None else d_architecture
     fmaps = spec["fmaps"] if fmaps is None else fmaps
     map_layers = spec["map"] if map_layers is None else map_layers
     mbstd_group = spec["mbstd"] if mbstd_group is None else mbstd_group
@@ -430,7 +459,8 @@ def build_stylegan2(resolution: int, z_dim: int, num_classes: int, width: int = 
     channel_base, channel_max = int(fmaps * 32768 * scale), max(1, int(512 * scale))
     w_dim = max(1, int(512 * scale))
     G = StyleGAN2Generator(z_dim, w_dim, resolution, num_classes, channel_base, channel_max, map_layers)
-    D = StyleGAN2Discriminator(resolution, num_classes, channel_base, channel_max, mbstd_group)
+    D = StyleGAN2Discriminator(resolution, num_classes, channel_base, channel_max, mbstd_group,
+                               architecture=d_architecture)
     return G, D
 
 
@@ -455,6 +485,7 @@ STYLEGAN2_DEFAULTS: dict[str, Any] = {
     "map_layers": lambda cfg: _spec(cfg)["map"],
     "mbstd_group": lambda cfg: _spec(cfg)["mbstd"],
     "fmaps": lambda cfg: _spec(cfg)["fmaps"],
+    "d_architecture": lambda cfg: _spec(cfg)["d_arch"],
     "ema_kimg": lambda cfg: _spec(cfg)["ema"],
     "ema_rampup": lambda cfg: _spec(cfg)["ramp"],
     "ema_beta": lambda cfg: 0.5 ** (cfg.batch_size / (cfg.ema_kimg * 1000)),
@@ -468,9 +499,11 @@ def stylegan2_latent_dim(width: int) -> int:
 
 
 def stylegan2_options(cfg: Any, data: Any) -> dict[str, Any]:
-    """Builder options from a resolved config (stored in checkpoints): z = w = 8 * width, fmaps, depth, mbstd."""
+    """Builder options from a resolved config (stored in checkpoints): z = w = 8 * width, fmaps, depth, mbstd,
+    D architecture."""
     z_dim = stylegan2_latent_dim(cfg.width)
     if cfg.z_dim not in (128, z_dim):  # 128: TrainConfig's default, i.e. not given
         raise DermsynthError(f"--z-dim does not apply to --model stylegan2: z and w have 8 x --width dimensions "
                              f"({z_dim} at --width {cfg.width}; 512 at 64)")
-    return {"z_dim": z_dim, "fmaps": cfg.fmaps, "map_layers": cfg.map_layers, "mbstd_group": cfg.mbstd_group}
+    return {"z_dim": z_dim, "fmaps": cfg.fmaps, "map_layers": cfg.map_layers, "mbstd_group": cfg.mbstd_group,
+            "d_architecture": cfg.d_architecture}

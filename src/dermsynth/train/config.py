@@ -115,7 +115,14 @@ class _TrainConfigMethods:
         spec = model_spec(self.model)
         cfg = replace(self)
         cfg.refuse_foreign()
-        defaults = {k: v for k, v in spec.defaults.items()
+        preset = {}
+        if spec.presets:
+            cfg.preset = cfg.preset or next(iter(spec.presets))
+            if cfg.preset not in spec.presets:
+                raise DermsynthError(f"unknown --preset {cfg.preset!r} for --model {cfg.model}; available: "
+                                     f"{', '.join(spec.presets)}")
+            preset = spec.presets[cfg.preset]
+        defaults = {k: v for k, v in {**spec.defaults, **preset}.items()
                     if not (k in _LENGTH and (cfg.steps is not None or cfg.kimg is not None))}
         # constants first, then the defaults computed from other fields
         for name, value in sorted(defaults.items(), key=lambda kv: callable(kv[1])):

@@ -10,7 +10,8 @@ for the healthy / lesion patch sets):
   is reused with many healthy photos, Furger et al.'s trick) and D tells real lesion patches from the edits.
   ``--direction remove``: A = lesion patches with their own masks, B = healthy patches, which D sees as the
   reals (with a larger healthy set, the "extra healthy images for the removal discriminator").
-* ``cyclegan`` (Zhu et al. 2017): LSGAN losses, cycle-consistency L1 (lambda 10), optional identity L1
+* ``cyclegan`` (Zhu et al. 2017; ``--preset furger2020``: Furger et al.'s variant, BCE and an MSE cycle loss
+  without identity loss): LSGAN losses, cycle-consistency L1 (lambda 10), optional identity L1
   (``identity_weight`` x lambda, 0.5 by default), discriminators trained on a pool of the last 50 generated
   images (:class:`ImagePool`, in the checkpoint with its contents for an exact resume). One update of both
   generators, then one of both discriminators, as the CycleGAN code.
@@ -28,7 +29,7 @@ from dermsynth.errors import DermsynthError
 from dermsynth.models.editing import UNET_DIRECTIONS, mask_change
 from dermsynth.data.batch import Batch
 from dermsynth.train.config import TrainConfig
-from dermsynth.train.losses import LOSSES, lsgan_d, lsgan_g
+from dermsynth.train.losses import LOSSES
 from dermsynth.train.steps import PREVIEW_SIZE, AdversarialStep, register_step
 
 PREVIEW_EDITS = 16  # edits per preview grid: 8 rows of two (input | mask | output) or (input | out | recon)
@@ -38,6 +39,17 @@ def relevancy_loss(photo: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor
     """Furger et al.'s relevancy loss: mean over all elements of ((1 - m) * x - (1 - m) * G(x, m))^2."""
     keep = 1.0 - mask.float()
     return F.mse_loss(photo.float() * keep, edited.float() * keep)
+
+
+def _loss_pair(loss: str) -> tuple[Any, Any]:
+    """(D loss, G loss) of a registered GAN loss (a one-line error naming the known ones otherwise)."""
+    if loss not in LOSSES:
+        raise DermsynthError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
+    return LOSSES[loss]
+
+
+#: the cycle-consistency distances: Zhu et al.'s L1, Furger et al.'s MSE (their Eq. 3)
+CYCLE_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
 
 def mask_rgb(mask: torch.Tensor) -> torch.Tensor:
@@ -102,10 +114,8 @@ class UNetEditorStep(MaskBorrowing, AdversarialStep):
         if direction not in UNET_DIRECTIONS:
             raise DermsynthError(f"--direction must be one of {', '.join(UNET_DIRECTIONS)} for --model "
                                  f"unet-translator, got {direction!r}")
-        if loss not in LOSSES:
-            raise DermsynthError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
         self.direction = direction
-        self.loss_d, self.loss_g = LOSSES[loss]
+        self.loss_d, self.loss_g = _loss_pair(loss)
         self.relevancy_weight = _check_weight(relevancy_weight, "relevancy-weight")
         # add: masks come from the lesion set (domain B); remove: each lesion patch brings its own
         self.needs = frozenset({"images", "domain_b"} | ({"masks"} if direction == "remove" else set()))
@@ -201,16 +211,20 @@ class ImagePool:
 
 
 class CycleGANStep(AdversarialStep):
-    """Zhu et al. 2017: both generators updated on LSGAN + cycle (+ identity) losses, then both discriminators
-    on real images vs pooled translations."""
+    """Zhu et al. 2017: both generators updated on the GAN (LSGAN) + cycle (L1; Furger et al.: MSE) (+ identity)
+    losses, then both discriminators on real images vs pooled translations."""
 
     needs = frozenset({"images", "domain_b"})
     needs_b = frozenset({"images"})
     stat_names = ("d_loss", "g_loss", "gan_loss", "cycle_loss", "identity_loss", "d_real", "d_fake")
 
     def __init__(self, *args: Any, cycle_weight: float = 10.0, identity_weight: float = 0.5, pool_size: int = 50,
-                 **kwargs: Any) -> None:
+                 loss: str = "lsgan", cycle_loss: str = "l1", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.loss_d, self.loss_g = _loss_pair(loss)
+        if cycle_loss not in CYCLE_LOSSES:
+            raise DermsynthError(f"--cycle-loss must be one of {', '.join(CYCLE_LOSSES)}, got {cycle_loss!r}")
+        self.cycle_distance = CYCLE_LOSSES[cycle_loss]
         self.cycle_weight = _check_weight(cycle_weight, "cycle-weight")
         self.identity_weight = _check_weight(identity_weight, "identity-weight")
         if pool_size is None or pool_size < 0:
@@ -220,7 +234,7 @@ class CycleGANStep(AdversarialStep):
     @classmethod
     def config_options(cls, cfg: TrainConfig) -> dict[str, Any]:
         return {"cycle_weight": cfg.cycle_weight, "identity_weight": cfg.identity_weight,
-                "pool_size": cfg.pool_size}
+                "pool_size": cfg.pool_size, "loss": cfg.loss or "lsgan", "cycle_loss": cfg.cycle_loss or "l1"}
 
     def _pooled(self, name: str, fake: torch.Tensor) -> torch.Tensor:
         n = fake.shape[0] * self.dist.world
@@ -234,9 +248,9 @@ class CycleGANStep(AdversarialStep):
         D.requires_grad_(False)  # the generators' update needs no discriminator gradients
         with self.autocast:
             fake_b, fake_a = G.g_ab(real_a), G.g_ba(real_b)
-            gan = lsgan_g(D.d_b(fake_b)) + lsgan_g(D.d_a(fake_a))
-            cycle = F.l1_loss(G.g_ba(fake_b).float(), real_a.float()) + F.l1_loss(G.g_ab(fake_a).float(),
-                                                                                 real_b.float())
+            gan = self.loss_g(D.d_b(fake_b)) + self.loss_g(D.d_a(fake_a))
+            cycle = (self.cycle_distance(G.g_ba(fake_b).float(), real_a.float())
+                     + self.cycle_distance(G.g_ab(fake_a).float(), real_b.float()))
             identity = torch.zeros((), device=real_a.device)
             if self.identity_weight:
                 identity = (F.l1_loss(G.g_ab(real_b).float(), real_b.float())
@@ -248,7 +262,7 @@ class CycleGANStep(AdversarialStep):
         with self.autocast:
             real_a_logits, real_b_logits = D.d_a(real_a), D.d_b(real_b)
             fake_a_logits, fake_b_logits = D.d_a(pool_a), D.d_b(pool_b)
-            d_loss = lsgan_d(real_a_logits, fake_a_logits) + lsgan_d(real_b_logits, fake_b_logits)
+            d_loss = self.loss_d(real_a_logits, fake_a_logits) + self.loss_d(real_b_logits, fake_b_logits)
         self._update(self.opt_d, d_loss)
         real_logits = torch.cat([real_a_logits.flatten(), real_b_logits.flatten()])
         fake_logits = torch.cat([fake_a_logits.flatten(), fake_b_logits.flatten()])
@@ -264,7 +278,8 @@ class CycleGANStep(AdversarialStep):
         return generator(source.images[:n], "ab")
 
     def real_logits(self, batch: Batch) -> torch.Tensor:
-        return self.D_module.d_a(batch.images).flatten(1).mean(1)
+        logits = self.D_module.d_a(batch.images)
+        return logits.reshape(logits.shape[0], -1).mean(1)
 
     def state_dict(self) -> dict[str, Any]:
         return {"pools": {k: p.state_dict() for k, p in self.pools.items()}}

@@ -18,18 +18,25 @@ Lazy regularisation rescales both Adams (Karras et al. 2020, appendix B): ``lr *
 up as ``min(ema_kimg * 1000, images_seen * ema_rampup)`` when ``ema_rampup`` > 0: decay
 ``0.5 ** (batch / half_life)``. Double backward (R1, path length) uses the eager modules (compiled graphs
 have none); ``--compile`` therefore compiles D's main passes only (G runs as mapping + synthesis, for style
-mixing and the path length). Noise inputs are drawn inside G from torch's RNG, which the checkpoint keeps;
+mixing and the path length).
+
+Mixed precision (bf16 autocast on CUDA or a bf16-capable CPU): the synthesis and discriminator layers run in
+bf16; the mapping networks and the R1 / path-length passes with their double backward run in float32, as the
+reference keeps them (it runs fp16 only in the 4 highest-resolution blocks); ``bf16_everywhere`` puts those
+under bf16 too (``benchmarks/stylegan2_precision_parity.py`` measures the difference). Noise inputs are drawn inside G from torch's RNG, which the checkpoint keeps;
 under ``torchrun`` every rank draws the same noise for its own rows and keeps its own path-length mean (as
 the reference does), so a multi-GPU run is not bit-identical to a single-process one.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
 from torch import nn
 
+from dermsynth.models.stylegan2 import MappingNetwork
 from dermsynth.train.disc_augment import augmentation_from_config
 from dermsynth.data.batch import Batch
 from dermsynth.train.config import TrainConfig
@@ -49,8 +56,15 @@ class StyleGAN2Step(GANStep):
 
     def __init__(self, *args: Any, r1_gamma: float = 10.0, r1_interval: int = 16, pl_weight: float = 2.0,
                  pl_interval: int = 4, pl_decay: float = 0.01, pl_batch_shrink: int = 2, style_mixing: float = 0.9,
-                 ema_kimg: float = 10.0, ema_rampup: float = 0.0, **kwargs: Any) -> None:
+                 ema_kimg: float = 10.0, ema_rampup: float = 0.0, bf16_everywhere: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # the reference's mixed precision keeps the mapping networks and the double backward in float32
+        self.penalty_precision = self.autocast if bf16_everywhere else contextlib.nullcontext()
+        for net in (self.G_module, self.D_module, self.ema):
+            for module in (net.modules() if net is not None else ()):
+                if isinstance(module, MappingNetwork):
+                    module.autocast = bf16_everywhere
         self.stat_names = type(self).stat_names  # aug_p is always a column here (0 without --augment)
         self.r1_gamma, self.r1_interval = float(r1_gamma), int(r1_interval)
         self.pl_weight, self.pl_interval = float(pl_weight), int(pl_interval)
@@ -79,7 +93,7 @@ class StyleGAN2Step(GANStep):
                    augment=augmentation_from_config(cfg, device, (dist or DistInfo()).mean),
                    r1_gamma=cfg.r1_gamma, r1_interval=cfg.r1_interval, pl_weight=cfg.pl_weight,
                    pl_interval=cfg.pl_interval, style_mixing=cfg.style_mixing, ema_kimg=cfg.ema_kimg,
-                   ema_rampup=cfg.ema_rampup)
+                   ema_rampup=cfg.ema_rampup, bf16_everywhere=cfg.bf16_everywhere)
 
     # --- protocol ------------------------------------------------------------------------------------------
 
@@ -124,6 +138,28 @@ class StyleGAN2Step(GANStep):
             ws = torch.where(mix, ws2, ws)
         return G.synthesize(ws), ws
 
+    def path_length_penalty(self, z: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``(|J_w^T y| - a_mean)^2`` averaged over ``z``'s rows, a zero term that touches the images), updating
+        the running mean ``a_mean``; in float32 unless ``bf16_everywhere``."""
+        with self.penalty_precision:
+            fake, ws = self.run_G(z, labels)
+            pl_noise = self.draw(self.global_batch, *fake.shape[1:], like=z)[:z.shape[0]]
+            pl_noise = pl_noise / (fake.shape[2] * fake.shape[3]) ** 0.5
+            (grads,) = torch.autograd.grad((fake.float() * pl_noise).sum(), ws, create_graph=True)
+        lengths = grads.float().square().sum(2).mean(1).sqrt()
+        pl_mean = self.pl_mean.lerp(lengths.mean(), self.pl_decay)  # as the reference: not detached here
+        self.pl_mean = pl_mean.detach()
+        keep_graph = fake.float()[:, 0, 0, 0].mean() * 0  # as the reference: the loss touches the images
+        return (lengths - pl_mean).square().mean(), keep_graph
+
+    def r1_penalty(self, real: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``|grad_x D(aug(x))|^2`` averaged over the batch, D's logits); in float32 unless ``bf16_everywhere``."""
+        real_tmp = real.detach().requires_grad_(True)
+        with self.penalty_precision:
+            logits = self.D_module(self.seen(real_tmp), labels)
+            (grads,) = torch.autograd.grad(logits.float().sum(), real_tmp, create_graph=True)
+        return grads.float().square().sum(dim=(1, 2, 3)).mean(), logits
+
     def __call__(self, batch: Batch) -> torch.Tensor:
         labels = batch.labels if self.conditional else None
         real = batch.images
@@ -141,15 +177,7 @@ class StyleGAN2Step(GANStep):
         if self.pl_weight and self.batch_idx % self.pl_interval == 0:
             k = max(n // self.pl_batch_shrink, 1)
             z = self.draw(gb, self.z_dim, like=real)[:k]
-            with self.autocast:
-                fake, ws = self.run_G(z, None if labels is None else labels[:k])
-                pl_noise = self.draw(gb, *fake.shape[1:], like=real)[:k] / (fake.shape[2] * fake.shape[3]) ** 0.5
-                (grads,) = torch.autograd.grad((fake.float() * pl_noise).sum(), ws, create_graph=True)
-            lengths = grads.float().square().sum(2).mean(1).sqrt()
-            pl_mean = self.pl_mean.lerp(lengths.mean(), self.pl_decay)  # as the reference: not detached here
-            self.pl_mean = pl_mean.detach()
-            penalty = (lengths - pl_mean).square().mean()
-            keep_graph = fake.float()[:, 0, 0, 0].mean() * 0  # as the reference: the loss touches the images
+            penalty, keep_graph = self.path_length_penalty(z, None if labels is None else labels[:k])
             self._update(self.opt_g, (penalty * self.pl_weight + keep_graph) * self.pl_interval)
             self.last[1] = penalty.detach()
         self.D_module.requires_grad_(True)
@@ -168,11 +196,7 @@ class StyleGAN2Step(GANStep):
 
         # Dreg: R1 on the un-augmented reals, lazily
         if self.r1_gamma and self.batch_idx % self.r1_interval == 0:
-            real_tmp = real.detach().requires_grad_(True)
-            with self.autocast:
-                logits = self.D_module(self.seen(real_tmp), labels)
-                (grads,) = torch.autograd.grad(logits.float().sum(), real_tmp, create_graph=True)
-            r1 = grads.float().square().sum(dim=(1, 2, 3)).mean()
+            r1, logits = self.r1_penalty(real, labels)
             self._update(self.opt_d, (r1 * (self.r1_gamma / 2) + logits.float().mean() * 0) * self.r1_interval)
             self.last[0] = r1.detach()
 

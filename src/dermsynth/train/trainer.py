@@ -543,7 +543,8 @@ def _check_same_data(state: dict, seen: dict) -> None:
 
 
 #: options whose absence from a resumed run's config means a run made before they existed, with their value then
-ABSENT_BEFORE: dict[str, Any] = {"flip": False}
+#: (stylegan2 before the plain cifar D and the float32 mapping / penalties: the residual D, bf16 throughout)
+ABSENT_BEFORE: dict[str, Any] = {"flip": False, "d_architecture": "resnet", "bf16_everywhere": True}
 
 
 def _resume_config(cfg: TrainConfig, state: dict, given: set[str] | None) -> tuple[TrainConfig, list[dict]]:

@@ -127,7 +127,7 @@ def test_options_of_the_other_family_are_refused(tmp_path, conditional_run):
         (dict(model="ddpm", guidance=3.0), "--guidance .* needs a class-conditional model"),
         (dict(model="ddpm", p_uncond=0.2), "--p-uncond applies to class-conditional models"),
         (dict(model="ddpm", sampling_steps=20, timesteps=10), "--sampling-steps must be in \\[1, 10\\]"),
-        (dict(model="ddpm", preset="huge"), "--preset must be one of"),
+        (dict(model="ddpm", preset="huge"), "unknown --preset .huge. for --model ddpm; available: auto, ddpm-32"),
     ]:
         with pytest.raises(DermsynthError, match=message):
             TrainConfig(**cfg).resolve()

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from _edit_data import SIZE, phantom_patches
+from _edit_data import SIZE, phantom_patches, write_pairs
 from _runs import assert_same_training_state, resumed_and_uninterrupted
 from dermsynth.cli import main
 from dermsynth.edit import edit_folder, edit_image
@@ -170,22 +170,12 @@ def test_bad_inpainting_options(tmp_path, patches):
 # --- dermsynth edit -------------------------------------------------------------------------------------------
 
 
-def _write_pairs(folder, patches, n=3):
-    healthy, lesion = patches
-    (folder / "img").mkdir(parents=True)
-    (folder / "msk").mkdir()
-    for i in range(n):
-        Image.fromarray(np.asarray(healthy.images[i])).save(folder / "img" / f"p{i}.png")
-        Image.fromarray(np.asarray(lesion.lesion_masks[i]) * 255).save(folder / "msk" / f"p{i}_mask.png")
-    return folder / "img", folder / "msk"
-
-
 def _read(path):
     return np.asarray(Image.open(path)).astype(float)
 
 
 def test_edit_keeps_every_pixel_outside_the_mask_and_reports_the_change(tmp_path, patches, checkpoint):
-    images, masks = _write_pairs(tmp_path, patches, n=1)
+    images, masks = write_pairs(tmp_path, patches, n=1, mask_suffix="_mask")
     report = edit_image(checkpoint, images / "p0.png", masks / "p0_mask.png", tmp_path / "out.png",
                         sampling_steps=3, seed=4)
     photo, edited = _read(images / "p0.png"), _read(tmp_path / "out.png")
@@ -203,7 +193,7 @@ def test_edit_keeps_every_pixel_outside_the_mask_and_reports_the_change(tmp_path
 
 
 def test_edit_folder_writes_the_change_table_with_the_sampling(tmp_path, patches, checkpoint):
-    images, masks = _write_pairs(tmp_path, patches)
+    images, masks = write_pairs(tmp_path, patches, mask_suffix="_mask")
     report = edit_folder(checkpoint, images, masks, tmp_path / "out", progress=False, sampler="ddpm",
                          sampling_steps=4, seed=2)
     rows = list(csv.DictReader(open(tmp_path / "out" / "manifest.csv")))
@@ -225,7 +215,7 @@ def _cli(*args):
 
 
 def test_edit_command_and_its_refusals(tmp_path, patches, checkpoint):
-    images, masks = _write_pairs(tmp_path, patches, n=1)
+    images, masks = write_pairs(tmp_path, patches, n=1, mask_suffix="_mask")
     one = ["edit", checkpoint, "--image", images / "p0.png", "--mask", masks / "p0_mask.png"]
     done = _cli(*one, "--out", tmp_path / "o.png", "--sampler", "ddim", "--sampling-steps", "2", "--quiet")
     assert done.exit_code == 0 and "outside 0.00 grey levels" in done.output, done.output
@@ -246,7 +236,7 @@ def test_gan_editors_refuse_the_sampling_options(tmp_path, patches):
     out = tmp_path / "cyc"
     train(TrainConfig(model="cyclegan", size=SIZE, width=4, batch_size=1, steps=1, log_every=1, out=str(out)),
           dataset=healthy, dataset_b=lesion, progress=False)
-    images, masks = _write_pairs(tmp_path, patches, n=1)
+    images, masks = write_pairs(tmp_path, patches, n=1, mask_suffix="_mask")
     for option, message in [(dict(sampler="ddim"), "--sampler applies to diffusion models"),
                             (dict(sampling_steps=3), "--sampling-steps applies to diffusion models"),
                             (dict(seed=1), "--seed applies to diffusion editors")]:

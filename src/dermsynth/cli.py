@@ -571,7 +571,8 @@ def patches(source: str, out: str, size: int, lesion_fraction: str, margin: int,
 @main.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option("--image", type=click.Path(), default=None, help="One photo to edit.")
-@click.option("--mask", type=click.Path(), default=None, help="Its lesion mask (same size; the U-Net editor and ddpm-inpaint need it).")
+@click.option("--mask", type=click.Path(), default=None,
+              help="Its lesion mask (same size; the U-Net editor and ddpm-inpaint need it).")
 @click.option("--images", type=click.Path(), default=None, help="A folder of photos to edit.")
 @click.option("--masks", type=click.Path(), default=None,
               help="Their masks: MASKS/<id>.png (or <id>_segmentation / _mask / _lesion).")

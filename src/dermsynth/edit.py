@@ -35,7 +35,8 @@ from dermsynth.models.diffusion import inpaint_condition
 from dermsynth.models.editing import CYCLE_DIRECTIONS, mask_change
 from dermsynth.progress import tqdm
 from dermsynth.report.figures import image_grid, save_png, to_uint8
-from dermsynth.sample import DiffusionSampling, LoadedGenerator, check_sampling_options, diffusion_sampling, load_generator
+from dermsynth.sample import (DiffusionSampling, LoadedGenerator, check_sampling_options, diffusion_sampling,
+                              load_generator)
 
 EDIT_MODELS = ("unet-translator", "cyclegan", "ddpm-inpaint")
 #: models that edit inside a mask (the others translate the whole photo)

@@ -461,6 +461,7 @@ def diffusion_maps_options(cfg: Any, data: Any) -> dict[str, Any]:
 __all__ = ["DDPM_256_RECIPE", "DDPM_CIFAR10_RECIPE", "DEFAULT_P_UNCOND", "DEFAULT_SAMPLING_STEPS",
            "DENOISER_PRESETS", "DIFFUSERS_EXAMPLE_RECIPE", "DIFFUSION_DEFAULTS", "Denoiser", "DenoiserPreset",
            "Diffusion", "Draw", "PREDICTIONS", "PRESET_FOR_SIZE", "SAMPLERS", "SCHEDULES", "TrainingRecipe",
-           "INPAINT_DIRECTIONS", "build_diffusion", "build_inpainting", "class_labels", "diffusion_inpaint_options", "inpaint_condition",
-           "inpaint_mse", "keep_known", "diffusion_maps_options", "diffusion_options", "guided_prediction", "image_generator",
+           "INPAINT_DIRECTIONS", "build_diffusion", "build_inpainting", "class_labels", "diffusion_inpaint_options",
+           "inpaint_condition", "inpaint_mse", "keep_known", "diffusion_maps_options", "diffusion_options",
+           "guided_prediction", "image_generator",
            "maps_condition", "preset_name", "resolve_preset"]

@@ -23,7 +23,8 @@ from dermsynth.models.diffusion import INPAINT_DIRECTIONS, Diffusion
 from dermsynth.models.perceptual import check_perceptual_spec
 from dermsynth.models.pgan import parse_batch_schedule
 
-__all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "DiffusionOptions", "FlipOptions", "InpaintDiffusionOptions",
+__all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "DiffusionOptions", "FlipOptions",
+           "InpaintDiffusionOptions",
            "LAPGANOptions", "LatentOptions", "MapDiffusionOptions", "ModelOptions", "NoiseGANOptions", "PGANOptions",
            "Pix2PixHDOptions", "PresetOptions", "StyleGAN2Options", "TwoDomainOptions", "UNetTranslatorOptions",
            "WidthOptions",
@@ -357,7 +358,8 @@ class InpaintDiffusionOptions(DiffusionOptions):
     zeroed and the mask, trained on the healthy / lesion patch sets (``dermsynth patches``)."""
 
     direction: str = option("add", "ddpm-inpaint: add (repaint lesion patches, --data, inside their own masks) or "
-                                   "remove (repaint healthy patches, --data, inside masks of lesion patches, --data-b).")
+                                   "remove (repaint healthy patches, --data, inside masks of lesion patches, "
+                                   "--data-b).")
     data_b: str | None = option(None, "ddpm-inpaint --direction remove: the lesion patches whose masks are "
                                       "repainted (a patch folder as --data alone gives both sets).")
 

@@ -9,7 +9,8 @@ the checkpointed ``noise`` generator for the global batch, each rank keeping its
 
 Previews and in-training metrics draw images with the configured ``sampler`` at ``sampling_steps`` steps and
 ``guidance``; the map-conditioned model (``ddpm-maps``, :class:`MapDiffusionStep`) denoises given the semantic
-(+ instance-boundary) maps of the batch, as extra input channels.
+(+ instance-boundary) maps of the batch, as extra input channels; the inpainting model (``ddpm-inpaint``,
+:class:`InpaintDiffusionStep`) repaints the inside of lesion masks given the rest of the image.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dermsynth.models.diffusion import INPAINT_DIRECTIONS, Denoiser, Draw, class_labels, inpaint_condition, maps_condition
+from dermsynth.models.diffusion import (INPAINT_DIRECTIONS, Denoiser, Draw, class_labels, inpaint_condition,
+                                        maps_condition)
 from dermsynth.data.batch import Batch
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.distributed import DistInfo

@@ -9,8 +9,10 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import torch
+
 from _runs import assert_same_training_state
-from dermsynth.sample import load_generator, sample_images
+from dermsynth.sample import generate, load_generator, truncated_normal
 from dermsynth.train import TrainConfig, train
 from dermsynth.checkpoint import load_checkpoint
 
@@ -22,7 +24,13 @@ OLD_SAMPLES_SHA256 = "1403489a04b31ad8f6db42da85b8f7bfc924e43db5395510feaba3515e
 
 
 def test_old_checkpoint_samples_as_before():
-    images, labels = sample_images(load_generator(OLD, device="cpu"), 6, seed=5)
+    # The latents and labels drawn as that code's sample_images drew them (6 latents, then 6 labels, from one
+    # generator seeded 5); since issue 18 sample_images draws them a chunk at a time (image i independent of n).
+    model = load_generator(OLD, device="cpu")
+    gen = torch.Generator().manual_seed(5)
+    z = truncated_normal(6, model.z_dim, None, gen)
+    labels = torch.randint(len(model.class_names), (6,), generator=gen)
+    images = generate(model, z, labels, seed=5)
     assert hashlib.sha256(images.tobytes()).hexdigest() == OLD_SAMPLES_SHA256
     assert labels.tolist() == [1, 1, 0, 2, 2, 2]
 

@@ -9,7 +9,8 @@ from sklearn.metrics import roc_auc_score
 
 from dermsynth.classify import (bootstrap_auc_difference, compare_to_baseline, format_mean_std, macro_auc,
                                 paired_permutation_test, summarize, wilcoxon_test)
-from dermsynth.classify.stats import _batched_auc
+from dermsynth.classify.stats import (_batched_auc, delong_test, holm_adjust, min_attainable_p, min_detectable_difference,
+                                      paired_t_test)
 from dermsynth.errors import DataError
 
 BASE = np.array([0.834, 0.829, 0.841, 0.822, 0.838, 0.830])
@@ -122,3 +123,103 @@ def test_bootstrap_ci_contains_the_difference_and_is_seeded(two_models):
     one = bootstrap_auc_difference(a, b, labels, n_boot=500, seed=0, class_index=1)
     assert one.observed == pytest.approx(roc_auc_score(labels == 1, a[:, 1]) - roc_auc_score(labels == 1, b[:, 1]))
     assert one.ci_low < one.observed < one.ci_high
+
+
+# --- tests that can answer: minimum attainable p, paired t-test, power, Holm, DeLong --------------------------
+@pytest.mark.parametrize("k", [3, 5, 6, 10])
+def test_minimum_attainable_p_is_the_smallest_p_over_every_sign_pattern(k):
+    d = np.arange(1, k + 1) / 100  # distinct magnitudes: ranks 1..k
+    exact_wilcoxon = [sps.wilcoxon(np.array(signs) * d, method="exact").pvalue
+                      for signs in itertools.product((-1, 1), repeat=k)]
+    flip = [paired_permutation_test(np.array(signs) * d, np.zeros(k)).p_value
+            for signs in itertools.product((-1, 1), repeat=k)]
+    assert min_attainable_p(k) == pytest.approx(min(exact_wilcoxon)) == pytest.approx(min(flip))
+    assert min_attainable_p(k) == 2 / 2 ** k
+    greater = sps.wilcoxon(d, method="exact", alternative="greater").pvalue
+    assert min_attainable_p(k, "greater") == pytest.approx(greater) == pytest.approx(1 / 2 ** k)
+    assert (min_attainable_p(5) > 0.05) and (min_attainable_p(6) < 0.05)  # why the default is 10 seeds
+    with pytest.raises(DataError, match="at least one pair"):
+        min_attainable_p(0)
+
+
+def test_paired_t_test_matches_scipy_ttest_rel():
+    for alternative in ("two-sided", "greater", "less"):
+        ours = paired_t_test(COND, BASE, alternative)
+        ref = sps.ttest_rel(COND, BASE, alternative=alternative)
+        assert (ours.statistic, ours.p_value, ours.df) == pytest.approx((ref.statistic, ref.pvalue, len(BASE) - 1))
+    assert paired_t_test(BASE, BASE).p_value == 1.0  # all differences zero
+    assert paired_t_test(BASE + 0.01, BASE).p_value == pytest.approx(0.0, abs=1e-12)  # equal nonzero differences
+    assert np.isnan(paired_t_test([0.8], [0.7]).p_value)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 10, 20])
+def test_min_detectable_difference_matches_statsmodels_ttest_power(k):
+    from statsmodels.stats.power import TTestPower
+
+    d = TTestPower().solve_power(nobs=k, alpha=0.05, power=0.8, alternative="two-sided")
+    assert min_detectable_difference(1.0, k) == pytest.approx(d, rel=1e-5)
+    assert min_detectable_difference(0.012, k) == pytest.approx(0.012 * d, rel=1e-5)
+    one = TTestPower().solve_power(nobs=k, alpha=0.05, power=0.9, alternative="larger")
+    assert min_detectable_difference(1.0, k, power=0.9, alternative="greater") == pytest.approx(one, rel=1e-5)
+    # and the power at that difference is 80 % by statsmodels' own power function (NaN at 2 seeds: scipy's
+    # noncentral t underflows in the far tail, which ours treats as 0)
+    if k > 2:
+        assert TTestPower().power(effect_size=min_detectable_difference(1.0, k), nobs=k, alpha=0.05) == pytest.approx(0.8)
+    assert np.isnan(min_detectable_difference(1.0, 1))
+
+
+def test_holm_matches_statsmodels_multipletests():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(4)
+    for m in (1, 2, 5, 9):
+        p = rng.uniform(0, 0.2, m)
+        p[0] = p[-1]  # a tie
+        assert holm_adjust(p) == pytest.approx(multipletests(p, method="holm")[1])
+    assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])  # by hand: 3p, max(2p, prev), ...
+
+
+def test_compare_to_baseline_adds_t_test_min_p_and_power():
+    c = compare_to_baseline(COND, BASE)
+    assert c.t_p == pytest.approx(sps.ttest_rel(COND, BASE).pvalue)
+    assert c.min_p == 2 / 2 ** 6 and c.sd_diff == pytest.approx(np.std(COND - BASE, ddof=1))
+    assert c.min_detectable == pytest.approx(min_detectable_difference(c.sd_diff, 6))
+
+
+def _scores(rng, n=300, ties=False):
+    y = rng.random(n) < 0.35
+    a = rng.normal(size=n) + 1.2 * y
+    b = 0.6 * a + rng.normal(size=n) + 0.3 * y  # correlated with a, as two models on one test set are
+    if ties:
+        a, b = np.round(a, 1), np.round(b, 1)
+    return a, b, y
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_delong_matches_mlstatkit_and_sklearn(ties):
+    from MLstatkit import Delong_test
+
+    a, b, y = _scores(np.random.default_rng(5), ties=ties)
+    r = delong_test(a, b, y)
+    z, p = Delong_test(y.astype(int), b, a, return_ci=False, return_auc=False)  # its z is (AUC_2nd - AUC_1st) / SE
+    assert (r.z, r.p_value) == pytest.approx((z, p), rel=1e-9)
+    assert (r.auc_a, r.auc_b) == pytest.approx((roc_auc_score(y, a), roc_auc_score(y, b)))
+    assert r.difference == pytest.approx(r.auc_a - r.auc_b)
+    assert (r.ci_low, r.ci_high) == pytest.approx((r.difference - 1.959964 * r.se, r.difference + 1.959964 * r.se))
+    assert (r.n_positive, r.n_negative) == (int(y.sum()), int((~y).sum()))
+
+
+def test_delong_variance_is_the_closed_form_for_independent_structural_components():
+    # one model: var(AUC) = var(V10)/m + var(V01)/n (DeLong 1988, eq. for a single AUC), checked by hand
+    a, b, y = _scores(np.random.default_rng(6))
+    pos, neg = a[y], a[~y]
+    v10 = np.array([np.mean((p > neg) + 0.5 * (p == neg)) for p in pos])
+    v01 = np.array([np.mean((pos > q) + 0.5 * (pos == q)) for q in neg])
+    var_a = v10.var(ddof=1) / len(pos) + v01.var(ddof=1) / len(neg)
+    constant = np.zeros_like(a)  # AUC 0.5 and no variance: the difference's SE is model a's own
+    r = delong_test(a, constant, y)
+    assert r.se == pytest.approx(np.sqrt(var_a)) and r.auc_b == 0.5
+    same = delong_test(a, a, y)
+    assert same.difference == 0 and same.p_value == 1.0
+    with pytest.raises(DataError, match="2 positive"):
+        delong_test(a[:3], b[:3], [True, False, False])

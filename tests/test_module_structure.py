@@ -16,11 +16,12 @@ SRC = Path(dermsynth.__file__).parent
 #: the units of lower layers, never a unit of its own layer or of a higher one, at module level or inside a function.
 #: ``checkpoint`` (the file format) and ``data.batch`` (dataset rows -> tensors) sit low because the trainer writes
 #: what sampling, translating and editing read; the truncation sweep samples a checkpoint, so it is above ``sample``,
-#: not in ``metrics``; the classifier networks live in ``models`` because the metrics' feature extractors load them.
+#: not in ``metrics``; the classifier networks live in ``models`` because the metrics' feature extractors load them;
+#: ``report`` writes its figures and pages through ``io``'s atomic writer.
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
-    ("io", "device", "defaults", "progress", "report", "resources"),
-    ("checkpoint", "models"),
+    ("io", "device", "defaults", "progress", "resources"),
+    ("checkpoint", "models", "report"),
     ("data",),
     ("metrics",),
     ("sample",),

@@ -128,6 +128,7 @@ def test_options_of_the_other_family_are_refused(tmp_path, conditional_run):
         (dict(model="ddpm", p_uncond=0.2), "--p-uncond applies to class-conditional models"),
         (dict(model="ddpm", sampling_steps=20, timesteps=10), "--sampling-steps must be in \\[1, 10\\]"),
         (dict(model="ddpm", preset="huge"), "unknown --preset .huge. for --model ddpm; available: auto, ddpm-32"),
+        (dict(model="dcgan", preset="zhu2017"), "--preset does not apply to --model dcgan"),
     ]:
         with pytest.raises(DermsynthError, match=message):
             TrainConfig(**cfg).resolve()

@@ -19,6 +19,8 @@ from dermsynth.errors import DermsynthError
 # imported from there so that `dermsynth --help` does not load torch).
 EXTRACTOR_CHOICES = ("auto", "inception", "shipped", "classifier", "none")
 SWEEP_METRICS = ("swd", "fid", "kid", "colour_jsd")
+COMPARE_MODELS = ("dcgan", "ddpm", "lapgan", "pgan", "stylegan2")  # dermsynth.compare.comparable_models()
+MAP_ATTRIBUTES = ("pigment_network", "negative_network", "streaks", "milia_like_cyst", "globules")  # data.ATTRIBUTES
 
 
 class _Group(click.Group):
@@ -37,8 +39,8 @@ class _Group(click.Group):
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"error: {where}{exc.strerror or exc}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt as exc:  # a message says which write it stopped (dermsynth.io.atomic_open)
+            click.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
             sys.exit(130)
 
 
@@ -217,28 +219,35 @@ def train(ctx: click.Context, resume: bool, quiet: bool, **options) -> None:
 @click.option("--guidance", type=float, default=None,
               help="Diffusion models: classifier-free guidance w, eps_uncond + w (eps_cond - eps_uncond) "
                    "(default 1 = none; class-conditional models).")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder, removing first what an earlier "
+              "run of this command wrote there (its PNGs and manifest; nothing else).")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation: float | None, psi: float | None,
            seed: int, interpolate: bool, sampler: str | None, sampling_steps: int | None, guidance: float | None,
-           device: str, quiet: bool) -> None:
-    """Sample PNGs and a manifest.csv from a training CHECKPOINT (a GAN, or a diffusion model with a sampler)."""
+           overwrite: bool, device: str, quiet: bool) -> None:
+    """Sample PNGs and a manifest.csv from a training CHECKPOINT (a GAN, or a diffusion model with a sampler) into
+    an empty (or new) --out folder.
+
+    Image i depends only on CHECKPOINT, --seed, the truncation / sampler options and i: the first 5 of --n 70
+    are the images of --n 5."""
     from dermsynth.device import resolve_device
-    from dermsynth.io import check_writable_dir
-    from dermsynth.sample import latent_walk, write_samples
+    from dermsynth.io import check_writable_dir, output_dir
+    from dermsynth.sample import SAMPLE_FILES, latent_walk, write_samples
 
     device = str(resolve_device(device))
-    check_writable_dir(out, "--out")
+    check_writable_dir(out, "--out")  # before reading the checkpoint; emptiness is checked once it is read
     if interpolate:
         if sampler is not None or sampling_steps is not None or guidance is not None:
             raise DermsynthError("--interpolate (a GAN latent walk) takes no --sampler, --sampling-steps or --guidance")
+        output_dir(out, "--out", overwrite=overwrite, ours=SAMPLE_FILES)
         path = latent_walk(checkpoint, Path(out) / "latent_walk.png", class_name=class_name,
                            truncation=truncation, seed=seed, device=device, psi=psi)
         click.echo(f"latent walk: {path}")
         return
     manifest = write_samples(checkpoint, n, out, class_name=class_name, truncation=truncation, seed=seed,
                              device=device, progress=not quiet, psi=psi, sampler=sampler,
-                             sampling_steps=sampling_steps, guidance=guidance)
+                             sampling_steps=sampling_steps, guidance=guidance, overwrite=overwrite)
     click.echo(f"{n} images; manifest {manifest}")
 
 
@@ -253,18 +262,21 @@ def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation
 @click.option("--ids", default=None, help="Comma-separated map / image ids to translate (default: all).")
 @click.option("--n", "n", type=int, default=None, help="At most this many maps.")
 @click.option("--edit", "edits", multiple=True, help="Edit every map, in order (repeatable): flip, vflip, "
-              "rotate:DEG, scale:F, remove:ATTR, add:ATTR:CX,CY,R (a disc, fractions of the side).")
+              "rotate:DEG, scale:F, remove:ATTR, add:ATTR:CX,CY,R (a disc, fractions of the side); ATTR one of: "
+              f"{', '.join(MAP_ATTRIBUTES)} (needs a checkpoint trained with attribute masks).")
 @click.option("--export-maps", is_flag=True, help="Also write the (edited) maps to OUT/maps, a maps folder.")
 @click.option("--skip-unmasked", is_flag=True, help="--from-data: skip images without a lesion mask (with a count).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--sampler", default=None, help="ddpm-maps: ddpm | ddim | dpm-solver (default ddim).")
 @click.option("--sampling-steps", type=int, default=None,
               help="ddpm-maps: sampler steps (default ddpm 1000, ddim 50, dpm-solver 20).")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder, removing first what an earlier "
+              "run of this command wrote there (its PNGs and manifest; nothing else).")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def translate(checkpoint: str, maps: str | None, from_data: str | None, out: str, ids: str | None, n: int | None,
               edits: tuple[str, ...], export_maps: bool, skip_unmasked: bool, seed: int, sampler: str | None,
-              sampling_steps: int | None, device: str, quiet: bool) -> None:
+              sampling_steps: int | None, overwrite: bool, device: str, quiet: bool) -> None:
     """Images from semantic (+ instance) maps with a map -> image CHECKPOINT (pix2pixhd, or the mask-conditioned
     diffusion model ddpm-maps): PNGs, manifest.csv (file, source map, class) and grid.png (map | synthetic |
     real)."""
@@ -275,7 +287,7 @@ def translate(checkpoint: str, maps: str | None, from_data: str | None, out: str
                            ids=[i.strip() for i in ids.split(",") if i.strip()] if ids else None, n=n, edits=edits,
                            seed=seed, device=str(resolve_device(device)), skip_unmasked=skip_unmasked,
                            export_maps=export_maps, progress=not quiet, sampler=sampler,
-                           sampling_steps=sampling_steps)
+                           sampling_steps=sampling_steps, overwrite=overwrite)
     click.echo(f"{result.count} images; manifest {result.manifest}; grid {result.grid}")
 
 
@@ -335,7 +347,8 @@ def demo(data: str | None, out: str, size: int | None, steps: int | None, device
 
 
 @main.command()
-@click.option("--models", default="pgan,dcgan,lapgan", show_default=True, help="Comma-separated model names.")
+@click.option("--models", default="pgan,dcgan,lapgan", show_default=True,
+              help=f"Comma-separated model names, each one of: {', '.join(COMPARE_MODELS)}.")
 @click.option("--data", default=None, help="Real images (default: the built-in phantom data).")
 @click.option("--size", default=DEFAULT_SIZE, show_default=True)
 @click.option("--kimg", type=float, default=100.0, show_default=True,
@@ -432,19 +445,53 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
         raise DermsynthError(f"{option} takes comma-separated numbers, got {text!r}") from None
 
 
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _seed_counts(text: str | None) -> dict[str, int]:
+    """``--seeds-at 0.05:10,0.1:10`` -> {"0.05": 10, "0.1": 10}."""
+    counts = {}
+    for part in _names(text) or []:
+        fraction, _, k = part.partition(":")
+        try:
+            counts[f"{float(fraction):g}"] = int(k)
+        except ValueError:
+            raise DermsynthError(f"--seeds-at takes FRACTION:SEEDS pairs, e.g. 0.05:10, got {part!r}") from None
+    return counts
+
+
+def _synthetic_sources(values: tuple[str, ...]) -> tuple[str | None, dict[str, str]]:
+    """``--synthetic`` values: one unnamed SPEC, or NAME=SPEC pairs (a study with several sources)."""
+    named = [v.partition("=") for v in values if "=" in v and not Path(v).exists()]
+    if len(values) == 1 and not named:
+        return values[0], {}
+    if len(named) != len(values):
+        raise DermsynthError("several --synthetic sources need a name each: --synthetic NAME=SPEC")
+    names = [n.strip().lower() for n, _, _ in named]
+    if len(set(names)) != len(names):
+        raise DermsynthError(f"--synthetic names repeat: {', '.join(names)}")
+    return None, {n: spec for n, (_, _, spec) in zip(names, named)}
+
+
 @main.command()
 @click.argument("data")
 @click.option("--size", default=28, show_default=True, help="Side of the square images.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--fractions", default="0.7,0.15,0.15", show_default=True, help="train,val,test fractions.")
+@click.option("--classes", default=None, help="Comma-separated: split these classes only (e.g. mel,bkl,bcc as in "
+              "Essipova et al. 2020); the split then applies to the whole dataset, other classes dropped.")
 @click.option("--out", type=click.Path(), required=True, help="Split file (.json or .csv).")
-def split(data: str, size: int, seed: int, fractions: str, out: str) -> None:
-    """Lesion-grouped, class-stratified train/val/test split of DATA, saved for reuse (e.g. augment --split)."""
+def split(data: str, size: int, seed: int, fractions: str, classes: str | None, out: str) -> None:
+    """Lesion-grouped, class-stratified train/val/test split of DATA, saved for reuse (augment --split, train
+    --split [--real-fraction F]); its seed also fixes the nested real fractions of its train part."""
     from dermsynth.data.splits import split_dataset
     from dermsynth.data.prepare import load_dataset
 
     ds = load_dataset(data, size=size)
-    result = split_dataset(ds, fractions=_floats(fractions, "--fractions"), seed=seed)
+    result = split_dataset(ds, fractions=_floats(fractions, "--fractions"), seed=seed, classes=_names(classes))
+    if result.classes is not None:
+        ds = result.apply(ds)["train"]  # for the class names below
     result.save(out)
     for name, counts in result.class_counts(ds.num_classes).items():
         click.echo(f"{name}: {int(counts.sum())} images (" + ", ".join(
@@ -458,12 +505,21 @@ def split(data: str, size: int, seed: int, fractions: str, out: str) -> None:
 @click.option("--size", default=28, show_default=True)
 @click.option("--conditions", default=None, help="Comma-separated, e.g. real,real+classic,real+synth:1,real+balance,"
               "synth:1 (default: those with --synthetic, else real,real+classic).")
-@click.option("--synthetic", default=None, help="GAN checkpoint, sample folder with manifest.csv, or 'phantom'.")
-@click.option("--synthetic-class", default=None, help="The one class an unconditional checkpoint generates.")
+@click.option("--synthetic", multiple=True, help="GAN or diffusion checkpoint, sample folder with manifest.csv, or "
+              "'phantom'; '{fraction}' in it is replaced by each real fraction (runs/gan-{fraction}: the GAN trained on "
+              "that fraction). Repeat as NAME=SPEC for several named sources; conditions drawing synthetic images are "
+              "crossed with them (or name one: real+synth:1@NAME).")
+@click.option("--synthetic-class", default=None,
+              help="An unconditional checkpoint: the class all its images are labelled with (e.g. mel for a GAN "
+                   "trained on melanomas only). synth:R then adds R x the number of real training images, all of "
+                   "that one class (real class proportions apply only among the classes a source generates); "
+                   "recorded in results.json (synthetic_source.labels).")
 @click.option("--truncation", type=float, default=None, help="Latent truncation when sampling a checkpoint.")
 @click.option("--seeds", default=5, show_default=True, help="Repeats per condition.")
 @click.option("--seed", default=0, show_default=True, help="First seed.")
-@click.option("--baseline", default="real", show_default=True)
+@click.option("--baseline", default="real", show_default=True,
+              help="The condition every other one is compared with (paired differences by seed, bootstrap CI); "
+                   "one of --conditions.")
 @click.option("--test", default=None, help="External test set (another dataset), scored besides the internal "
               "test split; classes matched by name, e.g. ISIC 2017 melanoma/nevus/seborrheic_keratosis -> "
               "mel/nv/bkl (see dermsynth.classify.external).")
@@ -477,22 +533,53 @@ def split(data: str, size: int, seed: int, fractions: str, out: str) -> None:
 @click.option("--patience", default=10, show_default=True, help="Early-stopping patience in epochs (0: none).")
 @click.option("--class-weighting", is_flag=True, help="Class-balanced cross-entropy weights.")
 @click.option("--n-boot", default=2000, show_default=True, help="Bootstrap resamples of the test set.")
+@click.option("--real-fraction", "real_fractions", default="1", show_default=True,
+              help="Comma-separated fractions of the training split (nested, lesion-grouped, class-stratified, "
+              "seeded by the split's seed), each crossed with the conditions and seeds, e.g. 0.05,0.1,0.25,0.5,1.")
+@click.option("--synthetic-ratio", "synthetic_ratios", default=None,
+              help="Synthetic:real ratio sweep, e.g. 0.5,1,2,5,10: real+synth:R at --sweep-fraction.")
+@click.option("--seeds-at", default=None, help="Other seed counts at some real fractions, e.g. 0.05:10,0.1:10 "
+              "(the scarce fractions, where the seed-to-seed spread is largest).")
+@click.option("--sweep-fraction", type=float, default=None, help="Real fraction of the ratio sweep (default: the "
+              "smallest).")
+@click.option("--classes", default=None, help="Comma-separated: these classes only (Essipova et al. 2020: mel,bkl,bcc).")
+@click.option("--layout", default="default", show_default=True, help="default, or essipova2020: also Essipova et al.'s "
+              "table (accuracy and per-class recall per real fraction) in table_essipova2020.md.")
+@click.option("--workers", default=1, show_default=True, help="Runs at once (a local process pool; threads per "
+              "run = CPUs / workers). With --executor local: submitit jobs at once; slurm: array parallelism.")
+@click.option("--executor", default="pool", show_default=True,
+              help="pool: local processes; local / debug: submitit's local / in-process executors; slurm: one "
+              "SLURM job array through submitit (returns at once; run the same command again to collect).")
+@click.option("--slurm-partition", default=None, help="--executor slurm: the partition.")
+@click.option("--slurm-minutes", default=60, show_default=True, help="--executor slurm: time limit of one run.")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def augment(conditions: str | None, split_file: str | None, fractions: str, patience: int, quiet: bool,
-            **options) -> None:
-    """Does synthetic data help a classifier? Train each condition over K seeds; tables, plots, report."""
+            synthetic: tuple[str, ...], real_fractions: str, synthetic_ratios: str | None, classes: str | None,
+            seeds_at: str | None, **options) -> None:
+    """Does synthetic data help a classifier? Train each condition over K seeds (at each real fraction);
+    tables, plots, report."""
     from dermsynth.classify.experiment import run_augment_experiment
     from dermsynth.classify.experiment_config import AugmentExperimentConfig
 
+    unnamed, sources = _synthetic_sources(synthetic) if synthetic else (None, {})
     if conditions is None:
-        conditions = ("real,real+classic,real+synth:1,real+balance,synth:1" if options["synthetic"]
-                      else "real,real+classic")
+        conditions = ("real,real+classic,real+synth:1,real+balance,synth:1" if synthetic else "real,real+classic")
     cfg = AugmentExperimentConfig(conditions=[c for c in conditions.split(",") if c.strip()], split=split_file,
-                                  fractions=_floats(fractions, "--fractions"), patience=patience or None, **options)
+                                  fractions=_floats(fractions, "--fractions"), patience=patience or None,
+                                  synthetic=unnamed, sources=sources, classes=_names(classes),
+                                  seeds_at=_seed_counts(seeds_at),
+                                  real_fractions=list(_floats(real_fractions, "--real-fraction")),
+                                  synthetic_ratios=list(_floats(synthetic_ratios, "--synthetic-ratio"))
+                                  if synthetic_ratios else [], **options)
     result = run_augment_experiment(cfg, progress=not quiet)
+    if not result.results:
+        click.echo(f"submitted; results will be in {result.out} after the next augment call")
+        return
     click.echo(result.table)
     click.echo(f"trained {len(result.trained)} run(s), reused {len(result.skipped)}; report: {result.report}")
+
+
 
 
 @main.command("truncation-sweep")
@@ -585,11 +672,13 @@ def patches(source: str, out: str, size: int, lesion_fraction: str, margin: int,
               help="ddpm-inpaint: sampler steps (default ddpm 1000, ddim 50, dpm-solver 20).")
 @click.option("--seed", type=int, default=None, help="ddpm-inpaint: seed of the sampling noise (default 0; photo i "
                                                      "of a folder: a function of the seed and i).")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder (--images), removing first what an earlier "
+              "run of this command wrote there (its PNGs and manifest; nothing else).")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def edit(checkpoint: str, image: str | None, mask: str | None, images: str | None, masks: str | None, out: str,
-         direction: str | None, sampler: str | None, sampling_steps: int | None, seed: int | None, device: str,
-         quiet: bool) -> None:
+         direction: str | None, sampler: str | None, sampling_steps: int | None, seed: int | None, overwrite: bool,
+         device: str, quiet: bool) -> None:
     """Add or remove a lesion with a unet-translator, cyclegan or ddpm-inpaint CHECKPOINT; reports the change
     inside vs outside the mask and writes an input | mask | output (CycleGAN: input | translation |
     reconstruction) grid. ddpm-inpaint keeps every pixel outside the mask exactly."""
@@ -602,12 +691,15 @@ def edit(checkpoint: str, image: str | None, mask: str | None, images: str | Non
     if image is not None:
         if masks is not None:
             raise DermsynthError("--masks goes with --images; for one --image give --mask")
+        if overwrite:
+            raise DermsynthError("--overwrite goes with --images (an output folder); --out OUT.png is replaced "
+                                 "atomically anyway")
         report = edit_image(checkpoint, image, mask, out, direction=direction, device=device, **sampling)
     else:
         if mask is not None:
             raise DermsynthError("--mask goes with --image; for --images give a --masks folder")
         report = edit_folder(checkpoint, images, masks, out, direction=direction, device=device,
-                             progress=not quiet, **sampling)
+                             progress=not quiet, overwrite=overwrite, **sampling)
     click.echo(report.describe())
     click.echo(f"grid: {report.grid}")
 

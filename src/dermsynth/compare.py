@@ -21,7 +21,7 @@ from dermsynth.device import resolve_device
 from dermsynth.errors import DermsynthError
 from dermsynth.io import write_json, write_text
 from dermsynth.metrics.swd import SWDResult, disjoint_halves, swd
-from dermsynth.models import MODELS, model_spec
+from dermsynth.models import MODELS, NOISE_INPUTS, model_spec
 from dermsynth.report.figures import image_grid, save_png
 from dermsynth.report.html import HTMLReport
 from dermsynth.sample import load_generator, sample_images
@@ -29,6 +29,11 @@ from dermsynth.train import TrainConfig, train
 from dermsynth.train.trainer import load_training_data
 
 PAPER_ORDER = ("pgan", "dcgan", "lapgan")  # the column order of Baur et al. 2018, Table 1
+
+
+def comparable_models() -> list[str]:
+    """The registered models `compare` can train and score: those sampled from latents (noise -> image)."""
+    return sorted(name for name, spec in MODELS.items() if spec.inputs == NOISE_INPUTS)
 
 
 @dataclass
@@ -67,7 +72,11 @@ def compare(models: Sequence[str] = PAPER_ORDER, data: str | None = None, size: 
     if unknown or not models:
         raise DermsynthError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; "
                              f"available: {', '.join(sorted(MODELS))}")
-    if kimg <= 0:
+    translators = [m for m in models if MODELS[m].inputs != NOISE_INPUTS]
+    if translators:  # SWD of samples drawn from latents: a map or image translator has none to draw
+        raise DermsynthError(f"--models: {translators[0]} translates {', '.join(MODELS[translators[0]].inputs)}, it "
+                             f"does not sample from latents; compare takes {', '.join(comparable_models())}")
+    if not kimg > 0:
         raise DermsynthError(f"--kimg must be > 0, got {kimg}")
     out, dev = Path(out), resolve_device(device)
     base = TrainConfig(data=data, size=size, batch_size=batch_size, seed=seed, device=str(dev), **train_options)

@@ -16,13 +16,13 @@ import torch
 
 from dermsynth.defaults import DEMO_THREADS
 from dermsynth.device import fixed_threads, resolve_device
-from dermsynth.errors import DermsynthError
+from dermsynth.errors import DermsynthError, require_at_least
 from dermsynth.io import check_writable_dir, read_json, write_json
 from dermsynth.metrics.swd import SWDResult, disjoint_halves, swd
 from dermsynth.models import build_gan
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.report.html import HTMLReport
-from dermsynth.sample import latent_walk, load_generator, sample_images, truncated_normal
+from dermsynth.sample import latent_walk, load_generator, sample_images, sample_latents
 from dermsynth.train import TrainConfig, TrainingInterrupted, train
 from dermsynth.train.trainer import load_training_data, model_options
 
@@ -57,6 +57,8 @@ def run_demo(data: str | None = None, out: str | Path = "runs/demo", size: int |
     with ``threads`` threads (:data:`~dermsynth.defaults.DEMO_THREADS`; ``DERMSYNTH_THREADS`` wins), so that its
     numbers do not depend on how busy the machine is.
     """
+    require_at_least("--steps", steps)  # 0 is not "the default"
+    require_at_least("--size", size)
     dev = resolve_device(device)
     with fixed_threads(threads if dev.type == "cpu" else None) as cpu_threads:
         return _demo(data, Path(out), size, steps, batch_size, eval_images, dev, seed, progress, cpu_threads)
@@ -65,8 +67,8 @@ def run_demo(data: str | None = None, out: str | Path = "runs/demo", size: int |
 def _demo(data: str | None, out: Path, size: int | None, steps: int | None, batch_size: int, eval_images: int,
           dev: torch.device, seed: int, progress: bool, cpu_threads: int) -> DemoResult:
     on_gpu = dev.type == "cuda"
-    size = size or (64 if on_gpu else 32)
-    steps = steps or (3000 if on_gpu else 4000)
+    size = (64 if on_gpu else 32) if size is None else size
+    steps = (3000 if on_gpu else 4000) if steps is None else steps
     check_writable_dir(out, "--out")
     _check_same_size(out, size)
     cfg = TrainConfig(model="dcgan", data=data, out=str(out / "train"), size=size, steps=steps,
@@ -84,7 +86,7 @@ def _demo(data: str | None, out: Path, size: int | None, steps: int | None, batc
     real_a, real_b = np.asarray(dataset.images[idx_a]), np.asarray(dataset.images[idx_b])
     model = load_generator(result.checkpoint, dev)
     fake, _ = sample_images(model, half, seed)
-    z = truncated_normal(half, model.z_dim, None, torch.Generator().manual_seed(seed))  # the same latents
+    z, _ = sample_latents(model, half, seed)  # the same latents
 
     torch.manual_seed(cfg.seed)  # the trainer's initialisation: the "step 0" generator
     untrained, _ = build_gan(cfg.model, **model_options(cfg, dataset))

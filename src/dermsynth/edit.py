@@ -30,7 +30,7 @@ import torch
 from dermsynth.data.images import load_image, load_mask
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
-from dermsynth.io import check_writable_dir, write_csv, write_json
+from dermsynth.io import check_writable_dir, output_dir, write_csv, write_json
 from dermsynth.models.diffusion import inpaint_condition
 from dermsynth.models.editing import CYCLE_DIRECTIONS, mask_change
 from dermsynth.progress import tqdm
@@ -232,20 +232,27 @@ def _pairs(images_dir: Path, masks_dir: Path | None) -> list[tuple[Path, Path | 
     return pairs
 
 
+#: what `dermsynth edit --images` writes into its folder besides the edited photos its manifest lists
+EDIT_FILES = ("manifest.csv", "grid.png", "relevance.json")
+
+
 def edit_folder(checkpoint: str | Path, images: str | Path, masks: str | Path | None, out: str | Path,
                 direction: str | None = None, device: str = "auto", progress: bool = True,
-                sampler: str | None = None, sampling_steps: int | None = None, seed: int | None = None) -> EditReport:
+                overwrite: bool = False, sampler: str | None = None, sampling_steps: int | None = None,
+                seed: int | None = None) -> EditReport:
     """Edit every photo of ``images`` (with its mask from ``masks``) into the folder ``out``; a diffusion
     editor's photo ``i`` (in file-name order) is drawn from noise of ``seed`` and ``i``.
 
-    Every pair is read and checked first; nothing is written unless all of them are valid."""
+    Every pair is read and checked first; nothing is written unless all of them are valid. ``out`` must be
+    empty or new; ``overwrite`` first removes what an earlier edit wrote there (the files its manifest lists,
+    :data:`EDIT_FILES`)."""
     editor = load_editor(checkpoint, direction, device, sampler, sampling_steps, seed)
     pairs = _pairs(Path(images), None if masks is None else Path(masks))
     if editor.needs_mask and pairs[0][1] is None:
         raise DermsynthError(f"a {editor.model.model} checkpoint edits inside lesion masks; give --masks")
     for image_path, mask_path in pairs:  # validate everything before writing anything
         _read_pair(editor, image_path, mask_path)
-    out = check_writable_dir(out, "--out")
+    out = output_dir(out, "--out", overwrite=overwrite, ours=EDIT_FILES)
     rows, outputs, tiles, changes = [], [], [], []
     for index, (image_path, mask_path) in enumerate(tqdm(pairs, desc="editing", unit="img", disable=not progress)):
         photo, m = _read_pair(editor, image_path, mask_path)

@@ -17,3 +17,10 @@ class DataError(DermsynthError):
 
 class CheckpointError(DermsynthError):
     """A checkpoint that is missing, corrupt or does not match the requested model."""
+
+
+def require_at_least(option: str, value: float | None, minimum: float = 1) -> None:
+    """A one-line :class:`DermsynthError` naming ``option`` unless ``value`` is ``None`` (not given: its default)
+    or at least ``minimum`` (so that 0 or a negative number never silently means "the default")."""
+    if value is not None and not value >= minimum:
+        raise DermsynthError(f"{option} must be >= {minimum:g}, got {value}")

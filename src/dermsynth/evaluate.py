@@ -36,7 +36,7 @@ import torch
 
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.device import resolve_device
-from dermsynth.errors import DataError, DermsynthError
+from dermsynth.errors import DataError, DermsynthError, require_at_least
 from dermsynth.io import check_writable_dir, write_json
 from dermsynth.metrics.features import EXTRACTOR_CHOICES, FeatureExtractor, resolve_extractor
 from dermsynth.metrics.inception import WEIGHTS_ENV
@@ -350,6 +350,8 @@ def evaluate(
     """
     from dermsynth.sample import load_generator
 
+    for option, value in (("--max-images", max_images), ("--n-fake", n_fake), ("--sweep-n", sweep_n)):
+        require_at_least(option, value)
     out = check_writable_dir(out, "--out")  # before any computation
     dev = resolve_device(device)
     model = load_generator(checkpoint, dev) if checkpoint is not None else None

@@ -26,9 +26,9 @@ import torch
 
 from dermsynth.errors import CheckpointError, DermsynthError
 
-__all__ = ["append_csv_row", "atomic_open", "check_writable_dir", "ensure_dir", "load_torch", "read_csv_rows",
-           "read_json", "remove_stale_temp", "save_torch", "temp_path", "write_bytes", "write_csv", "write_json",
-           "write_text"]
+__all__ = ["append_csv_row", "atomic_open", "check_file_target", "check_writable_dir", "ensure_dir", "load_torch",
+           "output_dir", "read_csv_rows", "read_json", "remove_stale_temp", "save_figure", "save_torch", "temp_path",
+           "write_bytes", "write_csv", "write_json", "write_text"]
 
 # .<name>.<pid>.tmp, optionally followed by a suffix (np.save appends .npy): what temp_path() makes.
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp(\.[A-Za-z0-9]+)?$")
@@ -103,23 +103,101 @@ def check_writable_dir(path: str | Path, option: str | None = None) -> Path:
     return path
 
 
+def _listed_in_manifest(folder: Path) -> set[str]:
+    """The plain file names in the ``file`` column of ``folder/manifest.csv`` (none that leave the folder)."""
+    rows = read_csv_rows(folder / "manifest.csv") if (folder / "manifest.csv").is_file() else []
+    if not rows or "file" not in rows[0]:
+        return set()
+    col = rows[0].index("file")
+    return {r[col] for r in rows[1:] if len(r) > col and r[col] and Path(r[col]).name == r[col]
+            and not r[col].startswith(".")}
+
+
+def output_dir(path: str | Path, option: str, *, overwrite: bool = False, ours: Sequence[str] = ()) -> Path:
+    """A writable folder for a command's outputs that holds nothing from an earlier run.
+
+    A folder that already holds files is refused (an earlier run's images beside a new, shorter manifest would
+    be read as one set), unless ``overwrite``: then what a command writes there is removed first -- the files
+    its ``manifest.csv`` lists and those matching the glob patterns ``ours`` (relative to the folder; a folder
+    a pattern leaves empty is removed too) -- and nothing else.
+    """
+    path = check_writable_dir(path, option)
+    remove_stale_temp(path)
+    if overwrite:
+        doomed = {path / name for name in _listed_in_manifest(path)}
+        doomed |= {p for pattern in ours for p in path.glob(pattern)}
+        for p in sorted(doomed, key=lambda p: -len(p.parts)):
+            try:
+                if p.is_file() or p.is_symlink():
+                    p.unlink()
+                elif p.is_dir() and p != path and not any(p.iterdir()):
+                    p.rmdir()
+            except OSError as exc:
+                raise DermsynthError(f"{p}: cannot remove ({_reason(exc)})") from None
+        for parent in sorted({p.parent for p in doomed if p.parent != path}, key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # only succeeds when empty
+        return path
+    entries = sorted(p.name for p in path.iterdir())
+    if entries:
+        raise DermsynthError(f"{option} {path} is not empty ({len(entries)} entries, e.g. {entries[0]}); choose an "
+                             f"empty folder, or pass --overwrite to replace what an earlier run wrote there")
+    return path
+
+
+def check_file_target(path: str | Path, option: str) -> Path:
+    """``path`` as the name of a file to write (before any long computation): a one-line error naming
+    ``option`` when it is (or, ending in a slash, names) a folder, or its folder cannot be written."""
+    text = str(path)
+    path = Path(path)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise DermsynthError(f"{option} {text}: names a folder, but a file is written there; give a file name "
+                             f"(e.g. {path}/NAME)")
+    check_writable_dir(path.parent, option)
+    return path
+
+
+class _InterruptNoticingFile:
+    """A file whose writes remember a Ctrl-C: torch's C++ writer turns an exception raised inside ``write`` (a
+    second Ctrl-C arriving mid-checkpoint) into a RuntimeError ('unexpected pos') that no longer says so."""
+
+    def __init__(self, f: IO) -> None:
+        self._f = f
+        self.interrupted = False
+
+    def write(self, data):
+        try:
+            return self._f.write(data)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._f, name)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb", *, suffix: str = "") -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; rename it over ``path`` when the block succeeds.
 
     On any failure (an exception in the block, a full disk, Ctrl-C) the temporary file is removed and
-    ``path`` keeps its previous content. Write failures are raised as one :class:`DermsynthError` line.
+    ``path`` keeps its previous content. Write failures are raised as one :class:`DermsynthError` line naming
+    ``path``; a Ctrl-C during the write as a KeyboardInterrupt that says the write was interrupted.
     """
     path = Path(path)
     ensure_dir(path.parent)
     tmp = temp_path(path, suffix)
+    f = None
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"newline": "", "encoding": "utf-8"})) as f:
+        with open(tmp, mode, **({} if "b" in mode else {"newline": "", "encoding": "utf-8"})) as raw:
+            f = _InterruptNoticingFile(raw)
             yield f
         os.replace(tmp, path)
     except BaseException as exc:
         written = tmp.stat().st_size if tmp.exists() else None
         _unlink(tmp)
+        if isinstance(exc, KeyboardInterrupt) or (f is not None and f.interrupted):
+            raise KeyboardInterrupt(f"{path}: the write was interrupted; the previous file is kept") from None
         if _is_write_failure(exc):
             raise write_error(path, exc, written) from None
         raise
@@ -129,6 +207,13 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     """Atomically write ``data`` to ``path``."""
     with atomic_open(path, "wb") as f:
         f.write(data)
+    return Path(path)
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Atomically save a matplotlib figure as PNG (``fig.savefig`` into the temporary file)."""
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
     return Path(path)
 
 

@@ -41,11 +41,30 @@ def _is_tty(stream) -> bool:
         return False
 
 
+class _LogBar(_tqdm):
+    """A bar writing to a log: ``set_postfix`` / ``set_description`` do not force a line of their own (tqdm
+    redraws on each by default, so a trainer logging every step printed a line per step); the new text shows
+    in the next timed line (and the final one)."""
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_postfix_str(self, s="", refresh=True):
+        super().set_postfix_str(s, refresh=False)
+
+    def set_description(self, desc=None, refresh=True):
+        super().set_description(desc, refresh=False)
+
+    def set_description_str(self, desc=None, refresh=True):
+        super().set_description_str(desc, refresh=False)
+
+
 def tqdm(*args, **kwargs):
     """``tqdm.auto.tqdm`` with the same arguments; when its stream (default stderr) is not a terminal:
-    one plain line every :data:`LOG_INTERVAL_S` seconds at most."""
+    one plain line every :data:`LOG_INTERVAL_S` seconds at most, whatever the caller refreshes."""
     stream = kwargs.get("file") or sys.stderr
     if not _NOTEBOOK and not kwargs.get("disable", False) and not _is_tty(stream):
         kwargs.update(file=_LogFile(stream), mininterval=LOG_INTERVAL_S, maxinterval=2 * LOG_INTERVAL_S,
                       dynamic_ncols=False, ncols=kwargs.get("ncols") or 100)
+        return _LogBar(*args, **kwargs)
     return _tqdm(*args, **kwargs)

@@ -27,7 +27,7 @@ from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.maps import LesionMap, maps_dataset
 from dermsynth.device import resolve_device
 from dermsynth.errors import CheckpointError, DermsynthError
-from dermsynth.io import check_writable_dir, write_csv
+from dermsynth.io import output_dir, write_csv
 from dermsynth.progress import tqdm
 from dermsynth.models import MODELS, NOISE_INPUTS, build_networks
 from dermsynth.models.diffusion import Denoiser, class_labels, maps_condition
@@ -184,14 +184,33 @@ def _psi_options(model: LoadedGenerator, psi: float | None) -> dict:
     return {"truncation_psi": float(psi)}
 
 
-@torch.no_grad()
-def generate(model: LoadedGenerator, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 256,
-             seed: int | None = None, psi: float | None = None) -> np.ndarray:
-    """Run the generator over latents (and labels) in batches; returns uint8 (N, H, W, 3) at full resolution.
+#: images a generator runs at once when sampling; the last chunk is padded to it, so that image i always goes
+#: through the generator in a chunk of the same shape at the same position (see :func:`generate`)
+SAMPLE_BATCH = 64
 
-    With ``seed``, noise the generator draws itself (LAPGAN, StyleGAN2's noise inputs) comes from a forked RNG
-    seeded with it, leaving the caller's global RNG untouched; without, from the global RNG. ``psi``: StyleGAN2's
-    truncation toward the average w (1 = none).
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The seed of the noise a generator draws itself (StyleGAN2's noise inputs, LAPGAN's band noise) for chunk
+    ``chunk`` of a sampling run with ``seed``: one well-mixed stream per (seed, chunk)."""
+    return int(np.random.SeedSequence([int(seed) % 2**63, int(chunk)]).generate_state(1, np.uint64)[0])
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    return x if len(x) == rows else torch.cat([x, x.new_zeros((rows - len(x), *x.shape[1:]))])
+
+
+@torch.no_grad()
+def generate(model: LoadedGenerator, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int = SAMPLE_BATCH,
+             seed: int | None = None, psi: float | None = None, first_chunk: int = 0) -> np.ndarray:
+    """Run the generator over latents (and labels) in chunks of ``batch_size``; uint8 (N, H, W, 3) at full
+    resolution.
+
+    Image i depends only on its latent, its label, ``seed`` and its index: every chunk has the same shape
+    (the last one is padded with zero latents, whose images are dropped), and with ``seed`` the noise the generator
+    draws itself comes from a stream seeded per chunk (:func:`chunk_seed`; chunk k of this call is chunk
+    ``first_chunk + k`` of the run) inside a forked RNG, leaving the caller's global RNG untouched. So a 5-image run
+    gives the first 5 images of a 70-image run, bit for bit, whatever the noise model. Without ``seed``, noise
+    comes from the global RNG. ``psi``: StyleGAN2's truncation toward the average w (1 = none).
     """
     if model.diffusion:
         raise DermsynthError(f"{model.checkpoint} is a diffusion model: it is sampled from its own noise by a "
@@ -203,28 +222,42 @@ def generate(model: LoadedGenerator, z: torch.Tensor, labels: torch.Tensor | Non
             if seed is not None else contextlib.nullcontext())
     out = []
     with fork:
-        if seed is not None:
-            torch.manual_seed(seed)
-        for i in range(0, len(z), batch_size):
-            zb = z[i:i + batch_size].to(device)
-            yb = None if labels is None else labels[i:i + batch_size].to(device)
-            out.append(to_uint8(upsample_to(model.generator(zb, yb, **options), resolution)))
+        for k, i in enumerate(range(0, len(z), batch_size)):
+            if seed is not None:
+                torch.manual_seed(chunk_seed(seed, first_chunk + k))
+            rows = len(z[i:i + batch_size])
+            zb = _pad_rows(z[i:i + batch_size], batch_size).to(device)
+            yb = None if labels is None else _pad_rows(labels[i:i + batch_size], batch_size).to(device)
+            out.append(to_uint8(upsample_to(model.generator(zb, yb, **options), resolution))[:rows])
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
 
 
+def sample_latents(model: LoadedGenerator, n: int, seed: int, truncation: float | None = None,
+                   class_name: str | int | None = None,
+                   batch_size: int = SAMPLE_BATCH) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``n`` latents (and labels, None when unconditional) from one generator seeded with ``seed``, drawn a
+    chunk of ``batch_size`` at a time (latents, truncation redraws, then labels): latent i depends on the seed
+    and i, never on ``n``."""
+    gen = torch.Generator().manual_seed(seed)
+    chunks = [(model.latents(batch_size, truncation, gen),
+               sample_labels(model, batch_size, class_name, gen)) for _ in range(max(1, math.ceil(n / batch_size)))]
+    z = torch.cat([zc for zc, _ in chunks])[:n]
+    labels = None if chunks[0][1] is None else torch.cat([yc for _, yc in chunks])[:n]
+    return z, labels
+
+
 def sample_images(model: LoadedGenerator, n: int, seed: int, truncation: float | None = None,
-                  class_name: str | int | None = None, batch_size: int = 256,
+                  class_name: str | int | None = None, batch_size: int = SAMPLE_BATCH,
                   psi: float | None = None) -> tuple[np.ndarray, torch.Tensor | None]:
-    """``n`` uint8 images and their labels (None when unconditional), reproducible from ``seed``: latents, then
-    labels, from one generator seeded with it; noise the generator draws itself (LAPGAN) seeded with it too."""
+    """``n`` uint8 images and their labels (None when unconditional), reproducible from ``seed``: image i is the
+    same for every ``n`` (GANs: :func:`sample_latents`, :func:`generate`; diffusion models: noise and label drawn by
+    seed and index, with the default sampler)."""
     model.require_noise()
     if model.diffusion:
         check_sampling_options(model, truncation=truncation, psi=psi)
         labels = diffusion_labels(model, range(n), class_name, seed)
         return diffuse(model, n, seed, labels, diffusion_sampling(model), batch_size=batch_size), labels
-    gen = torch.Generator().manual_seed(seed)
-    z = model.latents(n, truncation, gen)
-    labels = sample_labels(model, n, class_name, gen)
+    z, labels = sample_latents(model, n, seed, truncation, class_name, batch_size)
     return generate(model, z, labels, batch_size, seed=seed, psi=psi), labels
 
 
@@ -360,14 +393,23 @@ def sample_labels(model: LoadedGenerator, n: int, class_name: str | int | None, 
                            lambda: torch.randint(len(model.class_names), (n,), generator=generator))
 
 
+SAMPLE_MANIFEST_HEADER = ["file", "class", "seed", "truncation", "psi", "checkpoint"]
+#: what `dermsynth sample` writes into its folder (removed by --overwrite)
+SAMPLE_FILES = ("sample_*.png", "manifest.csv", "latent_walk.png")
+
+
 def write_samples(checkpoint: str | Path, n: int, out: str | Path, class_name: str | int | None = None,
                   truncation: float | None = None, seed: int = 0, device: str = "auto",
-                  batch_size: int = 256, progress: bool = True, psi: float | None = None,
+                  batch_size: int = SAMPLE_BATCH, progress: bool = True, psi: float | None = None,
                   sampler: str | None = None, sampling_steps: int | None = None,
-                  guidance: float | None = None) -> Path:
+                  guidance: float | None = None, overwrite: bool = False) -> Path:
     """Write ``n`` PNGs and ``manifest.csv`` (file, class, seed, truncation, psi, checkpoint; diffusion models also
     sampler, sampling_steps, guidance) to ``out``. ``sampler``/``sampling_steps``/``guidance``: diffusion models
-    only (default ddim at its 50 steps, no guidance); ``truncation``/``psi``: GANs only."""
+    only (default ddim at its 50 steps, no guidance); ``truncation``/``psi``: GANs only.
+
+    ``out`` must be empty (or new): an earlier run's PNGs beside a shorter manifest would be read as samples of
+    this one. With ``overwrite``, what an earlier ``write_samples`` wrote there is removed first (the files its
+    manifest lists, ``sample_*.png``, the manifest), nothing else."""
     if n < 1:
         raise DermsynthError(f"--n must be >= 1, got {n}")
     model = load_generator(checkpoint, device)
@@ -378,21 +420,19 @@ def write_samples(checkpoint: str | Path, n: int, out: str | Path, class_name: s
         sampling = diffusion_sampling(model, sampler, sampling_steps, guidance)
     else:
         _psi_options(model, psi)  # a clear error before any work
-    out = check_writable_dir(out, "--out")
+    out = output_dir(out, "--out", overwrite=overwrite, ours=SAMPLE_FILES)
     if not model.diffusion:
-        gen = torch.Generator().manual_seed(seed)
-        z = model.latents(n, truncation, gen)
-        labels = sample_labels(model, n, class_name, gen)
+        z, labels = sample_latents(model, n, seed, truncation, class_name, batch_size)
     rows = []
-    for start in tqdm(range(0, n, batch_size), desc="sampling", unit="batch", disable=not progress):
+    starts = range(0, n, batch_size)
+    for chunk, start in enumerate(tqdm(starts, desc="sampling", unit="batch", disable=not progress)):
         stop = min(start + batch_size, n)
         if model.diffusion:
             labels_now = diffusion_labels(model, range(start, stop), class_name, seed)
             images = diffuse(model, stop - start, seed, labels_now, sampling, first_index=start, batch_size=batch_size)
         else:
             labels_now = None if labels is None else labels[start:stop]
-            images = generate(model, z[start:stop], labels_now, batch_size,
-                              seed=seed * 1_000_003 + start, psi=psi)  # one noise stream per batch of the manifest
+            images = generate(model, z[start:stop], labels_now, batch_size, seed=seed, psi=psi, first_chunk=chunk)
         for i, img in zip(range(start, stop), images):
             name = f"sample_{seed}_{i:06d}.png"
             save_png(img, out / name)
@@ -400,9 +440,8 @@ def write_samples(checkpoint: str | Path, n: int, out: str | Path, class_name: s
             row = [name, cls, seed, "" if truncation is None else truncation, "" if psi is None else psi,
                    str(model.checkpoint)]
             rows.append(row + [sampling.sampler, sampling.steps, sampling.guidance] if model.diffusion else row)
-    header = ["file", "class", "seed", "truncation", "psi", "checkpoint"]
-    return write_csv(out / "manifest.csv", header + (["sampler", "sampling_steps", "guidance"] if model.diffusion
-                                                     else []), rows)
+    header = SAMPLE_MANIFEST_HEADER + (["sampler", "sampling_steps", "guidance"] if model.diffusion else [])
+    return write_csv(out / "manifest.csv", header, rows)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

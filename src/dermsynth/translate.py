@@ -11,8 +11,7 @@ real column only for ``--from-data``) and, with ``--export-maps``, the (edited) 
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +22,14 @@ from dermsynth.data.maps import (LesionMap, instance_edges, maps_of, masked_subs
                                  read_maps, render_maps, unpack_semantic, write_maps)
 from dermsynth.data.prepare import load_dataset
 from dermsynth.errors import DermsynthError
-from dermsynth.io import check_writable_dir
+from dermsynth.io import output_dir, write_csv
 from dermsynth.report.figures import image_grid, save_png, to_uint8
 from dermsynth.sample import check_sampling_options, load_generator, translate_maps
 
 GRID_ROWS = 16
+#: what `dermsynth translate` writes into its folder (removed by --overwrite, with the files its manifest lists)
+TRANSLATE_FILES = ("translated_*.png", "manifest.csv", "grid.png", "maps/*_semantic.png", "maps/*_instance.png",
+                   "maps/maps.csv")
 
 
 @dataclass
@@ -54,9 +56,15 @@ def translate(checkpoint: str | Path, out: str | Path, *, maps: str | Path | Non
               from_data: str | None = None, ids: list[str] | None = None, n: int | None = None,
               edits: list[str] | tuple[str, ...] = (), seed: int = 0, device: str = "auto",
               skip_unmasked: bool = False, export_maps: bool = False, progress: bool = True,
-              sampler: str | None = None, sampling_steps: int | None = None) -> TranslateResult:
+              sampler: str | None = None, sampling_steps: int | None = None,
+              overwrite: bool = False) -> TranslateResult:
     """Translate maps with the generator of ``checkpoint`` into ``out`` (see the module docstring);
-    ``sampler``/``sampling_steps``: a map-conditioned diffusion model's sampling (default ddim, 50 steps)."""
+    ``sampler``/``sampling_steps``: a map-conditioned diffusion model's sampling (default ddim, 50 steps).
+
+    ``out`` must be empty or new; ``overwrite`` first removes what an earlier translate wrote there
+    (:data:`TRANSLATE_FILES` and the files its manifest lists). A checkpoint trained on lesion masks only
+    refuses attribute edits and maps with attribute regions (it would ignore them); ``--from-data`` maps are
+    cut to their lesion for it."""
     if (maps is None) == (from_data is None):
         raise DermsynthError("give exactly one of --maps DIR or --from-data SRC")
     if n is not None and n < 1:
@@ -69,8 +77,13 @@ def translate(checkpoint: str | Path, out: str | Path, *, maps: str | Path | Non
     size = int(G.resolution)
     uses_instance = model.takes_instance
     steps = [parse_edit(e) for e in edits]
-    out = Path(out)
-    check_writable_dir(out, "--out")
+    lesion_only = model.semantic_channels < 2
+    attribute_edits = [e for e in edits if e.strip().partition(":")[0] in ("add", "remove")]
+    if lesion_only and attribute_edits:
+        raise DermsynthError(f"--edit {attribute_edits[0]}: {checkpoint} was trained on lesion masks only (no "
+                             f"attribute masks), so it cannot draw attributes; train pix2pixhd on data with "
+                             f"attribute masks")
+    out = output_dir(out, "--out", overwrite=overwrite, ours=TRANSLATE_FILES)
 
     real = None
     if maps is not None:
@@ -82,6 +95,11 @@ def translate(checkpoint: str | Path, out: str | Path, *, maps: str | Path | Non
                 raise DermsynthError(f"--ids: no map {missing[0]}_semantic.png in {maps}")
             chosen = [by_id[i] for i in ids]
         chosen = chosen[:n] if n is not None else chosen
+        with_attributes = next((m for m in chosen if (m.codes > 1).any()), None)
+        if lesion_only and with_attributes is not None:
+            raise DermsynthError(f"{Path(maps) / (with_attributes.map_id + '_semantic.png')} has attribute regions "
+                                 f"(values above 1), but {checkpoint} was trained on lesion masks only and would "
+                                 f"ignore them; give lesion maps (0/1) or a checkpoint trained with attribute masks")
         if uses_instance and any(m.instance is None for m in chosen):
             first = next(m for m in chosen if m.instance is None)
             raise DermsynthError(f"{checkpoint} was trained with instance maps, but {maps} has no "
@@ -91,6 +109,8 @@ def translate(checkpoint: str | Path, out: str | Path, *, maps: str | Path | Non
         data = masked_subset(load_dataset(from_data, size=size, progress=progress), skip_unmasked)
         index = _select(data, ids, n)
         chosen = maps_of(data, index, instance=uses_instance)
+        if lesion_only:  # the data's attribute masks, which this model never saw: not shown as if used
+            chosen = [replace(m, codes=m.codes & 1) for m in chosen]
         real = np.asarray(data.images)[index]
         class_names = list(data.class_names)
     for step in steps:
@@ -102,11 +122,8 @@ def translate(checkpoint: str | Path, out: str | Path, *, maps: str | Path | Non
         name = f"translated_{i:06d}.png"
         save_png(img, out / name)
         rows.append([name, m.map_id, m.class_name, ";".join(edits), str(model.checkpoint), perceptual])
-    manifest = out / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "source_map", "class", "edits", "checkpoint", "perceptual"])
-        w.writerows(rows)
+    manifest = write_csv(out / "manifest.csv", ["file", "source_map", "class", "edits", "checkpoint", "perceptual"],
+                         rows)
     grid = save_png(map_grid(chosen[:GRID_ROWS], images[:GRID_ROWS], None if real is None else real[:GRID_ROWS],
                              model.semantic_channels), out / "grid.png", min_side=256)
     if export_maps:

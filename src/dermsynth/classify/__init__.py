@@ -25,14 +25,14 @@ folder, callable), minority-class balancing and synthetic only, over K seeds, wi
 from dermsynth.classify.transforms import ESSIPOVA2020_TRANSFORMS, TransformConfig, affine_matrices, transform_batch
 from dermsynth.classify.scoring import (ClassificationMetrics, macro_auc, melanoma_index, per_class_auc,
                                        score_predictions)
-from dermsynth.classify.experiment import AugmentExperimentResult, run_augment_experiment
+from dermsynth.classify.experiment import AugmentExperimentResult, run_augment_experiment, run_in_folder
 from dermsynth.classify.experiment_config import AugmentExperimentConfig, Condition, synthetic_counts
 from dermsynth.classify.external import CLASS_ALIASES, canonical_class, map_to_training_classes
 from dermsynth.classify.extractor import train_feature_extractor
 from dermsynth.classify.fit import TrainedClassifier, class_weights, predict_proba, train_classifier
 from dermsynth.models.classifiers import (CLASSIFIERS, ResNet18, SmallCNN, build_classifier, count_parameters,
                                          load_pretrained, register_classifier)
-from dermsynth.data.splits import SPLIT_NAMES, Split, grouped_split, split_dataset
+from dermsynth.data.splits import SPLIT_NAMES, Split, grouped_split, real_fraction_subset, split_dataset
 from dermsynth.classify.stats import (BootstrapResult, PairedComparison, PermutationResult, Summary,
                                       bootstrap_auc_difference, compare_to_baseline, format_mean_std,
                                       paired_permutation_test, summarize, wilcoxon_test)
@@ -47,7 +47,8 @@ __all__ = [
     "affine_matrices", "bootstrap_auc_difference", "build_classifier", "canonical_class", "class_weights",
     "compare_to_baseline", "count_parameters", "format_mean_std", "grouped_split", "load_pretrained", "macro_auc",
     "map_to_training_classes", "melanoma_index", "open_source", "paired_permutation_test", "per_class_auc",
-    "phantom_source", "predict_proba", "register_classifier", "run_augment_experiment", "score_predictions",
+    "phantom_source", "predict_proba", "real_fraction_subset", "register_classifier", "run_augment_experiment",
+    "run_in_folder", "score_predictions",
     "split_dataset", "summarize", "synthetic_counts", "train_classifier", "train_feature_extractor",
     "transform_batch", "wilcoxon_test",
 ]

@@ -21,13 +21,28 @@ Protocol (``dermsynth augment``; Bissoto et al. 2018 and Essipova et al. 2020):
    t-interval, exact sign-flip permutation p, Wilcoxon p); and a percentile bootstrap CI, over test
    images, of the macro-AUC difference between the seed-averaged predictions of the two conditions.
 
-Every (condition, seed) result is written as it finishes (``runs/<condition>/seed<k>.json`` with the
-test probabilities in ``.npz`` and the image manifest in ``_manifest.csv``); a re-run with the same
-``out`` skips finished pairs, so an interrupted experiment continues where it stopped, and more seeds
-or conditions can be added later. Outputs: ``config.json``, ``split.json``, ``results.json`` (every
-number), ``table.md`` / ``table.txt`` (Bissoto et al.'s "Training data | AUC (%)" layout, then details),
-``auc.png``, ``confusion/<condition>.png``, ``manifest.csv`` (every image of every run, by split) and
-a self-contained ``report.html``.
+Real fractions (``real_fractions``, issue 21): every condition is also trained on nested, lesion-grouped,
+class-stratified fractions of the training split (:func:`~dermsynth.data.splits.real_fraction_subset`, seeded by the
+split's seed); validation and test never change. The ratio sweep (``synthetic_ratios``) adds ``real+synth:R`` at
+the sweep fraction (default the smallest). A synthetic source may name ``{fraction}`` (one GAN per fraction, from
+``dermsynth train --split FILE --real-fraction f``), and several named sources may be compared (``sources``;
+``real+synth:1@dcgan``). A trained model whose recorded training images (the ids fingerprint in its
+checkpoint) are not the fraction it augments is refused, so a GAN never sees real images its classifier is
+denied. Each run record carries ``real_fraction``, ``n_real`` (the fraction's real training images) and
+``synthetic_ratio``; ``results.json`` holds ``runs`` (every run), ``fractions`` (per fraction, per condition,
+against the baseline at that fraction), ``ratio_sweep`` and, as before, ``conditions`` (the largest fraction).
+
+Every (fraction, condition, seed) result is written as it finishes (``runs/[frac<f>/]<condition>/seed<k>.json``
+with the test probabilities in ``.npz`` and the image manifest in ``_manifest.csv``); a re-run with the same
+``out`` skips finished runs, so an interrupted experiment continues where it stopped, and more seeds,
+conditions or fractions can be added later. The runs are independent: ``workers`` > 1 runs them in a local
+process pool (CPUs / workers threads each), ``executor`` ``local`` / ``debug`` / ``slurm`` as submitit jobs
+(:func:`run_in_folder` rebuilds the study from ``config.json``; a SLURM array is submitted and the next call
+collects it); the results are those of the serial run. Outputs: ``config.json``, ``split.json``,
+``results.json`` (every number), ``table.md`` / ``table.txt`` (Bissoto et al.'s "Training data | AUC (%)" layout,
+then details and, with several fractions or ratios, the data-efficiency tables), ``auc.png``,
+``confusion/<condition>.png``, ``manifest.csv`` (every image of every run, by split) and a self-contained
+``report.html``; ``layout="essipova2020"`` adds Essipova et al.'s table (:mod:`~dermsynth.classify.essipova_table`).
 """
 
 from __future__ import annotations
@@ -35,32 +50,39 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
+import os
+import re
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dermsynth.classify.scoring import score_predictions, melanoma_index
-from dermsynth.classify.experiment_config import (RESUMABLE_CHANGES, AugmentExperimentConfig, Condition,
-                                                  build_training_set, synthetic_counts)
+from dermsynth.classify.essipova_table import write_essipova_table
+from dermsynth.classify.experiment_config import (EXECUTION_SETTINGS, RESUMABLE_CHANGES, AugmentExperimentConfig,
+                                                  Condition, build_training_set, synthetic_counts)
 from dermsynth.classify.experiment_report import write_outputs
 from dermsynth.classify.external import class_mapping, map_to_training_classes
 from dermsynth.classify.fit import predict_proba, train_classifier
 from dermsynth.models.classifiers import build_classifier
-from dermsynth.data.splits import Split, split_dataset
+from dermsynth.data.splits import Split, ids_fingerprint, real_fraction_subset, restrict_classes, split_dataset
 from dermsynth.classify.stats import bootstrap_auc_difference, compare_to_baseline, summarize
 from dermsynth.classify.synthetic import SyntheticSource, open_source
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.prepare import load_dataset
-from dermsynth.device import bf16_native, resolve_device, runtime_info
+from dermsynth.device import THREADS_ENV, available_cpus, bf16_native, resolve_device, runtime_info, user_threads
 from dermsynth.errors import DataError, DermsynthError
 from dermsynth.io import atomic_open, write_csv, write_json
 from dermsynth.progress import tqdm
 
 __all__ = ["AugmentExperimentConfig", "AugmentExperimentResult", "Condition", "run_augment_experiment",
-           "synthetic_counts"]
+           "run_in_folder", "synthetic_counts"]
 
 CONFIG_FILE, SPLIT_FILE, RESULTS_FILE, MANIFEST_FILE = "config.json", "split.json", "results.json", "manifest.csv"
 MANIFEST_COLUMNS = ("split", "kind", "id", "class")
@@ -140,7 +162,7 @@ def _load_split(cfg: AugmentExperimentConfig, dataset: LesionDataset, out: Path)
     elif saved.is_file():
         split = Split.load(saved)
     else:
-        split = split_dataset(dataset, fractions=cfg.fractions, seed=cfg.split_seed)
+        split = split_dataset(dataset, fractions=cfg.fractions, seed=cfg.split_seed, classes=cfg.classes)
     _check_split(split, dataset)
     if tuple(split.names[:3]) != ("train", "val", "test"):
         raise DataError(f"the split must name train, val and test, got {', '.join(split.names)}")
@@ -152,6 +174,8 @@ def _load_data(cfg: AugmentExperimentConfig, dataset: LesionDataset | None, prog
         dataset = load_dataset(cfg.data, size=cfg.size, progress=progress)
     if dataset.size != cfg.size:
         raise DataError(f"the data are {dataset.size}px but the experiment is set to {cfg.size}px")
+    if cfg.classes is not None:
+        dataset = restrict_classes(dataset, cfg.classes)
     if dataset.num_classes < 2 or (dataset.labels < 0).any():
         raise DataError(f"{dataset.source or 'the data'}: the experiment needs every image labelled with one of "
                         f"at least two classes")
@@ -171,28 +195,115 @@ def _load_external(cfg: AugmentExperimentConfig, dataset: LesionDataset, progres
     return test, info
 
 
-# --- one (condition, seed) run ---------------------------------------------------------------------
-def _run_paths(out: Path, cond: Condition, seed: int) -> dict[str, Path]:
-    base = out / "runs" / cond.slug
+# --- the study: data, split, real fractions, sources --------------------------------------------
+@dataclass
+class _Study:
+    """Everything the runs of one experiment share, built the same way by the caller and by every worker."""
+
+    cfg: AugmentExperimentConfig
+    dataset: LesionDataset
+    split: Split
+    parts: dict[str, LesionDataset]               # train (all of it), val, test[, external]
+    external: dict | None                         # what to record about the external test set
+    train_at: dict[float, LesionDataset]          # the nested real fraction of the training split
+    sources: dict[tuple[str | None, float], SyntheticSource]  # (source name, fraction) -> source
+    counts: dict[tuple[float, str], np.ndarray]   # (fraction, condition) -> synthetic images per class
+
+    def run_parts(self, fraction: float) -> dict[str, LesionDataset]:
+        return {**self.parts, "train": self.train_at[fraction]}
+
+    def source(self, fraction: float, cond: Condition) -> SyntheticSource | None:
+        return self.sources.get((cond.source, fraction))
+
+
+def _check_training_subset(source: SyntheticSource, fraction: float, train: LesionDataset, strict: bool) -> None:
+    """Refuse a trained synthetic model whose recorded training images are not the real fraction it augments
+    (``strict``: the experiment names real fractions; otherwise only models trained with --real-fraction)."""
+    record = source.training_subset
+    if record is None or (not strict and record.get("real_fraction") is None):
+        return  # not a trained model (phantom, sample folder), or the one-fraction experiment of old
+    if record.get("ids_sha256") == ids_fingerprint(train.ids):
+        return
+    trained = (f"real fraction {record['real_fraction']:g} of {record['split']}" if record.get("real_fraction")
+               else f"split {record['split']}" if record.get("split") else "data outside any split")
+    raise DermsynthError(f"{source.name} was trained on {record.get('images')} images ({trained}), not on the "
+                         f"{len(train)} images of real fraction {fraction:g} it would augment; train it with "
+                         f"`dermsynth train --split <this experiment's split.json> --real-fraction {fraction:g}`"
+                         + (" and without --overfit-holdout" if record.get("overfit_holdout") else ""))
+
+
+def _open_sources(cfg: AugmentExperimentConfig, given: SyntheticSource | None,
+                  train_at: dict[float, LesionDataset], class_names: list[str]) -> dict:
+    """Each (source name, fraction) a cell draws from, opened once, checked against its fraction's images and
+    bound to them (a map translator translates that fraction's training maps only)."""
+    sources = {}
+    for fraction, cond in cfg.cells():
+        key = (cond.source, fraction)
+        if not cond.uses_synthetic or key in sources:
+            continue
+        spec = cfg.source_spec(cond.source, fraction)
+        if given is not None:
+            source = given
+        elif spec is None:
+            source = None  # synthetic_counts names what is missing
+        else:
+            source = open_source(spec, class_name=cfg.synthetic_class, truncation=cfg.truncation, device=cfg.device)
+        if source is not None:
+            if cfg.classes is None:  # with --classes, a source's other classes are simply never drawn
+                source.check_classes(class_names)
+            strict = cfg.fractions_sorted != [1.0] or "{fraction}" in str(cfg.synthetic or "") + "".join(cfg.sources.values())
+            _check_training_subset(source, fraction, train_at[fraction], strict)
+            source.bind_training(train_at[fraction])
+        sources[key] = source
+    return sources
+
+
+def _prepare(cfg: AugmentExperimentConfig, dataset: LesionDataset | None, source: SyntheticSource | None,
+             out: Path, progress: bool) -> _Study:
+    dataset = _load_data(cfg, dataset, progress)
+    split = _load_split(cfg, dataset, out)
+    parts = split.apply(dataset)
+    external = None
+    if cfg.test is not None:
+        parts["external"], external = _load_external(cfg, dataset, progress)
+    # the training split only, and of it the nested fractions: validation and test never change
+    train_at = {f: real_fraction_subset(parts["train"], f, split.fraction_seed) for f in cfg.fractions_sorted}
+    sources = _open_sources(cfg, source, train_at, list(dataset.class_names))
+    counts = {}
+    for fraction, cond in cfg.cells():
+        train_counts = np.bincount(train_at[fraction].labels, minlength=dataset.num_classes)
+        counts[(fraction, cond.name)] = synthetic_counts(cond, train_counts, dataset.class_names,
+                                                         sources.get((cond.source, fraction)))
+    return _Study(cfg, dataset, split, parts, external, train_at, sources, counts)
+
+
+# --- one (fraction, condition, seed) run ----------------------------------------------------------
+def _run_paths(out: Path, fraction: float, cond: Condition, seed: int) -> dict[str, Path]:
+    """Where a run's files go; the whole training split keeps the folders of experiments before real fractions."""
+    base = out / "runs" / ("" if fraction == 1.0 else f"frac{fraction:g}") / cond.slug
     return {"json": base / f"seed{seed}.json", "npz": base / f"seed{seed}.npz",
             "manifest": base / f"seed{seed}_manifest.csv"}
 
 
-def _run_one(cfg: AugmentExperimentConfig, cond: Condition, seed: int, parts: dict[str, LesionDataset],
-             counts: np.ndarray, source: SyntheticSource | None, out: Path, progress: bool) -> dict:
-    """Train, evaluate and save one (condition, seed) pair; the JSON is written last (= finished)."""
+def _run_one(study: _Study, fraction: float, cond: Condition, seed: int, out: Path, progress: bool) -> dict:
+    """Train, evaluate and save one run; the JSON is written last (= finished)."""
+    cfg, parts = study.cfg, study.run_parts(fraction)
     names = parts["train"].class_names
-    train = build_training_set(cond, seed, parts["train"], counts, source)
+    counts = study.counts[(fraction, cond.name)]
+    train = build_training_set(cond, seed, parts["train"], counts, study.source(fraction, cond))
     val = parts["val"]
     model = build_classifier(cfg.classifier, len(names), cfg.size, seed=seed)
     fit = train_classifier(model, train.images, train.labels, val.images, val.labels, epochs=cfg.epochs,
                            batch_size=cfg.batch_size, lr=cfg.lr, transforms=cond.classic,
                            class_weighting=cfg.class_weighting, patience=cfg.patience, seed=seed,
                            device=cfg.device, progress=progress)
-    paths = _run_paths(out, cond, seed)
+    paths = _run_paths(out, fraction, cond, seed)
     paths["json"].parent.mkdir(parents=True, exist_ok=True)
     rows = [("train", k, i, names[y]) for i, k, y in zip(train.ids, train.kinds, train.labels)]
-    arrays, record = {}, {"condition": cond.name, "seed": seed}
+    # n_real: the real training images of the fraction, used by the classifier itself or through its source
+    arrays, record = {}, {"condition": cond.name, "seed": seed, "real_fraction": fraction,
+                          "n_real": len(parts["train"]), "synthetic_ratio": cond.synth_ratio,
+                          "source": cfg.source_spec(cond.source, fraction) if cond.uses_synthetic else None}
     for split, metrics_key, prefix in TEST_SETS:
         if split not in parts:
             continue
@@ -213,8 +324,8 @@ def _run_one(cfg: AugmentExperimentConfig, cond: Condition, seed: int, parts: di
     return record
 
 
-def _finished(out: Path, cond: Condition, seed: int, external: bool) -> dict | None:
-    paths = _run_paths(out, cond, seed)
+def _finished(out: Path, fraction: float, cond: Condition, seed: int, external: bool) -> dict | None:
+    paths = _run_paths(out, fraction, cond, seed)
     if not (paths["json"].is_file() and paths["npz"].is_file() and paths["manifest"].is_file()):
         return None
     try:
@@ -223,7 +334,9 @@ def _finished(out: Path, cond: Condition, seed: int, external: bool) -> dict | N
         return None  # a damaged result is simply run again
     if external and "external_metrics" not in record:
         return None
-    return record if record.get("condition") == cond.name and record.get("seed") == seed else None
+    record.setdefault("real_fraction", 1.0)  # runs of experiments before real fractions
+    return record if (record.get("condition"), record.get("seed"), record["real_fraction"]) == \
+        (cond.name, seed, fraction) else None
 
 
 # --- statistics -----------------------------------------------------------------------------------
@@ -245,14 +358,15 @@ def _summaries(values: dict[str, list[float]]) -> dict[str, dict]:
     return {k: asdict(summarize(_finite(v))) if _finite(v) else None for k, v in values.items()}
 
 
-def _mean_probs(out: Path, cond: Condition, seeds: list[int], prefix: str) -> tuple[np.ndarray, np.ndarray]:
+def _mean_probs(out: Path, fraction: float, cond: Condition, seeds: list[int], prefix: str) -> tuple[np.ndarray, np.ndarray]:
     """One test set's probabilities averaged over seeds, and its labels."""
-    loaded = [np.load(_run_paths(out, cond, s)["npz"]) for s in seeds]
+    loaded = [np.load(_run_paths(out, fraction, cond, s)["npz"]) for s in seeds]
     return np.mean([d[f"{prefix}probs"] for d in loaded], axis=0), loaded[0][f"{prefix}labels"]
 
 
-def _compare(cfg: AugmentExperimentConfig, out: Path, cond: Condition, base: Condition, test_set: tuple[str, str, str],
-             values: dict[str, list[float]], base_values: dict[str, list[float]], mel: int | None) -> dict:
+def _compare(cfg: AugmentExperimentConfig, out: Path, fraction: float, cond: Condition, base: Condition,
+             test_set: tuple[str, str, str], values: dict[str, list[float]], base_values: dict[str, list[float]],
+             mel: int | None) -> dict:
     """Paired tests over seeds for the headline metrics, and the bootstrap CI of the AUC difference."""
     prefix = test_set[2]
     paired = {}
@@ -262,8 +376,8 @@ def _compare(cfg: AugmentExperimentConfig, out: Path, cond: Condition, base: Con
         with warnings.catch_warnings():  # scipy warns about tiny samples; the p-value says it all
             warnings.simplefilter("ignore")
             paired[key] = asdict(compare_to_baseline(values[key], base_values[key], seed=cfg.seed))
-    probs, labels = _mean_probs(out, cond, cfg.seed_list, prefix)
-    base_probs, _ = _mean_probs(out, base, cfg.seed_list, prefix)
+    probs, labels = _mean_probs(out, fraction, cond, cfg.seeds_for(fraction), prefix)
+    base_probs, _ = _mean_probs(out, fraction, base, cfg.seeds_for(fraction), prefix)
     boot = {"macro_auc": asdict(bootstrap_auc_difference(probs, base_probs, labels, n_boot=cfg.n_boot,
                                                          seed=cfg.seed))}
     if mel is not None:
@@ -272,60 +386,200 @@ def _compare(cfg: AugmentExperimentConfig, out: Path, cond: Condition, base: Con
     return {"paired": paired, "bootstrap_seed_mean_probs": boot}
 
 
-def _test_set_results(cfg: AugmentExperimentConfig, out: Path, records: dict[str, list[dict]],
-                      test_set: tuple[str, str, str], names: list[str], scored: list[str]) -> dict[str, dict]:
-    """Per condition: summaries over seeds, the confusion matrix summed over seeds, and the comparison with the
-    baseline, all on one test set; ``scored``: the classes that test set holds."""
+def _test_set_results(cfg: AugmentExperimentConfig, out: Path, fraction: float, conditions: list[Condition],
+                      records: dict[str, list[dict]], test_set: tuple[str, str, str], names: list[str],
+                      scored: list[str]) -> dict[str, dict]:
+    """Per condition at one real fraction: summaries over seeds, the confusion matrix summed over seeds, and the
+    comparison with the baseline at the same fraction, all on one test set; ``scored``: the classes it holds."""
     _, key, _ = test_set
     mel = melanoma_index(names)
     mel = mel if mel is not None and names[mel] in scored else None
     base = Condition.parse(cfg.baseline)
-    values = {c.name: _metric_values(records[c.name], key, scored, mel) for c in cfg.parsed_conditions}
+    values = {c.name: _metric_values(records[c.name], key, scored, mel) for c in conditions}
     return {cond.name: {
         "summary": _summaries(values[cond.name]),
         "confusion_sum_over_seeds": np.sum([r[key]["confusion"] for r in records[cond.name]], axis=0),
         "vs_baseline": (None if cond.name == base.name else
-                        _compare(cfg, out, cond, base, test_set, values[cond.name], values[base.name], mel)),
-    } for cond in cfg.parsed_conditions}
+                        _compare(cfg, out, fraction, cond, base, test_set, values[cond.name], values[base.name], mel)),
+    } for cond in conditions}
 
 
-def _aggregate(cfg: AugmentExperimentConfig, out: Path, records: dict[str, list[dict]], parts: dict[str, LesionDataset],
-               counts: dict[str, np.ndarray], source: SyntheticSource | None, dataset: LesionDataset,
-               external: dict | None) -> dict:
-    names = list(dataset.class_names)
-    mel = melanoma_index(names)
-    internal = _test_set_results(cfg, out, records, TEST_SETS[0], names, names)
-    outside = (_test_set_results(cfg, out, records, TEST_SETS[1], names, external["classes_scored"])
-               if external is not None else None)
+def _fraction_results(study: _Study, out: Path, fraction: float, records: dict[str, list[dict]]) -> dict:
+    """Every condition at one real fraction, against the baseline at that fraction."""
+    cfg, names = study.cfg, list(study.dataset.class_names)
+    conds = [c for f, c in cfg.cells() if f == fraction]
+    internal = _test_set_results(cfg, out, fraction, conds, records, TEST_SETS[0], names, names)
+    outside = (_test_set_results(cfg, out, fraction, conds, records, TEST_SETS[1], names,
+                                 study.external["classes_scored"]) if study.external is not None else None)
     conditions = {}
-    for cond in cfg.parsed_conditions:
+    for cond in conds:
+        counts = study.counts[(fraction, cond.name)]
         conditions[cond.name] = {
-            "label": cond.label, "synthetic_per_class": dict(zip(names, counts[cond.name].tolist())),
-            **internal[cond.name],
+            "label": cond.label, "real_fraction": fraction, "n_real": len(study.train_at[fraction]),
+            "synthetic_ratio": cond.synth_ratio, "source": cond.source,
+            "synthetic_per_class": dict(zip(names, counts.tolist())), **internal[cond.name],
             "runs": [{k: v for k, v in r.items() if k != "history"} for r in records[cond.name]]}
         if outside is not None:
             conditions[cond.name]["external"] = outside[cond.name]
+    train = study.train_at[fraction]
+    return {"real_fraction": fraction, "n_real": len(train), "lesions": len(set(train.groups)),
+            "seeds": cfg.seeds_for(fraction),
+            "class_counts": train.class_counts(), "conditions": conditions}
+
+
+def _aggregate(study: _Study, out: Path, records: dict[tuple[float, str], list[dict]]) -> dict:
+    cfg, dataset, parts = study.cfg, study.dataset, study.parts
+    names = list(dataset.class_names)
+    mel = melanoma_index(names)
+    fractions = {}
+    for f in cfg.fractions_sorted:
+        fractions[f"{f:g}"] = _fraction_results(study, out, f, {c.name: records[(g, c.name)]
+                                                                 for g, c in cfg.cells() if g == f})
+    top = fractions[f"{cfg.fractions_sorted[-1]:g}"]
+    sweep = None
+    if cfg.synthetic_ratios:
+        at = cfg.sweep_at
+        sweep = {"real_fraction": at, "n_real": len(study.train_at[at]), "baseline": Condition.parse(cfg.baseline).name,
+                 "ratios": [float(r) for r in cfg.synthetic_ratios],
+                 "conditions": [c.name for c in cfg.sweep_conditions]}
+    described = {f"{name or 'synthetic'}@{f:g}": s.describe() for (name, f), s in study.sources.items() if s is not None}
+    unnamed = study.sources.get((None, cfg.fractions_sorted[-1]))
     return {
-        "config": cfg.to_dict(), "data": {"source": dataset.source, "images": len(dataset), "class_names": names,
-                                          "class_counts": dataset.class_counts()},
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in EXECUTION_SETTINGS},
+        "data": {"source": dataset.source, "images": len(dataset), "class_names": names,
+                 "class_counts": dataset.class_counts()},
         "split": {s: parts[s].class_counts() for s in ("train", "val", "test")},
-        "external_test": external,
-        "synthetic_source": None if source is None else source.describe(),
+        "external_test": study.external,
+        "synthetic_source": None if unnamed is None else unnamed.describe(), "synthetic_sources": described,
         "baseline": Condition.parse(cfg.baseline).name, "melanoma_class": None if mel is None else names[mel],
-        "seeds": cfg.seed_list, "conditions": conditions,
-        "notes": {"ci": "95% t-interval over seeds", "paired": "condition - baseline, paired by seed: mean "
-                  "difference with its 95% t-interval, exact sign-flip permutation p (two-sided), Wilcoxon p",
+        "seeds": cfg.seed_list, "real_fractions": cfg.fractions_sorted, "real_fraction": top["real_fraction"],
+        "n_real": top["n_real"], "conditions": top["conditions"], "fractions": fractions, "ratio_sweep": sweep,
+        "runs": [{k: v for k, v in r.items() if k != "history"} for f, c in cfg.cells() for r in records[(f, c.name)]],
+        "notes": {"ci": "95% t-interval over seeds", "paired": "condition - baseline at the same real fraction, "
+                  "paired by seed: mean difference with its 95% t-interval, exact sign-flip permutation p "
+                  "(two-sided), Wilcoxon p",
                   "bootstrap": "percentile bootstrap over test images of AUC(condition) - AUC(baseline), each "
-                  "condition's test probabilities averaged over its seeds"}}
+                  "condition's test probabilities averaged over its seeds",
+                  "fractions": "nested, lesion-grouped, class-stratified subsets of the training split (seeded by "
+                  "the split's seed); n_real: the real training images of the fraction; 'conditions' holds the "
+                  "largest fraction, 'fractions' every one, 'runs' every run"}}
+
+
+def _run_predictions(out: Path, record: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A run's internal test probabilities and labels (the report's bootstrap over test images)."""
+    with np.load(_run_paths(out, record["real_fraction"], Condition.parse(record["condition"]), record["seed"])["npz"]) as d:
+        return d["probs"], d["labels"]
 
 
 def _write_combined_manifest(out: Path, cfg: AugmentExperimentConfig) -> None:
     rows = []
-    for cond in cfg.parsed_conditions:
-        for seed in cfg.seed_list:
-            with open(_run_paths(out, cond, seed)["manifest"], newline="") as f:
-                rows += [(cond.name, seed, *r) for r in list(csv.reader(f))[1:]]
-    write_csv(out / MANIFEST_FILE, ("condition", "seed", *MANIFEST_COLUMNS), rows)
+    for fraction, cond in cfg.cells():
+        for seed in cfg.seeds_for(fraction):
+            with open(_run_paths(out, fraction, cond, seed)["manifest"], newline="") as f:
+                rows += [(f"{fraction:g}", cond.name, seed, *r) for r in list(csv.reader(f))[1:]]
+    write_csv(out / MANIFEST_FILE, ("real_fraction", "condition", "seed", *MANIFEST_COLUMNS), rows)
+
+
+# --- executing the runs: here, in a process pool, or as submitit jobs -------------------------------
+_WORKER_STUDY: dict[tuple[str, str], _Study] = {}  # per process: each (folder, config.json) study, built once
+
+
+def _study_in(out: str) -> _Study:
+    """The study of the experiment folder ``out``, rebuilt from its config.json (in a worker or a job)."""
+    text = (Path(out) / CONFIG_FILE).read_text()
+    if (out, text) not in _WORKER_STUDY:
+        cfg = AugmentExperimentConfig.from_dict(json.loads(text))
+        _WORKER_STUDY[(out, text)] = _prepare(cfg.validate(), None, None, Path(out), progress=False)
+    return _WORKER_STUDY[(out, text)]
+
+
+def run_in_folder(out: str, fraction: float, condition: str, seed: int, threads: int | None = None) -> dict:
+    """One run of the experiment in folder ``out`` (written by its first ``augment`` call): what a worker
+    process or a submitit job executes (with ``threads`` intra-op threads); the record is also written to the
+    run's folder."""
+    if threads is not None:
+        _init_worker(threads)
+    return _run_one(_study_in(out), fraction, Condition.parse(condition), seed, Path(out), progress=False)
+
+
+def _init_worker(threads: int) -> None:
+    os.environ[THREADS_ENV] = str(threads)  # the thread policy of everything the run calls
+    torch.set_num_threads(threads)
+
+
+def _threads_per_worker(workers: int) -> int:
+    """Intra-op threads per parallel run so that workers x threads <= the CPUs (a user's count, if lower)."""
+    share = max(1, available_cpus() // workers)
+    return min(share, user_threads() or share)
+
+
+def _execute(study: _Study, todo: list[tuple[float, Condition, int]], out: Path, progress: bool,
+             report: Any, jobs: Any) -> list[dict] | None:
+    """Run ``todo``; the records in order, or None when the runs were submitted to SLURM (not waited for).
+    ``jobs``: the submitit executor (:func:`_job_executor`) of a submitit ``executor``."""
+    cfg = study.cfg
+    if cfg.executor == "pool" and cfg.workers == 1:
+        return [report(_run_one(study, f, c, s, out, progress)) for f, c, s in todo]
+    args = [(str(out), f, c.name, s) for f, c, s in todo]
+    if cfg.executor == "pool":
+        threads = _threads_per_worker(cfg.workers)
+        # spawn: a fresh interpreter per worker (forking a process that ran torch's thread pool can hang)
+        with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = [pool.submit(run_in_folder, *a) for a in args]
+            return [report(f.result()) for f in as_completed(futures)]
+    return _submit(cfg, jobs, args, out, report)
+
+
+def _job_threads(cfg: AugmentExperimentConfig) -> int:
+    return _threads_per_worker(cfg.workers) if cfg.executor == "local" else user_threads() or 1
+
+
+def _job_executor(cfg: AugmentExperimentConfig, out: Path) -> Any:
+    """submitit's executor for ``cfg.executor`` (local, debug, slurm), or a one-line error before anything runs."""
+    try:
+        import submitit
+    except ImportError:
+        raise DermsynthError(f"--executor {cfg.executor} needs submitit: pip install 'dermsynth[cluster]'") from None
+    try:
+        executor = submitit.AutoExecutor(folder=out / "submitit", cluster=cfg.executor)
+    except RuntimeError as exc:  # e.g. no srun/sbatch on this machine
+        raise DermsynthError(f"--executor {cfg.executor}: {exc}") from None
+    executor.update_parameters(timeout_min=cfg.slurm_minutes, cpus_per_task=_job_threads(cfg),
+                               **({"slurm_partition": cfg.slurm_partition} if cfg.slurm_partition else {}),
+                               **({"slurm_array_parallelism": cfg.workers} if cfg.executor == "slurm" else {}))
+    return executor
+
+
+def _job_result(job: Any) -> dict:
+    """A finished job's record; a failed job is one error line naming its log (finished runs stay saved)."""
+    try:
+        return job.result()
+    except DermsynthError:
+        raise
+    except Exception as exc:  # submitit's FailedJobError carries the whole remote traceback
+        causes = [line.strip() for line in str(exc).splitlines()
+                  if re.match(r"[\w.]+(Error|Exception|Interrupt)\b", line.strip())]
+        raise DermsynthError(f"run job {job.job_id} failed ({(causes or [type(exc).__name__])[-1]}); its log: "
+                             f"{job.paths.stderr}") from None
+
+
+def _submit(cfg: AugmentExperimentConfig, executor: Any, args: list[tuple], out: Path,
+            report: Any) -> list[dict] | None:
+    """The runs as submitit jobs: ``slurm`` submits one job array and returns; ``local`` (processes on this
+    machine, ``workers`` at a time) and ``debug`` (in this process) wait for the records."""
+    columns = list(zip(*args)) + [[_job_threads(cfg)] * len(args)]
+    if cfg.executor == "slurm":
+        jobs = executor.map_array(run_in_folder, *columns)
+        print(f"submitted {len(jobs)} run(s) as SLURM job array {jobs[0].job_id.split('_')[0]} "
+              f"(logs: {out / 'submitit'}); run the same augment command again to collect the results")
+        return None
+    records = []
+    wave = cfg.workers if cfg.executor == "local" else len(args)
+    for start in range(0, len(args), wave):
+        jobs = executor.map_array(run_in_folder, *[c[start:start + wave] for c in columns])
+        records += [report(_job_result(job)) for job in jobs]
+    return records
 
 
 # --- the experiment -------------------------------------------------------------------------------
@@ -334,64 +588,64 @@ def run_augment_experiment(config: AugmentExperimentConfig, *, dataset: LesionDa
     """Run (or resume) the experiment of ``config``; see the module docstring.
 
     ``dataset``: the real data (default: ``load_dataset(config.data, size=config.size)``). ``source``: a
-    synthetic source object (default: opened from ``config.synthetic``; in the saved configuration a
-    given object is recorded by its name).
+    synthetic source object used at every real fraction (default: opened from ``config.synthetic``; in the
+    saved configuration a given object is recorded by its name). Runs in parallel (``workers`` > 1 or a
+    submitit ``executor``) rebuild the data and sources from the saved configuration, so they take neither.
     """
     cfg = config.validate()
     if source is not None:
         cfg = replace(cfg, synthetic=f"<{source.name}>")
+    parallel = cfg.workers > 1 or cfg.executor != "pool"
+    if parallel and (dataset is not None or source is not None):
+        raise DermsynthError("parallel runs (workers > 1 or a submitit executor) read the data and synthetic "
+                             "sources from the configuration: give them as data= / synthetic= specs, not objects")
     out = Path(cfg.out)
     _check_resumable(out, cfg)
-    conditions = cfg.parsed_conditions
-    if source is None and cfg.synthetic is not None and any(c.uses_synthetic for c in conditions):
-        source = open_source(cfg.synthetic, class_name=cfg.synthetic_class, truncation=cfg.truncation,
-                             device=cfg.device)
-    dataset = _load_data(cfg, dataset, progress)
-    if source is not None:
-        source.check_classes(dataset.class_names)
-    split = _load_split(cfg, dataset, out)
-    parts = split.apply(dataset)
-    external = None
-    if cfg.test is not None:
-        parts["external"], external = _load_external(cfg, dataset, progress)
-    if source is not None:  # the training split only: a map translator never sees validation or test maps
-        source.bind_training(parts["train"])
-    train_counts = np.bincount(parts["train"].labels, minlength=dataset.num_classes)
-    counts = {c.name: synthetic_counts(c, train_counts, dataset.class_names, source) for c in conditions}
+    study = _prepare(cfg, dataset, source, out, progress)
+    jobs = _job_executor(cfg, out) if cfg.executor != "pool" else None
     out.mkdir(parents=True, exist_ok=True)  # every input is checked: from here on, results are written
-    split.save(out / SPLIT_FILE)
+    study.split.save(out / SPLIT_FILE)
     device = resolve_device(cfg.device)
     _write_json(out / CONFIG_FILE, {**cfg.to_dict(), "runtime": runtime_info(device, bf16=bf16_native(device))})
 
-    records: dict[str, list[dict]] = {c.name: [] for c in conditions}
+    records: dict[tuple[float, str], list[dict]] = {(f, c.name): [] for f, c in cfg.cells()}
     todo, skipped, trained = [], [], []
-    for cond in conditions:
-        for seed in cfg.seed_list:
-            done = _finished(out, cond, seed, external is not None)
+    for fraction, cond in cfg.cells():
+        for seed in cfg.seeds_for(fraction):
+            done = _finished(out, fraction, cond, seed, study.external is not None)
             if done is None:
-                todo.append((cond, seed))
+                todo.append((fraction, cond, seed))
             else:
-                records[cond.name].append(done)
+                records[(fraction, cond.name)].append(done)
                 skipped.append((cond.name, seed))
-    bar = tqdm(todo, desc="augment", unit="run", disable=not progress, dynamic_ncols=True)
-    for cond, seed in bar:
-        bar.set_postfix_str(f"{cond.name} seed {seed}")
-        rec = _run_one(cfg, cond, seed, parts, counts[cond.name], source, out, progress)
-        records[cond.name].append(rec)
-        trained.append((cond.name, seed))
+    bar = tqdm(total=len(todo), desc="augment", unit="run", disable=not progress, dynamic_ncols=True)
+
+    def report(rec: dict) -> dict:
+        records[(rec["real_fraction"], rec["condition"])].append(rec)
+        trained.append((rec["condition"], rec["seed"]))
+        bar.update()
         if progress:
             ext = rec.get("external_metrics")
-            bar.write(f"{cond.name} seed {seed}: macro AUC {rec['metrics']['macro_auc']:.4f}, balanced accuracy "
-                      f"{rec['metrics']['balanced_accuracy']:.4f}"
+            bar.write(f"fraction {rec['real_fraction']:g} {rec['condition']} seed {rec['seed']}: macro AUC "
+                      f"{rec['metrics']['macro_auc']:.4f}, balanced accuracy {rec['metrics']['balanced_accuracy']:.4f}"
                       + (f", external macro AUC {ext['macro_auc']:.4f}" if ext else "")
                       + f" (best epoch {rec['best_epoch']} of {rec['epochs_run']}, {rec['seconds']:.0f} s)")
-    bar.close()
-    for cond in conditions:
-        records[cond.name].sort(key=lambda r: r["seed"])
+        return rec
 
-    # cleaned as results.json holds it
-    results = _clean(_aggregate(cfg, out, records, parts, counts, source, dataset, external))
+    finished = _execute(study, todo, out, progress, report, jobs) if todo else []
+    bar.close()
+    if finished is None:  # submitted to a cluster: the next call collects them
+        return AugmentExperimentResult(out, {}, "", out / "report.html", [], skipped)
+    for (fraction, _), recs in records.items():
+        recs.sort(key=lambda r: r["seed"])
+        for r in recs:  # runs of experiments before real fractions
+            r.setdefault("n_real", len(study.train_at[fraction]))
+            r.setdefault("synthetic_ratio", Condition.parse(r["condition"]).synth_ratio)
+
+    results = _clean(_aggregate(study, out, records))  # cleaned as results.json holds it
     _write_json(out / RESULTS_FILE, results)
     _write_combined_manifest(out, cfg)
-    table, report = write_outputs(results, out)
-    return AugmentExperimentResult(out, results, table, report, trained, skipped)
+    table, report_path = write_outputs(results, out, predictions=partial(_run_predictions, out))
+    if cfg.layout == "essipova2020":
+        table += "\n" + write_essipova_table(results, out)
+    return AugmentExperimentResult(out, results, table, report_path, trained, skipped)

@@ -4,7 +4,8 @@ A condition is written as ``+``-joined tokens (:class:`Condition`): ``real`` (th
 ``classic`` (Essipova et al.'s augmentation set while training), ``synth:R`` (``R`` x the number of real training
 images of synthetic images, in the real training set's class proportions over the classes the source
 generates; without ``real``: synthetic only), ``balance`` (synthetic images of every class until it
-matches the largest one, as Essipova et al. 2020 did for BCC). :func:`synthetic_counts` turns a condition into
+matches the largest one, as Essipova et al. 2020 did for BCC); a condition may end in ``@NAME`` to draw from the named
+synthetic source ``NAME`` of a study with several (``real+synth:1@dcgan``). :func:`synthetic_counts` turns a condition into
 synthetic images per class, :func:`build_training_set` into the images themselves; the experiment that
 trains and compares them is :mod:`dermsynth.classify.experiment`.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -22,13 +23,22 @@ import numpy as np
 from dermsynth.models.classifiers import CLASSIFIERS
 from dermsynth.classify.synthetic import SyntheticSource
 from dermsynth.data.dataset import LesionDataset
+from dermsynth.data.splits import check_real_fraction
 from dermsynth.errors import DermsynthError
 
-__all__ = ["RESUMABLE_CHANGES", "AugmentExperimentConfig", "Condition", "TrainingSet", "build_training_set",
+__all__ = ["EXECUTION_SETTINGS", "EXECUTORS", "LAYOUTS", "RESUMABLE_CHANGES", "AugmentExperimentConfig", "Condition", "TrainingSet", "build_training_set",
            "synthetic_counts"]
 
 # Settings that may change between a run and its resumption without invalidating finished results.
-RESUMABLE_CHANGES = ("out", "conditions", "seeds", "baseline", "n_boot", "device")
+RESUMABLE_CHANGES = ("out", "conditions", "seeds", "baseline", "n_boot", "device", "real_fractions",
+                     "synthetic_ratios", "sweep_fraction", "seeds_at", "layout", "workers", "executor", "slurm_partition",
+                     "slurm_minutes")
+#: How the runs are executed, not what they compute: left out of results.json (serial = parallel results).
+EXECUTION_SETTINGS = ("out", "device", "workers", "executor", "slurm_partition", "slurm_minutes")
+#: ``--executor``: ``pool`` (a local process pool of ``--workers``), or submitit's ``local`` / ``debug`` / ``slurm``.
+EXECUTORS = ("pool", "local", "debug", "slurm")
+#: ``--layout``: extra tables besides the default (``essipova2020``: Essipova et al.'s accuracy / per-class recall table).
+LAYOUTS = ("default", "essipova2020")
 
 
 @dataclass(frozen=True)
@@ -39,11 +49,16 @@ class Condition:
     classic: bool = False
     synth_ratio: float = 0.0  # synthetic images per real training image
     balance: bool = False
+    source: str | None = None  # the named synthetic source (``@NAME``); None: the experiment's only one
 
     @classmethod
     def parse(cls, spec: str) -> Condition:
-        """``"real+classic"``, ``"real+synth:0.5"``, ``"real+balance"``, ``"synth:1"``, ..."""
-        tokens = [t.strip().lower() for t in str(spec).split("+")]
+        """``"real+classic"``, ``"real+synth:0.5"``, ``"real+balance"``, ``"synth:1"``, ``"real+synth:1@dcgan"``..."""
+        body, at, source = str(spec).partition("@")
+        source = source.strip().lower()
+        if at and not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", source):
+            raise DermsynthError(f"condition {spec!r}: a source name after '@' is letters, digits, '_', '-', '.'")
+        tokens = [t.strip().lower() for t in body.split("+")]
         seen: dict[str, Any] = {}
         for tok in tokens:
             key, _, arg = tok.partition(":")
@@ -60,7 +75,9 @@ class Condition:
         ratio = seen.get("synth", 0.0)
         if "synth" in seen and not (math.isfinite(ratio) and ratio > 0):
             raise DermsynthError(f"condition {spec!r}: the synthetic ratio must be > 0, got {ratio}")
-        cond = cls("real" in seen, "classic" in seen, ratio, "balance" in seen)
+        cond = cls("real" in seen, "classic" in seen, ratio, "balance" in seen, source or None)
+        if cond.source and not cond.uses_synthetic:
+            raise DermsynthError(f"condition {spec!r} draws no synthetic images: drop '@{source}'")
         if not cond.real and not cond.synth_ratio:
             raise DermsynthError(f"condition {spec!r} has no training images: add real or synth:R")
         if cond.balance and not cond.real:
@@ -72,7 +89,8 @@ class Condition:
         """Canonical spelling, e.g. ``real+classic+synth:0.5``."""
         parts = (["real"] if self.real else []) + (["classic"] if self.classic else [])
         parts += [f"synth:{self.synth_ratio:g}"] if self.synth_ratio else []
-        return "+".join(parts + (["balance"] if self.balance else []))
+        name = "+".join(parts + (["balance"] if self.balance else []))
+        return f"{name}@{self.source}" if self.source else name
 
     @property
     def slug(self) -> str:
@@ -86,7 +104,8 @@ class Condition:
         extras = ([f"synthetic{ratio}"] if self.synth_ratio and self.real else [])
         extras += (["synthetic to balance the classes"] if self.balance else [])
         extras += (["classic augmentation"] if self.classic else [])
-        return " + ".join([("Real images" if self.real else f"Synthetic images only{ratio}")] + extras)
+        label = " + ".join([("Real images" if self.real else f"Synthetic images only{ratio}")] + extras)
+        return f"{label} [{self.source}]" if self.source else label
 
     @property
     def uses_synthetic(self) -> bool:
@@ -162,13 +181,50 @@ class AugmentExperimentConfig:
     class_weighting: bool = False
     n_boot: int = 2000
     device: str = "auto"
+    real_fractions: list[float] = field(default_factory=lambda: [1.0])  # nested fractions of the training split
+    synthetic_ratios: list[float] = field(default_factory=list)  # ratio sweep: real+synth:R at sweep_fraction
+    sweep_fraction: float | None = None  # where the ratio sweep runs (default: the smallest real fraction)
+    seeds_at: dict[str, int] = field(default_factory=dict)  # more (or fewer) seeds at some fractions: "0.05" -> 10
+    sources: dict[str, str] = field(default_factory=dict)  # named synthetic sources, NAME -> spec
+    classes: list[str] | None = None     # these classes only (Essipova et al. 2020: mel, bkl, bcc)
+    layout: str = "default"              # extra table layout (LAYOUTS)
+    workers: int = 1                     # parallel runs (executor pool / local)
+    executor: str = "pool"               # EXECUTORS
+    slurm_partition: str | None = None
+    slurm_minutes: int = 60              # time limit of one run's SLURM job
 
     def validate(self) -> AugmentExperimentConfig:
         if not self.conditions:
             raise DermsynthError("give at least one condition")
-        names = [Condition.parse(c).name for c in self.conditions]
+        if self.synthetic is not None and self.sources:
+            raise DermsynthError("give one unnamed synthetic source or named ones (NAME=SPEC), not both")
+        for name in self.sources:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", name):
+                raise DermsynthError(f"synthetic source name {name!r}: use lower-case letters, digits, '_', '-', '.'")
+        fractions = [check_real_fraction(f) for f in self.real_fractions]
+        if not fractions or len(set(fractions)) != len(fractions):
+            raise DermsynthError(f"--real-fraction needs distinct fractions, got {self.real_fractions}")
+        if any(not (math.isfinite(float(r)) and float(r) > 0) for r in self.synthetic_ratios):
+            raise DermsynthError(f"--synthetic-ratio takes ratios > 0, got {self.synthetic_ratios}")
+        for key, k in self.seeds_at.items():
+            if key not in {f"{f:g}" for f in fractions} or int(k) < 1:
+                raise DermsynthError(f"--seeds-at {key}:{k}: need one of the real fractions "
+                                     f"({', '.join(f'{f:g}' for f in fractions)}) and at least one seed")
+        if self.sweep_fraction is not None and self.sweep_fraction not in fractions:
+            raise DermsynthError(f"--sweep-fraction {self.sweep_fraction:g} is not one of the real fractions "
+                                 f"({', '.join(f'{f:g}' for f in fractions)})")
+        if self.executor not in EXECUTORS or self.layout not in LAYOUTS:
+            raise DermsynthError(f"--executor is one of {', '.join(EXECUTORS)} and --layout one of "
+                                 f"{', '.join(LAYOUTS)}; got {self.executor!r}, {self.layout!r}")
+        if self.workers < 1 or self.slurm_minutes < 1:
+            raise DermsynthError("--workers and --slurm-minutes must be >= 1")
+        names = [c.name for c in self.parsed_conditions]
         if len(set(names)) != len(names):
             raise DermsynthError(f"conditions repeat: {', '.join(self.conditions)}")
+        unknown = {c.source for c in self.parsed_conditions if c.source} - set(self.sources)
+        if unknown:
+            raise DermsynthError(f"condition names synthetic source {sorted(unknown)[0]!r}, which is not among the "
+                                 f"named sources ({', '.join(self.sources) or 'none: give --synthetic NAME=SPEC'})")
         if Condition.parse(self.baseline).name not in names:
             raise DermsynthError(f"the baseline {self.baseline!r} is not among the conditions "
                                  f"({', '.join(self.conditions)}); add it or choose another --baseline")
@@ -183,11 +239,54 @@ class AugmentExperimentConfig:
 
     @property
     def parsed_conditions(self) -> list[Condition]:
-        return [Condition.parse(c) for c in self.conditions]
+        """The conditions, each one that draws synthetic images without naming a source crossed with every
+        named source (``real+synth:1`` with sources dcgan, sg2 -> ``real+synth:1@dcgan``, ``real+synth:1@sg2``)."""
+        out = []
+        for spec in self.conditions:
+            cond = Condition.parse(spec)
+            if cond.uses_synthetic and cond.source is None and self.sources:
+                out += [replace(cond, source=name) for name in self.sources]
+            else:
+                out.append(cond)
+        return out
+
+    @property
+    def fractions_sorted(self) -> list[float]:
+        """The real fractions, smallest first."""
+        return sorted(float(f) for f in self.real_fractions)
+
+    @property
+    def sweep_conditions(self) -> list[Condition]:
+        """The ratio sweep's conditions (``real+synth:R`` per ratio and source) at :attr:`sweep_at`."""
+        names = list(self.sources) or [None]
+        return [Condition(synth_ratio=float(r), source=n) for r in self.synthetic_ratios for n in names]
+
+    @property
+    def sweep_at(self) -> float:
+        return self.sweep_fraction if self.sweep_fraction is not None else self.fractions_sorted[0]
+
+    def cells(self) -> list[tuple[float, Condition]]:
+        """Every (real fraction, condition) the experiment trains: the conditions at every fraction, then the
+        ratio sweep's conditions not already among them at the sweep fraction."""
+        cells = [(f, c) for f in self.fractions_sorted for c in self.parsed_conditions]
+        cells += [(self.sweep_at, c) for c in self.sweep_conditions if (self.sweep_at, c) not in cells]
+        return cells
+
+    def source_spec(self, name: str | None, fraction: float) -> str | None:
+        """The synthetic source of ``name`` (None: the unnamed one) at a real fraction: ``{fraction}`` in its
+        spec is replaced by the fraction (``runs/gan-{fraction}`` -> ``runs/gan-0.05``)."""
+        spec = self.synthetic if name is None else self.sources[name]
+        return None if spec is None else spec.replace("{fraction}", f"{fraction:g}")
 
     @property
     def seed_list(self) -> list[int]:
-        return [self.seed + k for k in range(self.seeds)]
+        """Every seed of the experiment (the most any fraction has)."""
+        return [self.seed + k for k in range(max([self.seeds, *map(int, self.seeds_at.values())]))]
+
+    def seeds_for(self, fraction: float) -> list[int]:
+        """The seeds of one real fraction (``seeds_at``, else ``seeds``); always the first K of :attr:`seed_list`,
+        so runs stay paired by seed across conditions and fractions."""
+        return [self.seed + k for k in range(int(self.seeds_at.get(f"{fraction:g}", self.seeds)))]
 
     def to_dict(self) -> dict:
         d = asdict(self)

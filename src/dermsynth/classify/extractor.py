@@ -20,7 +20,7 @@ from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.prepare import load_dataset
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError
-from dermsynth.io import save_torch
+from dermsynth.io import check_file_target, save_torch
 
 __all__ = ["train_feature_extractor"]
 
@@ -46,6 +46,7 @@ def train_feature_extractor(
     (:func:`~dermsynth.classify.fit.train_classifier`, Essipova et al.'s augmentation). The checkpoint holds the
     weights, architecture, size, classes, data source, history, the split sizes and the test macro AUC.
     """
+    out = check_file_target(out, "--out")  # before training, not after
     ds = data if isinstance(data, LesionDataset) else load_dataset(data, size=size, progress=progress)
     if ds.num_classes < 2 or (ds.labels < 0).any():
         raise DataError(f"{ds.source or data}: the feature extractor is a classifier; it needs labelled images "

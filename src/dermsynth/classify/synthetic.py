@@ -36,10 +36,11 @@ from dermsynth.data.images import load_image, preprocess_image
 from dermsynth.data.maps import dihedral_map, maps_of, masked_subset
 from dermsynth.device import resolve_device
 from dermsynth.errors import DataError, DermsynthError
+from dermsynth.checkpoint import load_checkpoint
 from dermsynth.sample import (LoadedGenerator, check_sampling_options, diffuse, diffusion_sampling, generate,
                               load_generator, translate_maps)
 
-__all__ = ["CallableSource", "FolderSource", "GeneratorSource", "SyntheticImages", "SyntheticSource",
+__all__ = ["CallableSource", "checkpoint_training_subset", "FolderSource", "GeneratorSource", "SyntheticImages", "SyntheticSource",
            "TranslationSource", "open_source", "phantom_source"]
 
 MANIFEST = "manifest.csv"
@@ -67,11 +68,24 @@ def _fit_size(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([preprocess_image(img, size) for img in images])
 
 
+def checkpoint_training_subset(checkpoint: str | Path) -> dict:
+    """Which real images a checkpoint's model was trained on, as ``dermsynth train`` recorded them: the split
+    file and real fraction of its configuration, and the fingerprint of its training ids (``None`` where a
+    checkpoint predates the record)."""
+    state = load_checkpoint(checkpoint)
+    cfg, data = state.get("config") or {}, state.get("data") or {}
+    return {"split": cfg.get("split"), "real_fraction": cfg.get("real_fraction"),
+            "overfit_holdout": cfg.get("overfit_holdout", 0), "images": data.get("count"),
+            "ids_sha256": data.get("ids_sha256")}
+
+
 class SyntheticSource(ABC):
     """Labelled synthetic images on demand (see the module docstring)."""
 
     name: str = "synthetic"
     class_names: list[str]  # the classes this source can generate (set by each subclass)
+    #: the real images a trained model saw (:func:`checkpoint_training_subset`); None: not a trained model
+    training_subset: dict | None = None
 
     def can_generate(self, class_name: str) -> bool:
         return class_name.lower() in (c.lower() for c in self.class_names)
@@ -161,6 +175,7 @@ class GeneratorSource(SyntheticSource):
         self.model.require_noise()
         check_sampling_options(self.model, truncation=truncation)  # a diffusion model has no latent to truncate
         self.name = str(checkpoint)
+        self.training_subset = checkpoint_training_subset(checkpoint)
         self.truncation, self.batch_size = truncation, batch_size
         if self.model.conditional:
             if class_name is not None:
@@ -173,7 +188,16 @@ class GeneratorSource(SyntheticSource):
 
     def describe(self) -> dict:
         return {**super().describe(), "step": self.model.step, "conditional": self.model.conditional,
-                "truncation": self.truncation}
+                "truncation": self.truncation, "labels": self.labelling()}
+
+    def labelling(self) -> str:
+        """How this source's images get their class, in words (for results.json and the report)."""
+        if self.model.conditional:
+            return "the class each image was generated for (class-conditional model)"
+        if not self.class_names:
+            return "none: an unconditional model without --synthetic-class generates no labelled class"
+        return (f"every image labelled {self.class_names[0]} (--synthetic-class of an unconditional model): the "
+                f"synthetic images of a condition all go to this one class, not in the real class proportions")
 
     def _generate(self, class_name: str, n: int, seed: int, size: int) -> tuple[np.ndarray, list[str]]:
         labels = (torch.full((n,), self.model.class_index(class_name), dtype=torch.long)
@@ -203,6 +227,7 @@ class TranslationSource(SyntheticSource):
         self.model = model or load_generator(checkpoint, resolve_device(device))
         self.model.require_maps()
         self.name, self.batch_size = str(checkpoint), batch_size
+        self.training_subset = checkpoint_training_subset(checkpoint)
         self.class_names: list[str] = []  # known once the training split is bound
         self.train: LesionDataset | None = None
         self.unmasked = 0

@@ -73,6 +73,11 @@ def _high_bit_depth_to_uint8(im: Image.Image) -> np.ndarray:
     return np.clip(arr.astype(np.float64) / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+#: the smallest image side read as a photograph: a 1x1 "image" enlarged to the training size is one flat colour,
+#: and below 4 px nothing of a lesion can be seen
+MIN_IMAGE_SIDE = 4
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Decode an image file to uint8 (H, W, 3) RGB (greyscale, palette, RGBA and CMYK are converted)."""
     path = Path(path)
@@ -88,6 +93,9 @@ def load_image(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: corrupt or unreadable image ({_one_line(exc)})") from None
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"{path}: decoded to an unexpected shape {arr.shape}")
+    if min(arr.shape[:2]) < MIN_IMAGE_SIDE:  # enlarged to the training size it would be a flat colour
+        raise DataError(f"{path}: {arr.shape[1]}x{arr.shape[0]} px is too small to be a lesion photograph "
+                        f"(at least {MIN_IMAGE_SIDE} px a side)")
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 

@@ -42,6 +42,7 @@ from dermsynth.data.dataset import ATTRIBUTES, LesionDataset
 from dermsynth.data.images import _check_file
 from dermsynth.data.readers import DataWarning
 from dermsynth.errors import DataError
+from dermsynth.io import atomic_open, write_csv
 from dermsynth.progress import tqdm
 
 #: semantic map channels, in order (bit k of the coded map = channel k)
@@ -88,6 +89,9 @@ def unmasked_rows(data: LesionDataset) -> np.ndarray:
 def check_masked(data: LesionDataset) -> None:
     """A DataError naming ``--skip-unmasked`` unless every image has a lesion mask."""
     missing = unmasked_rows(data)
+    if len(missing) == len(data) and len(data):  # --skip-unmasked would leave nothing: not recommended
+        raise DataError(f"{data.source or 'the dataset'}: none of the {len(data)} images has a lesion mask "
+                        f"(<id>_segmentation.png); a semantic map needs one")
     if len(missing):
         where = data.source or "the dataset"
         raise DataError(f"{where}: {len(missing)} of {len(data)} images have no lesion mask (first: "
@@ -101,11 +105,8 @@ def masked_subset(data: LesionDataset, skip_unmasked: bool) -> LesionDataset:
     missing = unmasked_rows(data)
     if not len(missing):
         return data
-    if not skip_unmasked:
+    if not skip_unmasked or len(missing) == len(data):
         check_masked(data)
-    if len(missing) == len(data):
-        raise DataError(f"{data.source or 'the dataset'}: none of the {len(data)} images has a lesion mask "
-                        f"(<id>_segmentation.png); a semantic map needs one")
     warnings.warn(f"--skip-unmasked: skipped {len(missing)} of {len(data)} images without a lesion mask "
                   f"(first: {data.ids[missing[0]]})", DataWarning, stacklevel=2)
     return data.subset(np.setdiff1d(np.arange(len(data)), missing))
@@ -418,17 +419,16 @@ def write_maps(maps: list[LesionMap], folder: str | Path) -> Path:
     ids = [m.map_id for m in maps]
     if len(set(ids)) != len(ids):
         raise DataError(f"maps to write share an id ({next(i for i in ids if ids.count(i) > 1)}); give each its own")
-    folder.mkdir(parents=True, exist_ok=True)
     for m in maps:
-        Image.fromarray(m.codes.astype(np.uint8), mode="L").save(folder / f"{m.map_id}_semantic.png")
+        if m.instance is not None and m.instance.max() >= 2 ** 16:
+            raise DataError(f"{m.map_id}: {int(m.instance.max()) + 1} superpixels do not fit a 16-bit PNG")
+    for m in maps:  # atomically, each write error naming its file (dermsynth.io)
+        with atomic_open(folder / f"{m.map_id}_semantic.png") as f:
+            Image.fromarray(m.codes.astype(np.uint8), mode="L").save(f, format="PNG")
         if m.instance is not None:
-            if m.instance.max() >= 2 ** 16:
-                raise DataError(f"{m.map_id}: {int(m.instance.max()) + 1} superpixels do not fit a 16-bit PNG")
-            Image.fromarray(m.instance.astype(np.uint16)).save(folder / f"{m.map_id}_instance.png")
-    with open(folder / "maps.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["map_id", "class"])
-        w.writerows([m.map_id, m.class_name] for m in maps)
+            with atomic_open(folder / f"{m.map_id}_instance.png") as f:
+                Image.fromarray(m.instance.astype(np.uint16)).save(f, format="PNG")
+    write_csv(folder / "maps.csv", ["map_id", "class"], ([m.map_id, m.class_name] for m in maps))
     return folder
 
 

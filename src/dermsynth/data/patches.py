@@ -39,7 +39,7 @@ from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.images import fit_mask_to_image, load_image, load_mask
 from dermsynth.data.prepare import load_dataset, prepare
 from dermsynth.data.readers import DataWarning, SourceIndex, read_source
-from dermsynth.errors import DataError
+from dermsynth.errors import DataError, require_at_least
 from dermsynth.io import check_writable_dir
 from dermsynth.progress import tqdm
 
@@ -211,6 +211,7 @@ def cut_patches(source: str | Path | SourceIndex, out: str | Path, rule: PatchRu
     """
     if max_per_image is not None and max_per_image < 1:
         raise DataError(f"--max-per-image must be >= 1, got {max_per_image}")
+    require_at_least("--read-size", read_size)  # 0 is not "the default"
     out = Path(out).expanduser()
     name = str(source.root) if isinstance(source, SourceIndex) else str(source)
     check_writable_dir(out, "--out")

@@ -32,7 +32,7 @@ from dermsynth.data.maps import (SLIC_COMPACTNESS, SUPERPIXEL_AREA, boundary_fra
                                  superpixels as slic_superpixels, warn_if_mostly_edges)
 from dermsynth.data.readers import SourceIndex, read_source
 from dermsynth.defaults import DEFAULT_PHANTOM_N, DEFAULT_SIZE
-from dermsynth.errors import DataError
+from dermsynth.errors import DataError, DermsynthError
 from dermsynth.io import check_writable_dir, remove_stale_temp, temp_path, write_error, write_json
 from dermsynth.resources import require_disk, unwind_on_sigterm
 
@@ -156,7 +156,8 @@ def prepare(
     size = int(size)
     from_index = isinstance(source, SourceIndex)
     index = source if from_index else read_source(source, kind, split=split, skip_missing=skip_missing)
-    out = Path(out).expanduser() if out is not None else cache_dir_for(index, size, skip_corrupt, from_index)
+    out_given = out is not None
+    out = Path(out).expanduser() if out_given else cache_dir_for(index, size, skip_corrupt, from_index)
     fp = fingerprint(index, size, skip_corrupt)
     if not force:
         cached = _reusable(out, fp, size)
@@ -168,7 +169,7 @@ def prepare(
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: cache location exists and is not a folder")
     created = not out.exists()
-    check_writable_dir(out, "--out")
+    _check_cache_writable(out, given=out_given)
     remove_stale_temp(out)  # arrays of a prepare that was killed (up to GBs)
     try:
         (out / "meta.json").unlink(missing_ok=True)  # whatever was here is no longer a complete cache
@@ -222,6 +223,19 @@ def prepare(
 #: meta.json's record of superpixels read from the source's own ISIC 2018 Task 2 files
 ISIC_SUPERPIXELS = {"method": "isic-superpixels-files", "files": "<id>_superpixels.png",
                     "decoding": "id = R + (G << 8) + (B << 16); centre-cropped as the image, nearest-neighbour resize"}
+
+
+def _check_cache_writable(out: Path, given: bool) -> None:
+    """``prepare --out`` names the folder itself; the default one lives under $DERMSYNTH_CACHE, which is what a
+    read-only default cache calls for changing (a command such as train has an --out of its own)."""
+    if given:
+        check_writable_dir(out, "--out")
+        return
+    try:
+        check_writable_dir(out)
+    except DermsynthError as exc:
+        raise DataError(f"{exc}: the cache folder {default_cache_root()} is not writable; set DERMSYNTH_CACHE to a "
+                        f"writable folder") from None
 
 
 def _slic_settings(size: int, superpixel_area: float) -> dict:

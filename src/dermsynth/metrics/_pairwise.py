@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dermsynth import io
 from dermsynth.device import full_fp32_matmul, resolve_device
 from dermsynth.errors import DermsynthError
 
@@ -56,12 +57,9 @@ def check_images(images, name: str) -> np.ndarray:
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Save a ``matplotlib.figure.Figure`` (made without pyplot, so no global state) to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Save a ``matplotlib.figure.Figure`` (made without pyplot, so no global state) to ``path``, atomically."""
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return io.save_figure(fig, path)
 
 
 def _chunks(n: int, d: int, other: int, chunk: int | None) -> int:

@@ -243,6 +243,9 @@ def build_pix2pixhd(resolution: int, z_dim: int = 0, num_classes: int = 0, width
                     d_layers: int = 3, d_scales: int = 3, **_: object) -> tuple[nn.Module, nn.Module]:
     """(generator, multi-scale discriminator); ``width`` is ngf = ndf (pix2pixHD: 64 both). The latent size
     and classes are unused (pix2pixHD is conditioned on the maps alone)."""
+    if d_scales >= 1 and resolution >> (d_scales - 1) < 2:  # instance norm needs more than one pixel
+        raise ValueError(f"{d_scales} discriminator scales (--d-scales) halve {resolution} px to "
+                         f"{resolution >> (d_scales - 1)} px; at most {resolution.bit_length() - 1} at {resolution} px")
     G = Pix2PixHDGenerator(resolution, semantic_nc, instance, width, n_downsample, n_blocks, local_enhancers)
     D = Pix2PixHDDiscriminator(G.input_nc + 3, width, d_layers, d_scales)
     for net in (G, D):  # pix2pixHD's define_G / define_D: netG.apply(weights_init)

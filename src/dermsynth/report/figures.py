@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dermsynth.io import atomic_open, save_figure
+
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """Generator output in [-1, 1], (N, 3, H, W) -> uint8 (N, H, W, 3)."""
@@ -29,16 +31,18 @@ def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, fill: 
     return grid
 
 
-def save_png(image: np.ndarray, path: str | Path, min_side: int = 0) -> Path:
-    """Save a uint8 image; upscale with nearest-neighbour so small grids stay legible."""
+def save_png(image: np.ndarray | Image.Image, path: str | Path, min_side: int = 0) -> Path:
+    """Save a uint8 image (or a PIL image) atomically (:func:`dermsynth.io.atomic_open`: a failed write keeps
+    the previous file and names ``path``); upscale with nearest-neighbour so small grids stay legible."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pil = Image.fromarray(image)
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
     if min_side and min(pil.size) < min_side:
         k = math.ceil(min_side / min(pil.size))
         pil = pil.resize((pil.width * k, pil.height * k), Image.NEAREST)
-    pil.save(path)
+    with atomic_open(path, "wb") as f:
+        pil.save(f, format="PNG")
     return path
+
 
 
 def plot_curves(csv_path: str | Path, png_path: str | Path, columns: list[str] | None = None,
@@ -71,6 +75,7 @@ def plot_curves(csv_path: str | Path, png_path: str | Path, columns: list[str] |
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)
-    return Path(png_path)
+    try:
+        return save_figure(fig, png_path)
+    finally:
+        plt.close(fig)

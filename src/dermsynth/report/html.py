@@ -7,6 +7,8 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
+from dermsynth.io import write_text
+
 
 class HTMLReport:
     """Build a report section by section, then :meth:`write` it."""
@@ -46,14 +48,10 @@ class HTMLReport:
         return self
 
     def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            "<!doctype html><html><head><meta charset='utf-8'>"
+        return write_text(
+            path, "<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>"
-            f"<h1>{html.escape(self.title)}</h1>{''.join(self.parts)}</body></html>\n"
-        )
-        return path
+            f"<h1>{html.escape(self.title)}</h1>{''.join(self.parts)}</body></html>\n")
 
 
 def _fmt(value: object) -> str:

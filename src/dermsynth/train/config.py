@@ -24,6 +24,7 @@ from dataclasses import Field, asdict, dataclass, field, fields, make_dataclass,
 from pathlib import Path
 from typing import Any
 
+from dermsynth.data.splits import check_real_fraction
 from dermsynth.defaults import DEFAULT_PHANTOM_N, DEFAULT_SIZE
 from dermsynth.errors import DermsynthError
 from dermsynth.io import write_json
@@ -48,6 +49,9 @@ class CommonOptions:
                                     "(default: the built-in phantom data).")
     split: str | None = option(None, "A saved split (`dermsynth split`, or an augment run's split.json): train on "
                                      "its train part only, e.g. the synthetic source of an augmentation study.")
+    real_fraction: float | None = option(None, "With --split: train on this nested fraction of its train part, "
+                                               "the same images as `dermsynth augment --real-fraction` uses "
+                                               "(0 < f <= 1).")
     out: str = option("runs/train", "Run folder: checkpoints, logs, sample grids.")
     size: int = option(DEFAULT_SIZE, "Image side in pixels (a power of two >= 16).")
     width: int = option(64, "Base channel width (ngf = ndf; PGAN: fmap_max = 8 * width).")
@@ -145,6 +149,10 @@ class _TrainConfigMethods:
         model_spec(self.model).options.check(self)  # the model's own options first
         if self.size < 16 or self.size & (self.size - 1):
             raise DermsynthError(f"--size must be a power of two >= 16, got {self.size}")
+        if self.real_fraction is not None:
+            if self.split is None:
+                raise DermsynthError("--real-fraction takes a fraction of a split's train part: give --split too")
+            check_real_fraction(self.real_fraction)
         if self.overfit_holdout < 0:
             raise DermsynthError(f"--overfit-holdout must be >= 0, got {self.overfit_holdout}")
         for name in ("batch_size", "steps", "log_every", "sample_every", "checkpoint_every", "z_dim", "width",
@@ -168,6 +176,7 @@ class _TrainConfigMethods:
                 raise DermsynthError(f"--{_flag(name)} must be in [0, 1), got {value}")
         if self.loss is not None and self.loss not in LOSSES:
             raise DermsynthError(f"unknown --loss {self.loss!r}; available: {', '.join(LOSSES)}")
+        check_option_ranges(self)
         return self
 
     def foreign(self, given: set[str] | None = None) -> list[str]:
@@ -216,3 +225,41 @@ TrainConfig.__doc__ = ("Every option of a training run: the common options plus 
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+# --- range checks of single options (issue 18: nonsense that was accepted, or crashed later) --------------
+
+#: counts that must be >= 1 (0 would divide by zero or build nothing)
+_POSITIVE_COUNTS = ("r1_interval", "pl_interval", "map_layers", "mbstd_group")
+#: loss weights and other amounts that must be finite and >= 0
+_NON_NEGATIVE = ("lambda_feat", "lambda_perceptual", "relevancy_weight", "cycle_weight", "identity_weight",
+                 "r1_gamma", "pl_weight", "ema_kimg", "ema_rampup", "pool_size", "g_downsample", "local_enhancers",
+                 "ada_kimg", "gp_weight", "drift", "stable_kimg", "fade_kimg")
+#: amounts that must be finite and > 0
+_POSITIVE_FINITE = ("fmaps", "lr_g", "lr_d", "kimg", "metric_every")
+#: probabilities
+_FRACTIONS = ("style_mixing", "augment_p", "ada_target")
+
+
+def check_option_ranges(cfg: TrainConfig) -> None:
+    """One-line errors for options outside their range (``None`` = the model's default, not checked)."""
+    def given(name: str) -> list[tuple[str, Any]]:
+        value = getattr(cfg, name, None)  # a name no registered model takes any more: nothing to check
+        return [] if value is None else [(name, value)]
+
+    for name, value in (kv for n in _POSITIVE_COUNTS for kv in given(n)):
+        if value < 1:
+            raise DermsynthError(f"--{_flag(name)} must be >= 1, got {value}")
+    for name, value in (kv for n in (*_NON_NEGATIVE, *_POSITIVE_FINITE) for kv in given(n)):
+        if not math.isfinite(value):
+            raise DermsynthError(f"--{_flag(name)} must be a finite number, got {value}")
+    for name, value in (kv for n in _NON_NEGATIVE for kv in given(n)):
+        if value < 0:
+            raise DermsynthError(f"--{_flag(name)} must be >= 0, got {value}")
+    for name, value in (kv for n in _POSITIVE_FINITE for kv in given(n)):
+        if not value > 0:
+            raise DermsynthError(f"--{_flag(name)} must be > 0, got {value}")
+    for name, value in (kv for n in _FRACTIONS for kv in given(n)):
+        if not 0 <= value <= 1:
+            raise DermsynthError(f"--{_flag(name)} must be in [0, 1], got {value}")
+

@@ -43,7 +43,7 @@ from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.maps import masked_subset
 from dermsynth.data.prepare import content_hash, load_dataset
 from dermsynth.data.patches import patch_domains
-from dermsynth.data.splits import split_part
+from dermsynth.data.splits import ids_fingerprint, split_part
 from dermsynth.device import bf16_native, resolve_device, runtime_info
 from dermsynth.errors import CheckpointError, DermsynthError
 from dermsynth.io import append_csv_row, check_writable_dir, read_csv_rows, write_csv, write_json
@@ -220,7 +220,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     torch.manual_seed(cfg.seed)
     data = dataset if dataset is not None else load_training_data(cfg, progress and dist.is_main)
     if cfg.split is not None:  # never the validation or test images of a classifier study
-        data = split_part(data, cfg.split, "train")
+        data = split_part(data, cfg.split, "train", real_fraction=cfg.real_fraction)
     _check_data(data, cfg, "--data")
     if spec.masks_required:
         data = masked_subset(data, cfg.skip_unmasked)
@@ -706,7 +706,8 @@ def _restore(state: dict, run: _Run) -> None:
 
 def _data_summary(data: LesionDataset) -> dict:
     return {"source": data.source, "count": len(data), "size": data.size,
-            "class_names": list(data.class_names), "class_counts": data.class_counts()}
+            "class_names": list(data.class_names), "class_counts": data.class_counts(),
+            "ids_sha256": ids_fingerprint(data.ids)}  # which real images (augment checks a GAN's subset)
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from _edit_data import SIZE, phantom_patches
+from _edit_data import SIZE, phantom_patches, write_pairs
 from _runs import assert_same_training_state, resumed_and_uninterrupted
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.edit import edit_folder, edit_image
@@ -142,18 +142,8 @@ def test_bad_unet_editor_options(tmp_path, patches):
 # --- dermsynth edit -------------------------------------------------------------------------------------------
 
 
-def _write_pairs(folder, patches, n=3):
-    healthy, lesion = patches
-    (folder / "img").mkdir(parents=True)
-    (folder / "msk").mkdir()
-    for i in range(n):
-        Image.fromarray(np.asarray(healthy.images[i])).save(folder / "img" / f"p{i}.png")
-        Image.fromarray(np.asarray(lesion.lesion_masks[i]) * 255).save(folder / "msk" / f"p{i}_segmentation.png")
-    return folder / "img", folder / "msk"
-
-
 def test_edit_one_image_applies_the_generator_and_reports_relevance(tmp_path, patches, checkpoint):
-    images, masks = _write_pairs(tmp_path, patches, n=1)
+    images, masks = write_pairs(tmp_path, patches, n=1)
     report = edit_image(checkpoint, images / "p0.png", masks / "p0_segmentation.png", tmp_path / "out.png")
     photo = np.asarray(Image.open(images / "p0.png"))
     mask = (np.asarray(Image.open(masks / "p0_segmentation.png")) > 127).astype(np.float32)
@@ -171,7 +161,7 @@ def test_edit_one_image_applies_the_generator_and_reports_relevance(tmp_path, pa
 
 
 def test_edit_folder_writes_outputs_manifest_grid_and_relevance(tmp_path, patches, checkpoint):
-    images, masks = _write_pairs(tmp_path, patches)
+    images, masks = write_pairs(tmp_path, patches)
     report = edit_folder(checkpoint, images, masks, tmp_path / "out", progress=False)
     rows = list(csv.DictReader(open(tmp_path / "out" / "manifest.csv")))
     assert [r["file"] for r in rows] == ["p0.png", "p1.png", "p2.png"]
@@ -208,7 +198,7 @@ def _break(masks, case):
 
 @pytest.mark.parametrize("case", list(BAD_EDITS))
 def test_bad_edit_input_is_one_clear_error_and_writes_nothing(tmp_path, patches, checkpoint, case):
-    images, masks = _write_pairs(tmp_path, patches)
+    images, masks = write_pairs(tmp_path, patches)
     _break(masks, case)
     with pytest.raises(DataError) as info:
         edit_folder(checkpoint, images, masks, tmp_path / "out", progress=False)
@@ -217,7 +207,7 @@ def test_bad_edit_input_is_one_clear_error_and_writes_nothing(tmp_path, patches,
 
 
 def test_cli_edit_errors_are_one_line(tmp_path, patches, checkpoint):
-    images, masks = _write_pairs(tmp_path, patches)
+    images, masks = write_pairs(tmp_path, patches)
     _break(masks, "size")
     proc = _cli("edit", checkpoint, "--image", images / "p0.png", "--mask", masks / "p0_segmentation.png",
                 "--out", tmp_path / "one.png")

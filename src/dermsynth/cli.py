@@ -660,38 +660,48 @@ def patches(source: str, out: str, size: int, lesion_fraction: str, margin: int,
 @main.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option("--image", type=click.Path(), default=None, help="One photo to edit.")
-@click.option("--mask", type=click.Path(), default=None, help="Its lesion mask (same size; the U-Net editor needs it).")
+@click.option("--mask", type=click.Path(), default=None,
+              help="Its lesion mask (same size; the U-Net editor and ddpm-inpaint need it).")
 @click.option("--images", type=click.Path(), default=None, help="A folder of photos to edit.")
 @click.option("--masks", type=click.Path(), default=None,
               help="Their masks: MASKS/<id>.png (or <id>_segmentation / _mask / _lesion).")
 @click.option("--out", type=click.Path(), required=True, help="OUT.png for --image, a folder for --images.")
 @click.option("--direction", type=click.Choice(["ab", "ba", "add", "remove"]), default=None,
-              help="cyclegan: ab (A -> B, default) or ba; unet-translator: its trained direction (add/remove).")
+              help="cyclegan: ab (A -> B, default) or ba; unet-translator, ddpm-inpaint: the trained direction "
+                   "(add/remove).")
+@click.option("--sampler", default=None, help="ddpm-inpaint: ddpm | ddim | dpm-solver (default ddim).")
+@click.option("--sampling-steps", type=int, default=None,
+              help="ddpm-inpaint: sampler steps (default ddpm 1000, ddim 50, dpm-solver 20).")
+@click.option("--seed", type=int, default=None, help="ddpm-inpaint: seed of the sampling noise (default 0; photo i "
+                                                     "of a folder: a function of the seed and i).")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder (--images), removing first what an earlier "
               "run of this command wrote there (its PNGs and manifest; nothing else).")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def edit(checkpoint: str, image: str | None, mask: str | None, images: str | None, masks: str | None, out: str,
-         direction: str | None, overwrite: bool, device: str, quiet: bool) -> None:
-    """Add or remove a lesion with a unet-translator or cyclegan CHECKPOINT; reports the change inside vs
-    outside the mask and writes an input | mask | output (CycleGAN: input | translation | reconstruction) grid."""
+         direction: str | None, sampler: str | None, sampling_steps: int | None, seed: int | None, overwrite: bool,
+         device: str, quiet: bool) -> None:
+    """Add or remove a lesion with a unet-translator, cyclegan or ddpm-inpaint CHECKPOINT; reports the change
+    inside vs outside the mask and writes an input | mask | output (CycleGAN: input | translation |
+    reconstruction) grid. ddpm-inpaint keeps every pixel outside the mask exactly."""
     from dermsynth.edit import edit_folder, edit_image
 
     if (image is None) == (images is None):
         raise DermsynthError("give either --image IMG [--mask MASK] --out OUT.png or --images DIR [--masks DIR] "
                              "--out DIR")
+    sampling = {"sampler": sampler, "sampling_steps": sampling_steps, "seed": seed}
     if image is not None:
         if masks is not None:
             raise DermsynthError("--masks goes with --images; for one --image give --mask")
         if overwrite:
             raise DermsynthError("--overwrite goes with --images (an output folder); --out OUT.png is replaced "
                                  "atomically anyway")
-        report = edit_image(checkpoint, image, mask, out, direction=direction, device=device)
+        report = edit_image(checkpoint, image, mask, out, direction=direction, device=device, **sampling)
     else:
         if mask is not None:
             raise DermsynthError("--mask goes with --image; for --images give a --masks folder")
         report = edit_folder(checkpoint, images, masks, out, direction=direction, device=device,
-                             progress=not quiet, overwrite=overwrite)
+                             progress=not quiet, overwrite=overwrite, **sampling)
     click.echo(report.describe())
     click.echo(f"grid: {report.grid}")
 

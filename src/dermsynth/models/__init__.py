@@ -21,14 +21,14 @@ from torch import nn
 from dermsynth.errors import DermsynthError
 from dermsynth.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from dermsynth.models.lapgan import LAPGANDiscriminator, LAPGANGenerator, build_lapgan
-from dermsynth.models.options import (CycleGANOptions, DCGANOptions, DiffusionOptions, LAPGANOptions, MapDiffusionOptions, ModelOptions, NoiseGANOptions,
+from dermsynth.models.options import (CycleGANOptions, DCGANOptions, DiffusionOptions, InpaintDiffusionOptions, LAPGANOptions, MapDiffusionOptions, ModelOptions, NoiseGANOptions,
                                       PGANOptions, Pix2PixHDOptions, StyleGAN2Options, UNetTranslatorOptions)
 from dermsynth.models.perceptual import default_lambda
 from dermsynth.models.pix2pixhd import MultiScaleDiscriminator, build_pix2pixhd
 from dermsynth.models.pgan import KARRAS_PAPER_BATCH, PGANDiscriminator, PGANGenerator, build_pgan, pgan_schedule
 from dermsynth.models.stylegan2 import STYLEGAN2_DEFAULTS, build_stylegan2, stylegan2_options
-from dermsynth.models.diffusion import (DENOISER_PRESETS, DIFFUSION_DEFAULTS, build_diffusion, diffusion_maps_options,
-                                       diffusion_options)
+from dermsynth.models.diffusion import (DENOISER_PRESETS, DIFFUSION_DEFAULTS, build_diffusion, build_inpainting,
+                                        diffusion_inpaint_options, diffusion_maps_options, diffusion_options)
 from dermsynth.models.editing import build_cyclegan, build_unet_editor
 import dermsynth.models.classifiers  # noqa: E402,F401  (registers the "classifier" perceptual network)
 
@@ -251,6 +251,14 @@ MODELS: dict[str, ModelSpec] = {
     "ddpm-maps": ModelSpec(build_diffusion, "ddpm-maps", DIFFUSION_DEFAULTS, inputs=("semantic", "instance"),
                            extra_options=diffusion_maps_options, masks_required=True,
                            options=MapDiffusionOptions, truncation=None, presets=DIFFUSION_PRESETS),
+    # Furger et al.'s lesion editing by diffusion inpainting (Saharia et al. 2022, Palette): the denoiser sees the
+    # image with the region to repaint zeroed and the mask; add: lesion patches in their own masks, remove: healthy
+    # patches in lesion patches' masks (--data-b)
+    "ddpm-inpaint": ModelSpec(build_inpainting, "ddpm-inpaint", DIFFUSION_DEFAULTS, inputs=("images", "masks"),
+                              extra_options=diffusion_inpaint_options,
+                              data_domain=lambda cfg: "healthy" if cfg.direction == "remove" else "lesion",
+                              options=InpaintDiffusionOptions, truncation=None,
+                              presets=DIFFUSION_PRESETS),
 }
 
 

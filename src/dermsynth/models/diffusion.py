@@ -281,8 +281,13 @@ class Diffusion:
 
     def loss(self, denoiser: Denoiser, clean: torch.Tensor, labels: torch.Tensor | None = None,
              condition: torch.Tensor | None = None, p_uncond: float = DEFAULT_P_UNCOND,
-             generator: torch.Generator | None = None, draw: Draw | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, draw: Draw | None = None,
+             region: torch.Tensor | None = None) -> torch.Tensor:
         """DDPM's simple loss: the MSE between the network output and :meth:`target` at a uniform random t.
+
+        ``region`` (B, 1, H, W) in {0, 1} (inpainting): only those pixels are noised, the others enter the
+        network clean, as :meth:`sample` holds them given ``known``, and the MSE is the mean over the region's
+        elements (:func:`inpaint_mse`).
 
         Labels are replaced by the null class with probability ``p_uncond`` (classifier-free guidance training).
         Random draws, in this order: t (uniform), the noise (normal), the label dropout (uniform, only with
@@ -300,7 +305,12 @@ class Diffusion:
         if labels is not None and denoiser.num_classes > 0 and p_uncond > 0:
             drop = draw("uniform", b) < p_uncond
             labels = torch.where(drop, torch.full_like(labels, denoiser.null_class), labels)
-        out = denoiser(self.add_noise(clean, noise, t), t, labels, condition)
+        noisy = self.add_noise(clean, noise, t)
+        if region is not None:
+            noisy = keep_known(noisy, clean, region)
+        out = denoiser(noisy, t, labels, condition)
+        if region is not None:
+            return inpaint_mse(out, self.target(clean, noise, t), region)
         return F.mse_loss(out.float(), self.target(clean, noise, t).float())
 
     def sampling_steps(self, sampler: str, steps: int | None) -> int:
@@ -315,13 +325,16 @@ class Diffusion:
     @torch.no_grad()
     def sample(self, denoiser: Denoiser, n: int, *, labels: torch.Tensor | None = None,
                condition: torch.Tensor | None = None, sampler: str = "ddim", steps: int | None = None,
-               guidance: float = 1.0, seed: int = 0, first_index: int = 0, bf16: bool = False) -> torch.Tensor:
+               guidance: float = 1.0, seed: int = 0, first_index: int = 0, bf16: bool = False,
+               known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``n`` images in [-1, 1] on the denoiser's device: images ``first_index .. first_index + n - 1`` of the
         run seeded ``seed`` (each a function of the seed and its index only).
 
         ``labels`` (n,) condition a class-conditional denoiser (None: the null class, i.e. unconditional);
         ``guidance`` != 1 applies classifier-free guidance and needs labels. ``bf16``: the network under bfloat16
-        autocast (CUDA); the scheduler arithmetic stays float32.
+        autocast (CUDA); the scheduler arithmetic stays float32. ``known`` = (images (n, C, H, W), masks
+        (n, 1, H, W)) inpaints: outside the mask (0) every step's input holds the given clean pixels (Palette's
+        sampler), and so does the result; the images' size is theirs (the U-Net is convolutional).
         """
         steps = self.sampling_steps(sampler, steps)
         if not math.isfinite(guidance) or guidance < 0:
@@ -333,13 +346,18 @@ class Diffusion:
         labels = None if labels is None else labels.to(device)
         condition = None if condition is None else condition.to(device)
         gens = [image_generator(seed, first_index + i) for i in range(n)]
-        size = denoiser.resolution
+        height = width = denoiser.resolution
+        if known is not None:
+            known = tuple(k.to(device).float() for k in known)
+            height, width = known[0].shape[-2:]
         sched = self.scheduler(sampler)
         sched.set_timesteps(steps, device=device)
-        x = randn_tensor((n, denoiser.image_channels, size, size), generator=gens, device=device) \
+        x = randn_tensor((n, denoiser.image_channels, height, width), generator=gens, device=device) \
             * sched.init_noise_sigma
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         for t in sched.timesteps:
+            if known is not None:
+                x = keep_known(x, *known)
             x_in = sched.scale_model_input(x, t)
             with autocast:
                 if guidance == 1.0:  # one call instead of the doubled batch
@@ -347,7 +365,29 @@ class Diffusion:
                 else:
                     out = guided_prediction(denoiser, x_in, t, labels, guidance, condition)
             x = sched.step(out.float(), t, x, generator=gens).prev_sample
+        if known is not None:
+            x = keep_known(x, *known)
         return x.clamp(-1.0, 1.0)
+
+
+def keep_known(x: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` inside ``mask`` (1: the region to repaint), ``known`` outside it."""
+    return torch.where(mask.to(torch.bool), x, known.to(x.dtype))
+
+
+def inpaint_mse(out: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """The MSE over the elements inside ``region`` (B, 1, H, W) in {0, 1}, all images' together. Outside it the
+    network saw clean pixels, whose noise it cannot predict, and the edit pastes the input back there. Palette's
+    code averages ``region * error`` over every element instead, which scales the loss with the mask's area."""
+    weight = region.float().expand_as(out)
+    return ((out.float() - target.float()) ** 2 * weight).sum() / weight.sum().clamp(min=1)
+
+
+def inpaint_condition(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The conditioning of an inpainting denoiser (Palette; Stable Diffusion's inpainting U-Net): the image with
+    the region to repaint zeroed (0: mid grey in [-1, 1]) and the mask (1 inside) as a fourth channel."""
+    masks = masks.float()
+    return torch.cat([images.float() * (1 - masks), masks], dim=1)
 
 
 def build_diffusion(resolution: int, num_classes: int = 0, width: int = 64, preset: str = "auto",
@@ -358,6 +398,20 @@ def build_diffusion(resolution: int, num_classes: int = 0, width: int = 64, pres
     process = Diffusion(schedule, timesteps, prediction)
     return {"denoiser": Denoiser(resolution, num_classes, preset, condition_channels=condition_channels, width=width,
                                  process=process)}
+
+
+#: what an inpainting denoiser paints inside its masks: ``add`` a lesion (trained on lesion patches and their
+#: own masks), ``remove`` one (trained on healthy patches with the masks of lesion patches)
+INPAINT_DIRECTIONS: tuple[str, ...] = ("add", "remove")
+
+
+def build_inpainting(resolution: int, direction: str = "add", **options: Any) -> dict[str, nn.Module]:
+    """The registry builder of ``ddpm-inpaint``: :func:`build_diffusion` conditioned on :func:`inpaint_condition`
+    (image + mask channels), its ``direction`` recorded on the denoiser."""
+    _choice(direction, INPAINT_DIRECTIONS, "--direction")
+    networks = build_diffusion(resolution, condition_channels=4, **options)  # RGB with the region zeroed + mask
+    networks["denoiser"].direction = direction
+    return networks
 
 
 def maps_condition(*maps: torch.Tensor | None) -> torch.Tensor | None:
@@ -391,6 +445,11 @@ def diffusion_options(cfg: Any, data: Any) -> dict[str, Any]:
             "prediction": cfg.prediction}
 
 
+def diffusion_inpaint_options(cfg: Any, data: Any) -> dict[str, Any]:
+    """Builder options of the inpainting model: as :func:`diffusion_options`, plus its direction."""
+    return {**diffusion_options(cfg, data), "direction": cfg.direction}
+
+
 def diffusion_maps_options(cfg: Any, data: Any) -> dict[str, Any]:
     """Builder options of the mask-conditioned model: as :func:`diffusion_options`, plus one conditioning channel
     per semantic channel (the lesion, and the five ISIC attributes when the data have attribute masks, as
@@ -402,5 +461,7 @@ def diffusion_maps_options(cfg: Any, data: Any) -> dict[str, Any]:
 __all__ = ["DDPM_256_RECIPE", "DDPM_CIFAR10_RECIPE", "DEFAULT_P_UNCOND", "DEFAULT_SAMPLING_STEPS",
            "DENOISER_PRESETS", "DIFFUSERS_EXAMPLE_RECIPE", "DIFFUSION_DEFAULTS", "Denoiser", "DenoiserPreset",
            "Diffusion", "Draw", "PREDICTIONS", "PRESET_FOR_SIZE", "SAMPLERS", "SCHEDULES", "TrainingRecipe",
-           "build_diffusion", "class_labels", "diffusion_maps_options", "diffusion_options", "guided_prediction", "image_generator",
+           "INPAINT_DIRECTIONS", "build_diffusion", "build_inpainting", "class_labels", "diffusion_inpaint_options",
+           "inpaint_condition", "inpaint_mse", "keep_known", "diffusion_maps_options", "diffusion_options",
+           "guided_prediction", "image_generator",
            "maps_condition", "preset_name", "resolve_preset"]

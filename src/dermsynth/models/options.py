@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dermsynth.errors import DermsynthError
-from dermsynth.models.diffusion import Diffusion
+from dermsynth.models.diffusion import INPAINT_DIRECTIONS, Diffusion
 from dermsynth.models.perceptual import check_perceptual_spec
 from dermsynth.models.pgan import parse_batch_schedule
 
 __all__ = ["AdversarialOptions", "AugmentOptions", "CycleGANOptions", "DCGANOptions", "DiffusionOptions", "FlipOptions",
+           "InpaintDiffusionOptions",
            "LAPGANOptions", "LatentOptions", "MapDiffusionOptions", "ModelOptions", "NoiseGANOptions", "PGANOptions",
            "Pix2PixHDOptions", "PresetOptions", "StyleGAN2Options", "TwoDomainOptions", "UNetTranslatorOptions",
            "WidthOptions",
@@ -258,8 +259,9 @@ class PresetOptions(ModelOptions):
     preset: str | None = option(None, "Named set of defaults, recorded in config.json; options given explicitly "
                                       "override it. cyclegan: zhu2017 (default: Zhu et al. 2017) | furger2020 (Furger "
                                       "et al. 2020, 4.3: U-Net translators, two-scale D, BCE, Adam 5e-5 beta1 0.9, MSE "
-                                      "cycle loss, no identity loss). ddpm, ddpm-maps: the denoiser and its source's "
-                                      "training recipe, auto (default: by --size, 32 ddpm-32, 64 example-64, 128 "
+                                      "cycle loss, no identity loss). ddpm, ddpm-maps, ddpm-inpaint: the denoiser and "
+                                      "its source's training recipe, auto (default: by --size, 32 ddpm-32, 64 "
+                                      "example-64, 128 "
                                       "example-128, 256 ddpm-256) | ddpm-32 | example-64 | example-128 | ddpm-256 | "
                                       "tiny; --width scales its channels by width / 64.")
 
@@ -347,4 +349,26 @@ class MapDiffusionOptions(DiffusionOptions):
     def check(cfg: Any) -> None:
         if cfg.conditional:
             raise DermsynthError("--model ddpm-maps is conditioned on lesion maps, not classes; drop --conditional")
+        DiffusionOptions.check(cfg)
+
+
+@dataclass
+class InpaintDiffusionOptions(DiffusionOptions):
+    """Diffusion inpainting (``ddpm-inpaint``): a denoiser conditioned on the image with the region to repaint
+    zeroed and the mask, trained on the healthy / lesion patch sets (``dermsynth patches``)."""
+
+    direction: str = option("add", "ddpm-inpaint: add (repaint lesion patches, --data, inside their own masks) or "
+                                   "remove (repaint healthy patches, --data, inside masks of lesion patches, "
+                                   "--data-b).")
+    data_b: str | None = option(None, "ddpm-inpaint --direction remove: the lesion patches whose masks are "
+                                      "repainted (a patch folder as --data alone gives both sets).")
+
+    @staticmethod
+    def check(cfg: Any) -> None:
+        if cfg.direction not in INPAINT_DIRECTIONS:
+            raise DermsynthError(f"--direction must be one of {', '.join(INPAINT_DIRECTIONS)} for --model "
+                                 f"ddpm-inpaint, got {cfg.direction!r}")
+        if cfg.conditional:
+            raise DermsynthError("--model ddpm-inpaint is conditioned on the image around the mask, not classes; "
+                                 "drop --conditional")
         DiffusionOptions.check(cfg)

@@ -9,7 +9,8 @@ the checkpointed ``noise`` generator for the global batch, each rank keeping its
 
 Previews and in-training metrics draw images with the configured ``sampler`` at ``sampling_steps`` steps and
 ``guidance``; the map-conditioned model (``ddpm-maps``, :class:`MapDiffusionStep`) denoises given the semantic
-(+ instance-boundary) maps of the batch, as extra input channels.
+(+ instance-boundary) maps of the batch, as extra input channels; the inpainting model (``ddpm-inpaint``,
+:class:`InpaintDiffusionStep`) repaints the inside of lesion masks given the rest of the image.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from dermsynth.models.diffusion import Denoiser, class_labels, maps_condition
+from dermsynth.models.diffusion import (INPAINT_DIRECTIONS, Denoiser, Draw, class_labels, inpaint_condition,
+                                        maps_condition)
 from dermsynth.data.batch import Batch
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.distributed import DistInfo
+from dermsynth.errors import DermsynthError
 from dermsynth.train.steps import PREVIEW_SIZE, TrainStep, register_step
+from dermsynth.train.steps_edit import PREVIEW_EDITS, MaskBorrowing, interleave, mask_rgb
 
 
 class DiffusionStep(TrainStep):
@@ -80,6 +84,11 @@ class DiffusionStep(TrainStep):
         """The conditioning maps of a batch, as channels in [-1, 1] (None for an image-only model)."""
         return maps_condition(*[batch.get(name) for name in self.condition_fields])
 
+    def batch_loss(self, batch: Batch, draw: Draw) -> torch.Tensor:
+        """The diffusion loss of a minibatch, its random numbers from ``draw``."""
+        return self.process.loss(self.trained, batch.images, batch.labels if self.conditional else None,
+                                 self.condition(batch), self.p_uncond, draw=draw)
+
     def __call__(self, batch: Batch) -> torch.Tensor:
         factor = min(1.0, (self.steps_done + 1) / self.warmup) if self.warmup else 1.0
         for group in self.opt.param_groups:
@@ -90,8 +99,7 @@ class DiffusionStep(TrainStep):
             return self.draw(n * world, *shape, kind=kind, like=like)
 
         with self.autocast:
-            loss = self.process.loss(self.trained, batch.images, batch.labels if self.conditional else None,
-                                     self.condition(batch), self.p_uncond, draw=draw)
+            loss = self.batch_loss(batch, draw)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.dist.active:
@@ -136,5 +144,59 @@ class MapDiffusionStep(DiffusionStep):
         return {"condition_fields": ("semantic", "instance") if cfg.instance else ("semantic",)}
 
 
+class InpaintDiffusionStep(MaskBorrowing, DiffusionStep):
+    """``ddpm-inpaint`` (Palette's inpainting, Saharia et al. 2022): the denoiser repaints the masked region of
+    an image given the image with that region zeroed and the mask (:func:`inpaint_condition`); outside the mask
+    its input holds the clean image and the loss is the MSE inside the mask only (``Diffusion.loss`` with
+    ``region``). ``add``: lesion patches (``--data``) in their own masks; ``remove``: healthy patches (``--data``)
+    in the masks of lesion patches (``--data-b``) drawn independently, as the U-Net editor's ``add`` pairs them."""
+
+    sampled_inputs = ("images", "masks")
+
+    def __init__(self, *args: Any, direction: str = "add", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if direction not in INPAINT_DIRECTIONS:
+            raise DermsynthError(f"--direction must be one of {', '.join(INPAINT_DIRECTIONS)} for --model "
+                                 f"ddpm-inpaint, got {direction!r}")
+        self.direction = direction
+        self.borrows_masks = direction == "remove"  # masks of the lesion set (domain B)
+        self.needs = frozenset({"images", "domain_b"} if self.borrows_masks else {"images", "masks"})
+        self.needs_b = frozenset({"images", "masks"})
+        self.sampled_inputs = type(self).sampled_inputs
+
+    @classmethod
+    def config_options(cls, cfg: TrainConfig) -> dict[str, Any]:
+        return {"direction": cfg.direction}
+
+    def batch_loss(self, batch: Batch, draw: Draw) -> torch.Tensor:
+        masks = self.training_masks(batch)
+        return self.process.loss(self.trained, batch.images, None, inpaint_condition(batch.images, masks),
+                                 draw=draw, region=masks)
+
+    def _inpaint(self, denoiser: nn.Module, images: torch.Tensor, masks: torch.Tensor, seed: int) -> torch.Tensor:
+        return self.process.sample(denoiser, len(images), condition=inpaint_condition(images, masks),
+                                   known=(images, masks), sampler=self.sampler, steps=self.sampling_steps,
+                                   seed=seed, bf16=self.bf16)
+
+    def preview(self, generator: nn.Module, fixed: Batch) -> tuple[torch.Tensor, int]:
+        n = min(PREVIEW_EDITS, len(fixed))
+        photo, masks = fixed.images[:n], self.masks_for(fixed, n)
+        return interleave(photo, mask_rgb(masks), self._inpaint(generator, photo, masks, self.preview_seed)), 6
+
+    def synthesize(self, generator: nn.Module, n: int, seed: int, source: Batch | None) -> torch.Tensor:
+        return self._inpaint(generator, source.images[:n], self.masks_for(source, n), seed)
+
+    def synthesis_settings(self) -> dict[str, Any]:
+        return {"sampler": self.sampler, "sampling_steps": self.sampling_steps}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), **self.masks_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.load_masks_state(state)
+
+
 register_step("ddpm", DiffusionStep)
 register_step("ddpm-maps", MapDiffusionStep)
+register_step("ddpm-inpaint", InpaintDiffusionStep)

@@ -52,7 +52,7 @@ def _loss_pair(loss: str) -> tuple[Any, Any]:
 CYCLE_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
 
-def _mask_rgb(mask: torch.Tensor) -> torch.Tensor:
+def mask_rgb(mask: torch.Tensor) -> torch.Tensor:
     """A {0, 1} mask as a white-on-black image in [-1, 1]."""
     return mask.float().expand(-1, 3, -1, -1) * 2 - 1
 
@@ -68,7 +68,42 @@ def _check_weight(value: float, flag: str) -> float:
     return float(value)
 
 
-class UNetEditorStep(AdversarialStep):
+class MaskBorrowing:
+    """A step whose photos get the masks of another set (``borrows_masks``: domain B's lesion masks, each photo one
+    drawn independently, Furger et al.'s trick) or else bring their own. The first borrowed masks seen are kept
+    (and checkpointed) for previews and in-training metrics, whose batches come from ``--data`` alone."""
+
+    borrows_masks: bool = False
+    preview_masks: torch.Tensor | None = None
+
+    def training_masks(self, batch: Batch) -> torch.Tensor:
+        """The masks of a training batch's photos."""
+        if not self.borrows_masks:
+            return batch.masks
+        masks = batch.domain_b.masks
+        if self.preview_masks is None:
+            self.preview_masks = masks[:PREVIEW_SIZE].detach().clone()
+        return masks
+
+    def masks_for(self, source: Batch, n: int) -> torch.Tensor:
+        """Masks of the first ``n`` photos of a preview or metrics batch."""
+        if not self.borrows_masks:
+            return source.masks[:n]
+        if self.preview_masks is None:
+            raise DermsynthError("the model has seen no lesion masks of --data-b yet (no training step was run)")
+        reps = -(-n // len(self.preview_masks))
+        return self.preview_masks.repeat(reps, 1, 1, 1)[:n].to(source.images.device)
+
+    def masks_state(self) -> dict[str, Any]:
+        return {"preview_masks": None if self.preview_masks is None else self.preview_masks.cpu()}
+
+    def load_masks_state(self, state: dict[str, Any]) -> None:
+        masks = state.get("preview_masks")
+        device = self.noise.device if getattr(self, "noise", None) is not None else "cpu"
+        self.preview_masks = None if masks is None else masks.to(device)
+
+
+class UNetEditorStep(MaskBorrowing, AdversarialStep):
     """Furger et al.'s targeted add / remove: one D update, then one G update (adversarial + lambda_REL * relevancy)."""
 
     stat_names = ("d_loss", "g_loss", "adv_loss", "rel_loss", "change_inside", "change_outside", "d_real", "d_fake")
@@ -85,7 +120,7 @@ class UNetEditorStep(AdversarialStep):
         # add: masks come from the lesion set (domain B); remove: each lesion patch brings its own
         self.needs = frozenset({"images", "domain_b"} | ({"masks"} if direction == "remove" else set()))
         self.needs_b = frozenset({"images", "masks"} if direction == "add" else {"images"})
-        self.preview_masks: torch.Tensor | None = None  # add: the first lesion masks seen (kept in the checkpoint)
+        self.borrows_masks = direction == "add"  # add: masks come from the lesion set; remove: each brings its own
 
     @classmethod
     def config_options(cls, cfg: TrainConfig) -> dict[str, Any]:
@@ -94,12 +129,7 @@ class UNetEditorStep(AdversarialStep):
 
     def inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(photos to edit, their masks, the real target-domain images D sees)."""
-        if self.direction == "add":
-            masks = batch.domain_b.masks
-            if self.preview_masks is None:
-                self.preview_masks = masks[:PREVIEW_SIZE].detach().clone()
-            return batch.images, masks, batch.domain_b.images
-        return batch.images, batch.masks, batch.domain_b.images
+        return batch.images, self.training_masks(batch), batch.domain_b.images
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         photo, mask, real = self.inputs(batch)
@@ -118,22 +148,14 @@ class UNetEditorStep(AdversarialStep):
         return torch.stack([d_loss.detach(), g_loss.detach(), adv.detach(), rel.detach(), inside, outside,
                             real_logits.detach().float().mean(), fake_logits.detach().float().mean()])
 
-    def _masks_for(self, source: Batch, n: int) -> torch.Tensor:
-        if self.direction == "remove":
-            return source.masks[:n]
-        if self.preview_masks is None:
-            raise DermsynthError("the add editor has seen no lesion masks yet (no training step was run)")
-        reps = -(-n // len(self.preview_masks))
-        return self.preview_masks.repeat(reps, 1, 1, 1)[:n].to(source.images.device)
-
     def preview(self, generator: nn.Module, fixed: Batch) -> tuple[torch.Tensor, int]:
         n = min(PREVIEW_EDITS, len(fixed))
         photo = fixed.images[:n]
-        mask = self._masks_for(fixed, n)
-        return interleave(photo, _mask_rgb(mask), generator(photo, mask).clamp(-1, 1)), 6
+        mask = self.masks_for(fixed, n)
+        return interleave(photo, mask_rgb(mask), generator(photo, mask).clamp(-1, 1)), 6
 
     def synthesize(self, generator: nn.Module, n: int, seed: int, source: Batch | None) -> torch.Tensor:
-        return generator(source.images[:n], self._masks_for(source, n)).clamp(-1, 1)
+        return generator(source.images[:n], self.masks_for(source, n)).clamp(-1, 1)
 
     def real_logits(self, batch: Batch) -> torch.Tensor:
         # the over-fitting monitor holds out rows of --data (A), whose images D never sees as reals in
@@ -141,12 +163,10 @@ class UNetEditorStep(AdversarialStep):
         return self.D(batch.images)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"preview_masks": None if self.preview_masks is None else self.preview_masks.cpu()}
+        return self.masks_state()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        masks = state.get("preview_masks")
-        device = self.noise.device if self.noise is not None else "cpu"
-        self.preview_masks = None if masks is None else masks.to(device)
+        self.load_masks_state(state)
 
 
 class ImagePool:

@@ -191,6 +191,7 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
     spec = model_spec(cfg.model)
     cfg.refuse_foreign(given)  # e.g. --direction for dcgan, even at its default value
     cfg = replace(cfg, **{k: _resolved(getattr(cfg, k)) for k in _DATA_PATHS})
+    data_b_given = cfg.data_b is not None or dataset_b is not None  # not the half of a patch folder
     if spec.data_domain is not None:  # a patch folder as --data alone: its healthy/ and lesion/ sets
         cfg = replace(cfg, **dict(zip(("data", "data_b"), patch_domains(cfg.data, cfg.data_b, spec.data_domain(cfg)))))
     out = Path(cfg.out)
@@ -244,6 +245,9 @@ def train(cfg: TrainConfig, dataset: LesionDataset | None = None, resume: bool =
         else cfg.batch_size
     flip = issubclass(spec.options, FlipOptions) and cfg.flip  # map -> image, image -> image models
     sampler_b, data_b = None, None
+    if data_b_given and "domain_b" not in train_step.needs:  # e.g. ddpm-inpaint --direction add
+        raise DermsynthError(f"--data-b does not apply to --model {cfg.model} under these options (it trains on "
+                             f"--data alone)")
     if "domain_b" in train_step.needs:
         data_b = dataset_b
         if data_b is None:

@@ -132,3 +132,56 @@ def test_option_errors(tmp_path):
                          consent="@" + str(tmp_path / "consent.md"), instructions="Look closely.")
     assert study.settings.consent.startswith("# Consent") and study.settings.instructions == "Look closely."
     assert study.settings.public()["consent"] == study.settings.consent
+
+
+def test_a_study_on_read_only_media_reports_and_refuses_to_serve(tmp_path, monkeypatch):
+    """A finished study copied to read-only media (or without write permission) is still a study: it reports
+    and lists its raters, and serving or inviting, which must write, is one error line."""
+    import os
+
+    from click.testing import CliRunner
+
+    from _vtt_study import give, make_study, order
+    from dermsynth.cli import main
+    from dermsynth.vtt import store as store_module
+    from dermsynth.vtt.report import write_report
+
+    study = make_study(tmp_path / "s.sqlite")
+    rater = study.add_raters("derm", 1)[0]
+    for image_id in order(study, rater)[:3]:
+        give(study, rater, image_id, "real")
+    study.close()
+    real_access = os.access
+    monkeypatch.setattr(store_module.os, "access",
+                        lambda path, mode: False if mode == os.W_OK else real_access(path, mode))
+    reopened = store_module.Study(tmp_path / "s.sqlite")
+    assert reopened.read_only and len(reopened.raters()) == 1
+    write_report(reopened, tmp_path / "report")
+    assert (tmp_path / "report" / "report.json").is_file()
+    assert not (tmp_path / "s.sqlite-wal").exists()  # opened immutable: nothing written beside it
+    for args, what in ((["serve", str(tmp_path / "s.sqlite")], "record answers"),
+                       (["invite", str(tmp_path / "s.sqlite"), "--group", "x"], "take new raters")):
+        result = CliRunner().invoke(main, ["vtt", *args])
+        assert result.exit_code == 2 and f"read-only, so it cannot {what}" in result.stderr
+
+
+def test_create_on_a_full_disk_is_one_error_line_and_leaves_nothing(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    from dermsynth.errors import DermsynthError
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount") or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        from _vtt_study import make_study
+
+        with pytest.raises(DermsynthError, match=r"s\.sqlite: cannot write the study \(database or disk is full\)"):
+            make_study(mnt / "s.sqlite", n_real=20, n_fake=20)
+        assert list(mnt.iterdir()) == []  # no half-made study blocks the next try
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

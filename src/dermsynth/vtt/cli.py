@@ -86,6 +86,7 @@ def invite_cmd(study: str, group: str, n: int, names: str | None, base_url: str)
     from dermsynth.vtt.store import Study
 
     st = Study(study)
+    st.require_writable("take new raters")
     added = st.add_raters(group, n, names=None if names is None else names.split(","))
     click.echo("\n".join(_rows(st, added, base_url)))
 
@@ -132,6 +133,7 @@ def serve_cmd(study: str, host: str, port: int, log_level: str) -> None:
     from dermsynth.vtt.store import Study
 
     st = Study(study)
+    st.require_writable("record answers")
     if not st.raters():
         raise DermsynthError(f"{study}: no raters yet; add some with `dermsynth vtt invite {study} --group ...`")
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -168,6 +168,8 @@ class Study:
         self.path = Path(path)
         if not self.path.is_file():
             raise DermsynthError(f"{self.path}: study file not found (make one with `dermsynth vtt create`)")
+        # a study on read-only media or without write permission is read as it is (reports, exports, links)
+        self.read_only = not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
         self._local = threading.local()
         # One writer at a time inside this process: threads queue on this lock in order instead of in SQLite's
         # busy handler, whose growing sleeps gave answers multi-second tail latencies under load.
@@ -191,9 +193,15 @@ class Study:
         """This thread's connection (autocommit; writes use explicit BEGIN IMMEDIATE transactions)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self.path)
+            conn = _connect(self.path, self.read_only)
             self._local.conn = conn
         return conn
+
+    def require_writable(self, what: str) -> None:
+        """A one-line error when the study cannot be written (``what`` needs it: serving, inviting)."""
+        if self.read_only:
+            raise DermsynthError(f"{self.path}: the study file or its folder is read-only, so it cannot {what}; "
+                                 f"copy it to a writable folder (reports and exports work as it is)")
 
     def close(self) -> None:
         """Close this thread's connection (others close when their thread ends)."""
@@ -221,9 +229,12 @@ class Study:
         shuffler.shuffle(items)
         ids = _unique_tokens(len(items), IMAGE_ID_BYTES)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # (dermsynth.io would import torch)
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
-        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # SQLite keeps this mode (WAL too)
+        try:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # SQLite keeps this mode (WAL too)
+        except OSError as exc:
+            raise DermsynthError(f"{path}: cannot write the study ({exc.strerror})") from None
         try:
             conn = _connect(tmp)
             try:
@@ -244,6 +255,9 @@ class Study:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
             os.replace(tmp, path)
+        except (sqlite3.Error, OSError) as exc:  # a full disk, a folder gone read-only: nothing is left behind
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise DermsynthError(f"{path}: cannot write the study ({reason})") from None
         finally:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{tmp}{suffix}").unlink(missing_ok=True)
@@ -554,7 +568,9 @@ class Study:
         return self.conn.execute("SELECT png FROM images WHERE id = ?", (image_id,)).fetchone()[0]
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:  # immutable: SQLite neither writes nor needs the -wal/-shm files it could not create here
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
     conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")

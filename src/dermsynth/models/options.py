@@ -261,9 +261,8 @@ class PresetOptions(ModelOptions):
                                       "et al. 2020, 4.3: U-Net translators, two-scale D, BCE, Adam 5e-5 beta1 0.9, MSE "
                                       "cycle loss, no identity loss). ddpm, ddpm-maps, ddpm-inpaint: the denoiser and "
                                       "its source's training recipe, auto (default: by --size, 32 ddpm-32, 64 "
-                                      "example-64, 128 "
-                                      "example-128, 256 ddpm-256) | ddpm-32 | example-64 | example-128 | ddpm-256 | "
-                                      "tiny; --width scales its channels by width / 64.")
+                                      "example-64, 128 example-128, 256 ddpm-256) | ddpm-32 | example-64 | "
+                                      "example-128 | ddpm-256 | tiny; --width scales its channels by width / 64.")
 
 
 @dataclass

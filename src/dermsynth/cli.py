@@ -104,6 +104,10 @@ def prepare(source: str, size: int, out: str | None, skip_corrupt: bool, skip_mi
 
 _device_option = click.option("--device", default="auto", show_default=True,
                               help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
+# sample, translate and edit (folder mode) refuse a used --out folder unless asked to overwrite it
+_overwrite_option = click.option("--overwrite", is_flag=True,
+                                 help="Write into a non-empty --out folder, removing first what an earlier run of "
+                                      "this command wrote there (its PNGs and manifest; nothing else).")
 
 
 def _train_config_params() -> list[click.Parameter]:
@@ -219,8 +223,7 @@ def train(ctx: click.Context, resume: bool, quiet: bool, **options) -> None:
 @click.option("--guidance", type=float, default=None,
               help="Diffusion models: classifier-free guidance w, eps_uncond + w (eps_cond - eps_uncond) "
                    "(default 1 = none; class-conditional models).")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder, removing first what an earlier "
-              "run of this command wrote there (its PNGs and manifest; nothing else).")
+@_overwrite_option
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation: float | None, psi: float | None,
@@ -270,8 +273,7 @@ def sample(checkpoint: str, n: int, out: str, class_name: str | None, truncation
 @click.option("--sampler", default=None, help="ddpm-maps: ddpm | ddim | dpm-solver (default ddim).")
 @click.option("--sampling-steps", type=int, default=None,
               help="ddpm-maps: sampler steps (default ddpm 1000, ddim 50, dpm-solver 20).")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder, removing first what an earlier "
-              "run of this command wrote there (its PNGs and manifest; nothing else).")
+@_overwrite_option
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def translate(checkpoint: str, maps: str | None, from_data: str | None, out: str, ids: str | None, n: int | None,
@@ -674,8 +676,7 @@ def patches(source: str, out: str, size: int, lesion_fraction: str, margin: int,
               help="ddpm-inpaint: sampler steps (default ddpm 1000, ddim 50, dpm-solver 20).")
 @click.option("--seed", type=int, default=None, help="ddpm-inpaint: seed of the sampling noise (default 0; photo i "
                                                      "of a folder: a function of the seed and i).")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty --out folder (--images), removing first what an earlier "
-              "run of this command wrote there (its PNGs and manifest; nothing else).")
+@_overwrite_option
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def edit(checkpoint: str, image: str | None, mask: str | None, images: str | None, masks: str | None, out: str,

@@ -16,6 +16,7 @@ process). So the CLI uses the CPUs that other processes leave free, and OpenMP's
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -156,6 +157,7 @@ def apply_thread_policy() -> int:
     return threads
 
 
+@functools.cache  # the CPU's flags do not change: read /proc/cpuinfo once per process
 def cpu_has_bf16() -> bool:
     """True when this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo's flags."""
     try:

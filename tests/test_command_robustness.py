@@ -4,7 +4,6 @@ and tracebacks turned into one `error:` line, atomic writes that name their file
 import csv
 import errno
 import io
-import os
 from types import SimpleNamespace
 
 import numpy as np

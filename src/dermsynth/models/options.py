@@ -223,7 +223,7 @@ class Pix2PixHDOptions(FlipOptions, AdversarialOptions):
                 + f" leaves the global generator a {cfg.size / 2 ** halvings:g} px bottleneck (pix2pixHD needs >= "
                   f"{MIN_BOTTLENECK}); use "
                 + (f"--g-downsample {fits} or less, or " if fits >= 1 else "")
-                + (f"fewer --local-enhancers, or " if cfg.local_enhancers else "")
+                + ("fewer --local-enhancers, or " if cfg.local_enhancers else "")
                 + f"--size {MIN_BOTTLENECK << halvings} or more")
 
 

@@ -46,7 +46,6 @@ The trainer and the throughput benchmarks share these classes.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch

@@ -23,7 +23,7 @@ from dermsynth.cli import main
 from dermsynth.data import decode as decode_mod, prepare as prepare_mod
 from dermsynth.data.dataset import LesionDataset
 from dermsynth.data.phantom import generate_phantom
-from dermsynth.data.prepare import build_dataset, content_hash, prepare, source_fingerprint
+from dermsynth.data.prepare import build_dataset, content_hash, load_dataset, prepare
 from dermsynth.data.readers import read_source
 from dermsynth.device import resolve_device
 from dermsynth.errors import DermsynthError
@@ -237,22 +237,25 @@ def test_valid_devices_resolve():
 # --- the fingerprint a resume compares --------------------------------------------------------------------------
 
 
-def test_source_fingerprint_tells_same_data_from_changed_data(tmp_path, monkeypatch):
+def test_content_hash_tells_same_data_from_changed_data(tmp_path, monkeypatch):
+    """What a resume compares: the same data however reached (another spelling, a moved copy, its cache) hash
+    alike; a changed image or label in place does not."""
+    def digest(source, data=None):
+        return content_hash(data if data is not None else load_dataset(source, size=32, progress=False))
+
     src = _images(tmp_path / "imgs", n=6, classes=("mel", "nv"))
-    first = source_fingerprint(src, size=32, progress=False)
-    assert first["source"] == str(src.resolve()) and first["count"] == 6 and first["size"] == 32
+    first = digest(src)
     monkeypatch.chdir(tmp_path)
-    assert source_fingerprint("./imgs/", size=32, progress=False) == first  # another spelling of the same path
+    assert digest("./imgs/") == first  # another spelling of the same path
     shutil.copytree(src, tmp_path / "moved")
-    moved = source_fingerprint(tmp_path / "moved", size=32, progress=False)
-    assert moved["sha256"] == first["sha256"] and moved["source"] != first["source"]  # same data, elsewhere
+    moved = digest(tmp_path / "moved")
+    assert moved == first  # same data, elsewhere
     cache = prepare(src, 32, out=tmp_path / "cache", progress=False)
-    assert source_fingerprint(tmp_path / "cache", cache)["sha256"] == first["sha256"]  # its cache: same data
+    assert digest(tmp_path / "cache", cache) == first  # its cache: same data
     Image.new("RGB", (40, 40), (9, 9, 9)).save(src / "mel" / "im00.png")  # one image changed in place
-    changed = source_fingerprint(src, size=32, progress=False)
-    assert changed["source"] == first["source"] and changed["count"] == 6 and changed["sha256"] != first["sha256"]
+    assert digest(src) != first
     (tmp_path / "moved" / "nv" / "im01.png").rename(tmp_path / "moved" / "mel" / "im01.png")  # one label changed
-    assert source_fingerprint(tmp_path / "moved", size=32, progress=False)["sha256"] != moved["sha256"]
+    assert digest(tmp_path / "moved") != moved
 
 
 def test_content_hash_covers_every_array_and_phantom_specs(tmp_path):
@@ -266,9 +269,6 @@ def test_content_hash_covers_every_array_and_phantom_specs(tmp_path):
     plain = LesionDataset(images=data.images, labels=data.labels, class_names=data.class_names, ids=data.ids,
                           lesion_masks=data.lesion_masks)
     assert content_hash(edited) != content_hash(plain)
-    assert source_fingerprint(None, data)["source"] == "phantom:2048"
-    assert source_fingerprint("phantom", data)["source"] == "phantom:2048"
-    assert source_fingerprint("phantom:8", size=16)["count"] == 8
 
 
 def test_a_sigterm_handler_someone_installed_is_left_alone():

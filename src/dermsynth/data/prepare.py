@@ -363,27 +363,3 @@ def content_hash(data: LesionDataset) -> str:
             h.update(memoryview(np.ascontiguousarray(arr[start : start + _HASH_ROWS])).cast("B"))
     return h.hexdigest()
 
-
-def resolved_spec(source: str | Path | None) -> str:
-    """A data spec as a resume should compare it: the phantom spec (``phantom:N``), else the resolved path."""
-    if source is None:
-        return f"phantom:{DEFAULT_PHANTOM_N}"
-    text = str(source).strip()
-    if text.lower().split(":")[0] == "phantom" and not Path(text).exists():
-        return f"phantom:{_parse_phantom(text)}"
-    return str(Path(text).expanduser().resolve())
-
-
-def source_fingerprint(source: str | Path | None, data: LesionDataset | None = None, *,
-                       size: int | None = DEFAULT_SIZE, **kw) -> dict:
-    """What a training run's data were, for checking a resume: ``{"source": resolved spec, "count": images,
-    "size": px, "sha256": content_hash}``.
-
-    ``data``: the dataset already loaded from ``source`` (else it is loaded: ``load_dataset(source, size, **kw)``).
-    Two fingerprints with equal ``sha256`` are the same data even when ``source`` differs (a moved folder, its
-    cache); equal ``source`` with another ``sha256`` means the contents under that path changed.
-    """
-    if data is None:
-        data = load_dataset(source, size=size, **kw)
-    return {"source": resolved_spec(source), "count": len(data), "size": data.size, "sha256": content_hash(data)}
-

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from _common import pick_device, record  # this folder is on sys.path when run
 from dermsynth.data.prepare import load_dataset
@@ -32,7 +33,7 @@ from dermsynth.metrics.features import load_shipped_extractor
 from dermsynth.metrics.memorisation import memorisation_audit
 from dermsynth.metrics.registry import ImageSet, MetricOptions, RealSet, compute_metrics
 from dermsynth.report.figures import image_grid, save_png
-from dermsynth.sample import load_generator, sample_images
+from dermsynth.sample import diffuse, diffusion_sampling, load_generator, sample_images
 
 METRICS = ["fid", "kid", "prdc", "swd"]
 
@@ -58,15 +59,21 @@ def audit(generated: np.ndarray, train: np.ndarray, heldout: np.ndarray, device)
             "nn_ssim_heldout_p90": float(np.percentile(1 - result.heldout_distances, 90))}
 
 
-def draw(model, counts: dict[str, int], seed: int) -> tuple[np.ndarray, float]:
+def draw(model, counts: dict[str, int], seed: int, sampling=None) -> tuple[np.ndarray, float]:
     """``counts[c]`` images of each class c (one unconditional draw of their sum for an unconditional model) and
-    the seconds it took."""
+    the seconds it took; ``sampling`` (a diffusion model's sampler and steps) replaces the run's own."""
     start = time.perf_counter()
+
+    def one(n: int, s: int, c: str | None) -> np.ndarray:
+        if sampling is None:
+            return sample_images(model, n, s, class_name=c)[0]
+        labels = None if c is None else torch.full((n,), model.class_index(c), dtype=torch.long)
+        return diffuse(model, n, s, labels, sampling)
+
     if not model.conditional:
-        images = sample_images(model, sum(counts.values()), seed)[0]
+        images = one(sum(counts.values()), seed, None)
     else:
-        images = np.concatenate([sample_images(model, n, seed + i, class_name=c)[0]
-                                 for i, (c, n) in enumerate(counts.items()) if n > 0])
+        images = np.concatenate([one(n, seed + i, c) for i, (c, n) in enumerate(counts.items()) if n > 0])
     return images, time.perf_counter() - start
 
 
@@ -77,6 +84,8 @@ def main() -> None:
     ap.add_argument("--split", required=True, help="the saved split the generators were trained with")
     ap.add_argument("--real-fraction", type=float, default=None, help="the training images' nested fraction")
     ap.add_argument("--run", action="append", required=True, help="NAME=CHECKPOINT, repeated")
+    ap.add_argument("--sampler", action="append", default=[],
+                    help="NAME=SAMPLER[:STEPS]: diffusion run NAME sampled so (default: the run's own sampler)")
     ap.add_argument("--audit-classes", default="df,vasc")
     ap.add_argument("--audit-n", type=int, default=200, help="generated images per audited class")
     ap.add_argument("--grid-dir", default=None, help="write <dir>/generator_comparison_<NAME>.png here")
@@ -97,22 +106,29 @@ def main() -> None:
         "audit": audit(train_images[: len(train_images) // 2], train_images[len(train_images) // 2:],
                        np.asarray(test.images), device)}}
     by_class = {c: (train.labels == i, test.labels == i) for i, c in enumerate(train.class_names)}
+    samplers = dict(s.split("=", 1) for s in args.sampler)
     for spec in args.run:
         name, checkpoint = spec.split("=", 1)
         model = load_generator(checkpoint, device=device)
-        images, seconds = draw(model, counts, args.seed)
+        sampling = None
+        if name in samplers:
+            sampler, _, steps = samplers[name].partition(":")
+            sampling = diffusion_sampling(model, sampler, int(steps) if steps else None)
+        images, seconds = draw(model, counts, args.seed, sampling)
         row = {"checkpoint": checkpoint, "model": model.model, "step": model.step,
+               "sampling": None if not model.diffusion else
+               vars(sampling or diffusion_sampling(model)),
                "sampling_seconds_per_image": seconds / len(images), "n": len(images),
                "scores": scores(real, images, opts), "audit": audit(images, train_images, np.asarray(test.images),
                                                                     device)}
         for c in filter(None, args.audit_classes.split(",")):
             in_train, in_test = by_class[c]
-            class_images, _ = draw(model, {c: args.audit_n}, args.seed + 1000) if model.conditional else (None, 0)
+            class_images, _ = draw(model, {c: args.audit_n}, args.seed + 1000, sampling) if model.conditional else (None, 0)
             if class_images is not None and in_train.any() and in_test.any():
                 row[f"audit_{c}"] = audit(class_images, train_images[in_train], np.asarray(test.images)[in_test],
                                           device)
         if args.grid_dir:
-            grid = np.concatenate([draw(model, {c: 8}, args.seed + 2000)[0] for c in train.class_names]) \
+            grid = np.concatenate([draw(model, {c: 8}, args.seed + 2000, sampling)[0] for c in train.class_names]) \
                 if model.conditional else images[:56]
             save_png(image_grid(grid, nrow=8), Path(args.grid_dir) / f"generator_comparison_{name}.png", min_side=512)
         rows[name] = row

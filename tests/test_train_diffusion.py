@@ -189,3 +189,44 @@ def test_augment_takes_a_ddpm_checkpoint_as_a_synthetic_source(conditional_run):
     assert np.array_equal(drawn.images, source.draw(np.array([0, 2, 1]), source.class_names, 16, seed=5).images)
     with pytest.raises(DermsynthError, match="--truncation applies to GANs"):
         open_source(conditional_run, truncation=0.5)
+
+
+def test_augment_samples_a_diffusion_source_with_the_sampler_asked_for(conditional_run, tmp_path):
+    """augment --sampler / --sampling-steps / --guidance reach a diffusion source, are recorded in its description
+    (results.json), change its images, and are refused for a GAN, a sample folder and the phantom source."""
+    from conftest import labelled_noise
+    from dermsynth.classify.experiment import run_augment_experiment
+    from dermsynth.classify.experiment_config import AugmentExperimentConfig
+    from dermsynth.classify.synthetic import open_source
+
+    rows, names = np.array([0, 2, 1]), ["MEL", "NV", "BCC"]
+    default = open_source(conditional_run)
+    ancestral = open_source(conditional_run, sampler="ddpm", sampling_steps=3, guidance=2.0)
+    assert default.describe()["sampling"] == {"sampler": "ddim", "steps": 50, "guidance": 1.0}
+    assert ancestral.describe()["sampling"] == {"sampler": "ddpm", "steps": 3, "guidance": 2.0}
+    assert not np.array_equal(default.draw(rows, names, 16, seed=5).images,
+                              ancestral.draw(rows, names, 16, seed=5).images)
+    with pytest.raises(DermsynthError, match="--sampling-steps must be in"):
+        open_source(conditional_run, sampler="ddpm", sampling_steps=5000)
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    (folder / "manifest.csv").write_text("file,class\na.png,MEL\n")
+    for spec in (folder, "phantom"):
+        with pytest.raises(DermsynthError, match="--sampler applies to checkpoints only"):
+            open_source(spec, sampler="ddpm")
+
+    cfg = AugmentExperimentConfig(out=str(tmp_path / "aug"), size=16, conditions=["real", "real+synth:1"], seeds=1,
+                                  epochs=1, synthetic=str(conditional_run), sampler="ddpm", sampling_steps=2,
+                                  device="cpu")
+    result = run_augment_experiment(cfg, dataset=labelled_noise(48), progress=False)
+    saved = json.loads((tmp_path / "aug" / "results.json").read_text())
+    assert result.results and '"sampler": "ddpm"' in json.dumps(saved) and '"steps": 2' in json.dumps(saved)
+
+
+def test_augment_refuses_a_diffusion_sampler_for_a_gan(tmp_path, noise_dataset):
+    from dermsynth.classify.synthetic import open_source
+
+    gan = train(TrainConfig(out=str(tmp_path / "gan"), model="dcgan", size=16, width=8, z_dim=16, batch_size=16,
+                            steps=1), dataset=noise_dataset, progress=False).checkpoint
+    with pytest.raises(DermsynthError, match="--sampler applies to diffusion models"):
+        open_source(gan, sampler="ddpm", class_name="MEL")

@@ -517,6 +517,12 @@ def split(data: str, size: int, seed: int, fractions: str, classes: str | None, 
                    "that one class (real class proportions apply only among the classes a source generates); "
                    "recorded in results.json (synthetic_source.labels).")
 @click.option("--truncation", type=float, default=None, help="Latent truncation when sampling a checkpoint.")
+@click.option("--sampler", default=None, help="Diffusion checkpoints: ddpm | ddim | dpm-solver (default ddim; an "
+              "under-trained denoiser may need ddpm's ancestral sampler).")
+@click.option("--sampling-steps", type=int, default=None, help="Diffusion checkpoints: sampler steps (ddpm 1000, "
+              "ddim 50, dpm-solver 20).")
+@click.option("--guidance", type=float, default=None, help="Diffusion checkpoints: classifier-free guidance (1 = "
+              "none; class-conditional models).")
 @click.option("--seeds", default=10, show_default=True,
               help="Repeats per condition (paired over seeds; the exact tests' smallest two-sided p is 2/2^K, so K >= 6 "
                    "is needed for p < 0.05).")

@@ -247,7 +247,8 @@ def _open_sources(cfg: AugmentExperimentConfig, given: SyntheticSource | None,
         elif spec is None:
             source = None  # synthetic_counts names what is missing
         else:
-            source = open_source(spec, class_name=cfg.synthetic_class, truncation=cfg.truncation, device=cfg.device)
+            source = open_source(spec, class_name=cfg.synthetic_class, truncation=cfg.truncation, device=cfg.device,
+                                 sampler=cfg.sampler, sampling_steps=cfg.sampling_steps, guidance=cfg.guidance)
         if source is not None:
             if cfg.classes is None:  # with --classes, a source's other classes are simply never drawn
                 source.check_classes(class_names)

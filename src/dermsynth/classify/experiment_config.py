@@ -169,6 +169,9 @@ class AugmentExperimentConfig:
     synthetic: str | None = None         # GAN checkpoint, sample folder with manifest.csv, or "phantom"
     synthetic_class: str | None = None   # the one class of an unconditional checkpoint
     truncation: float | None = None      # latent truncation when sampling a checkpoint
+    sampler: str | None = None           # diffusion checkpoints: ddpm | ddim | dpm-solver (None: ddim)
+    sampling_steps: int | None = None    # diffusion checkpoints: sampler steps (None: the sampler's default)
+    guidance: float | None = None        # diffusion checkpoints: classifier-free guidance (None: 1, none)
     test: str | None = None              # an external test set (another dataset); classes matched by name
     split: str | None = None             # a saved split (.json/.csv); default: made with split_seed
     split_seed: int = 0

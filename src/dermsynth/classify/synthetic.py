@@ -170,10 +170,16 @@ class GeneratorSource(SyntheticSource):
     ``device``: auto (CUDA when available), cpu, cuda... A checkpoint with non-finite weights is refused."""
 
     def __init__(self, checkpoint: str | Path, *, class_name: str | None = None, truncation: float | None = None,
-                 device: str = "auto", batch_size: int = 256, model: LoadedGenerator | None = None) -> None:
+                 device: str = "auto", batch_size: int = 256, model: LoadedGenerator | None = None,
+                 sampler: str | None = None, sampling_steps: int | None = None,
+                 guidance: float | None = None) -> None:
         self.model = model or load_generator(checkpoint, resolve_device(device))  # refuses non-finite weights
         self.model.require_noise()
-        check_sampling_options(self.model, truncation=truncation)  # a diffusion model has no latent to truncate
+        # a diffusion model has no latent to truncate, a GAN no sampler
+        check_sampling_options(self.model, truncation=truncation, sampler=sampler, sampling_steps=sampling_steps,
+                               guidance=guidance)
+        self.sampling = (diffusion_sampling(self.model, sampler, sampling_steps, guidance) if self.model.diffusion
+                         else None)
         self.name = str(checkpoint)
         self.training_subset = checkpoint_training_subset(checkpoint)
         self.truncation, self.batch_size = truncation, batch_size
@@ -188,7 +194,8 @@ class GeneratorSource(SyntheticSource):
 
     def describe(self) -> dict:
         return {**super().describe(), "step": self.model.step, "conditional": self.model.conditional,
-                "truncation": self.truncation, "labels": self.labelling()}
+                "truncation": self.truncation, "labels": self.labelling(),
+                **({"sampling": vars(self.sampling)} if self.sampling is not None else {})}
 
     def labelling(self) -> str:
         """How this source's images get their class, in words (for results.json and the report)."""
@@ -202,8 +209,8 @@ class GeneratorSource(SyntheticSource):
     def _generate(self, class_name: str, n: int, seed: int, size: int) -> tuple[np.ndarray, list[str]]:
         labels = (torch.full((n,), self.model.class_index(class_name), dtype=torch.long)
                   if self.model.conditional else None)
-        if self.model.diffusion:  # image i from (seed, i), sampled with DDIM at 50 steps
-            images = diffuse(self.model, n, seed, labels, diffusion_sampling(self.model), batch_size=self.batch_size)
+        if self.sampling is not None:  # image i from (seed, i), with the chosen sampler (default DDIM at 50 steps)
+            images = diffuse(self.model, n, seed, labels, self.sampling, batch_size=self.batch_size)
         else:
             z = self.model.latents(n, self.truncation, torch.Generator().manual_seed(seed))
             images = generate(self.model, z, labels, self.batch_size, seed=seed)  # seed: noise drawn inside G
@@ -315,11 +322,18 @@ class FolderSource(SyntheticSource):
 
 
 def open_source(spec: str | Path, *, class_name: str | None = None, truncation: float | None = None,
-                device: str = "auto") -> SyntheticSource:
+                device: str = "auto", sampler: str | None = None, sampling_steps: int | None = None,
+                guidance: float | None = None) -> SyntheticSource:
     """A source from a string: ``phantom``, a checkpoint (``.pt`` file or run folder with ``latest.pt``: a noise ->
-    image GAN gives a :class:`GeneratorSource`, a map -> image model a :class:`TranslationSource`) or a sample
-    folder with ``manifest.csv``."""
+    image GAN or diffusion model gives a :class:`GeneratorSource`, a map -> image model a
+    :class:`TranslationSource`) or a sample folder with ``manifest.csv``. ``sampler`` / ``sampling_steps`` /
+    ``guidance``: how a diffusion checkpoint is sampled (refused for anything else)."""
+    sampling = {"--sampler": sampler, "--sampling-steps": sampling_steps, "--guidance": guidance}
+    given = [flag for flag, v in {"--synthetic-class": class_name, "--truncation": truncation, **sampling}.items()
+             if v is not None]
     if str(spec).strip().lower() == "phantom" and not Path(spec).exists():
+        if given:
+            raise DermsynthError(f"the phantom source renders lesions; {given[0]} applies to checkpoints only")
         return phantom_source()
     path = Path(spec).expanduser()
     if not path.exists():
@@ -328,12 +342,14 @@ def open_source(spec: str | Path, *, class_name: str | None = None, truncation: 
     if path.is_file() or (path / "latest.pt").is_file():
         model = load_generator(path, resolve_device(device))  # refuses non-finite weights
         if model.samples_noise:
-            return GeneratorSource(path, class_name=class_name, truncation=truncation, model=model)
-        if class_name is not None or truncation is not None:
+            return GeneratorSource(path, class_name=class_name, truncation=truncation, model=model, sampler=sampler,
+                                   sampling_steps=sampling_steps, guidance=guidance)
+        if given:
             raise DermsynthError(f"{path} translates lesion maps: its images take the class of the training image "
-                                 f"whose map they come from; drop the synthetic class and truncation options")
+                                 f"whose map they come from; drop the synthetic class, truncation and sampler options "
+                                 f"({given[0]} given)")
         return TranslationSource(path, model=model)
-    if class_name is not None or truncation is not None:
-        raise DermsynthError(f"{path}: a sample folder takes its classes from {MANIFEST}; the synthetic class "
-                             f"and truncation options apply to checkpoints only")
+    if given:
+        raise DermsynthError(f"{path}: a sample folder takes its classes from {MANIFEST} and its images as sampled; "
+                             f"{given[0]} applies to checkpoints only")
     return FolderSource(path)

@@ -193,7 +193,7 @@ def test_augment_takes_a_ddpm_checkpoint_as_a_synthetic_source(conditional_run):
 
 def test_augment_samples_a_diffusion_source_with_the_sampler_asked_for(conditional_run, tmp_path):
     """augment --sampler / --sampling-steps / --guidance reach a diffusion source, are recorded in its description
-    (results.json), change its images, and are refused for a GAN, a sample folder and the phantom source."""
+    (results.json), change its images, and are refused for a sample folder and the phantom source (a GAN: below)."""
     from conftest import labelled_noise
     from dermsynth.classify.experiment import run_augment_experiment
     from dermsynth.classify.experiment_config import AugmentExperimentConfig
@@ -220,7 +220,7 @@ def test_augment_samples_a_diffusion_source_with_the_sampler_asked_for(condition
                                   device="cpu")
     result = run_augment_experiment(cfg, dataset=labelled_noise(48), progress=False)
     saved = json.loads((tmp_path / "aug" / "results.json").read_text())
-    assert result.results and '"sampler": "ddpm"' in json.dumps(saved) and '"steps": 2' in json.dumps(saved)
+    assert result.results and saved["synthetic_source"]["sampling"] == {"sampler": "ddpm", "steps": 2, "guidance": 1.0}
 
 
 def test_augment_refuses_a_diffusion_sampler_for_a_gan(tmp_path, noise_dataset):

@@ -99,12 +99,12 @@ def main() -> None:
     test = split_part(data, args.split, "test")
     counts = train.class_counts()
     opts = MetricOptions(extractor=load_shipped_extractor(), device=device, seed=args.seed)
-    real = RealSet(np.asarray(test.images), name="test images")
-    train_images = np.asarray(train.images)
+    test_images, train_images = np.asarray(test.images), np.asarray(train.images)
+    real = RealSet(test_images, name="test images")
     rows = {"real-vs-real floor (the training images)": {
         "scores": scores(real, train_images, opts),
         "audit": audit(train_images[: len(train_images) // 2], train_images[len(train_images) // 2:],
-                       np.asarray(test.images), device)}}
+                       test_images, device)}}
     by_class = {c: (train.labels == i, test.labels == i) for i, c in enumerate(train.class_names)}
     samplers = dict(s.split("=", 1) for s in args.sampler)
     for spec in args.run:
@@ -119,14 +119,12 @@ def main() -> None:
                "sampling": None if not model.diffusion else
                vars(sampling or diffusion_sampling(model)),
                "sampling_seconds_per_image": seconds / len(images), "n": len(images),
-               "scores": scores(real, images, opts), "audit": audit(images, train_images, np.asarray(test.images),
-                                                                    device)}
+               "scores": scores(real, images, opts), "audit": audit(images, train_images, test_images, device)}
         for c in filter(None, args.audit_classes.split(",")):
             in_train, in_test = by_class[c]
             class_images, _ = draw(model, {c: args.audit_n}, args.seed + 1000, sampling) if model.conditional else (None, 0)
             if class_images is not None and in_train.any() and in_test.any():
-                row[f"audit_{c}"] = audit(class_images, train_images[in_train], np.asarray(test.images)[in_test],
-                                          device)
+                row[f"audit_{c}"] = audit(class_images, train_images[in_train], test_images[in_test], device)
         if args.grid_dir:
             grid = np.concatenate([draw(model, {c: 8}, args.seed + 2000, sampling)[0] for c in train.class_names]) \
                 if model.conditional else images[:56]
